@@ -1,0 +1,1 @@
+"""Our own implementations of the official BOPBtL networks (state-dict compatible)."""

@@ -1,0 +1,68 @@
+"""Latent mapping networks: translate the old-photo latent (VAE_A) into the clean latent (VAE_B).
+
+* ``QualityMapping``    official ``Mapping_Model`` (unstructured damage only);
+* ``ScratchMapping``    official ``Mapping_Model_with_mask``: global branch = partial non-local block;
+* ``PatchAttentionMapping`` official ``Mapping_Model_with_mask_2`` (``--HR``): three patch-attention scales.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .blocks import mapping_decoder_layers, mapping_encoder_layers, resnet_blocks
+from .partial_nonlocal import PartialNonLocalBlock, StepHook
+from .patch_attention import PatchAttention
+
+WIDTH = 512
+
+
+class QualityMapping(nn.Module):
+    """(N,64,h,w) -> (N,64,h,w); fully convolutional, any h, w."""
+
+    def __init__(self, blocks: int = 6) -> None:
+        super().__init__()
+        self.model = nn.Sequential(*mapping_encoder_layers(), *resnet_blocks(WIDTH, blocks), *mapping_decoder_layers())
+
+    def forward(self, latent: torch.Tensor, mask: torch.Tensor | None = None, step_hook: StepHook | None = None) -> torch.Tensor:
+        return self.model(latent)
+
+
+class ScratchMapping(nn.Module):
+    """Latent + full-resolution hole mask (N,1,H,W), 1 = hole -> mapped latent."""
+
+    def __init__(self, blocks: int = 6) -> None:
+        super().__init__()
+        self.before_NL = nn.Sequential(*mapping_encoder_layers())
+        self.NL = PartialNonLocalBlock(WIDTH)
+        self.after_NL = nn.Sequential(*resnet_blocks(WIDTH, blocks), *mapping_decoder_layers())
+
+    def forward(self, latent: torch.Tensor, mask: torch.Tensor, step_hook: StepHook | None = None) -> torch.Tensor:
+        return self.after_NL(self.NL(self.before_NL(latent), mask, step_hook))
+
+
+class PatchAttentionMapping(nn.Module):
+    """Latent + hole mask -> mapped latent, with patch attention at patch sizes 8, 4 and 2."""
+
+    PATCH_SIZES = (8, 4, 2)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.before_NL = nn.Sequential(*mapping_encoder_layers(), *resnet_blocks(WIDTH, 2))
+        self.NL_scale_1 = PatchAttention(8)
+        self.res_block_1 = nn.Sequential(*resnet_blocks(WIDTH, 2))
+        self.NL_scale_2 = PatchAttention(4)
+        self.res_block_2 = nn.Sequential(*resnet_blocks(WIDTH, 2))
+        self.NL_scale_3 = PatchAttention(2)
+        self.after_NL = nn.Sequential(*resnet_blocks(WIDTH, 2), *mapping_decoder_layers())
+
+    def forward(self, latent: torch.Tensor, mask: torch.Tensor, step_hook: StepHook | None = None) -> torch.Tensor:
+        x = self.before_NL(latent)
+        stages = [(self.NL_scale_1, self.res_block_1), (self.NL_scale_2, self.res_block_2), (self.NL_scale_3, None)]
+        for i, (attention, blocks) in enumerate(stages):
+            x = attention(x, mask)
+            if blocks is not None:
+                x = blocks(x)
+            if step_hook is not None:
+                step_hook((i + 1) / len(stages))
+        return self.after_NL(x)
