@@ -1,0 +1,55 @@
+"""Scratch detection with the U-Net: photo -> probability that each pixel is structured damage."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .models.checkpoints import ModelBank
+from .models.networks.unet import SPATIAL_MULTIPLE
+from .progress import Progress
+
+OFFICIAL_SHORT_SIDE = 256
+OFFICIAL_THRESHOLD = 0.4
+LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, what the official grey conversion uses
+
+
+def network_size(h: int, w: int, short_side: int = OFFICIAL_SHORT_SIDE) -> tuple[int, int]:
+    """Official rule: the short side becomes ``short_side``, the long side
+    ``int(round(long/short*short_side/16)*16)`` (Python rounding, ties to even)."""
+    if h < w:
+        return short_side, int(round(w / h * short_side / SPATIAL_MULTIPLE) * SPATIAL_MULTIPLE)
+    return int(round(h / w * short_side / SPATIAL_MULTIPLE) * SPATIAL_MULTIPLE), short_side
+
+
+def run_detector(bank: ModelBank, grey: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
+    """grey (1,1,h,w) in [-1,1] -> logits at ``size`` (multiples of 16)."""
+    unet = bank.get("detector")
+    device = next(unet.parameters()).device
+    with torch.inference_mode():
+        scaled = F.interpolate(grey.to(device), size=size, mode="bilinear", align_corners=False, antialias=antialias)
+        return unet(scaled)
+
+
+def detect_scratches(bank: ModelBank, image: np.ndarray, short_side: int = OFFICIAL_SHORT_SIDE,
+                     progress: Progress | None = None) -> np.ndarray:
+    """image HxWx3 float32 in [0,1] -> HxW float32 probability, pixel-aligned with the photo.
+
+    Unlike the official code we do not resize the photo to a multiple of 16 first: the detector
+    input is resampled straight from the photo (with antialiasing when shrinking) and the
+    probabilities are resampled straight back to the photo's own grid, so mask pixel (y, x) is
+    photo pixel (y, x).
+    """
+    progress = progress or Progress()
+    progress.report(0.0, "detecting scratches")
+    h, w = image.shape[:2]
+    grey = (image[..., 0] * LUMA[0] + image[..., 1] * LUMA[1] + image[..., 2] * LUMA[2]).astype(np.float32)
+    x = torch.from_numpy(grey)[None, None] * 2.0 - 1.0
+    size = network_size(h, w, short_side)
+    logits = run_detector(bank, x, size, antialias=size[0] < h or size[1] < w)
+    progress.check()
+    with torch.inference_mode():
+        prob = torch.sigmoid(F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False))
+    progress.report(1.0)
+    return prob[0, 0].cpu().numpy()

@@ -1,0 +1,61 @@
+"""Device choice, in one place: ``auto`` (CUDA, then Apple MPS, then CPU), ``cpu``, ``cuda``,
+``cuda:N`` or ``mps``. A GPU that was asked for but cannot be used falls back to the CPU with a
+message saying why, instead of failing the whole job."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+
+import torch
+
+_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+class DeviceError(ValueError):
+    """The device preference is not one we understand."""
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    device: torch.device
+    note: str = ""  # why we did not use what was asked for, if so
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def choose_device(preference: str = "auto") -> DeviceChoice:
+    pref = preference.strip().lower()
+    if not _PATTERN.match(pref):
+        raise DeviceError(f"unknown device {preference!r}; use auto, cpu, cuda, cuda:N or mps")
+    if pref == "cpu":
+        return DeviceChoice(_cpu())
+    if pref == "auto":
+        if torch.cuda.is_available():
+            return DeviceChoice(torch.device("cuda:0"))
+        if _mps_available():
+            return DeviceChoice(torch.device("mps"))
+        return DeviceChoice(_cpu())
+    if pref == "mps":
+        if _mps_available():
+            return DeviceChoice(torch.device("mps"))
+        return DeviceChoice(_cpu(), "Apple MPS was requested but is not available here; using the CPU")
+    index = int(pref.split(":")[1]) if ":" in pref else 0
+    if not torch.cuda.is_available():
+        return DeviceChoice(_cpu(), f"{pref} was requested but no usable CUDA GPU was found; using the CPU")
+    if index >= torch.cuda.device_count():
+        return DeviceChoice(_cpu(), f"{pref} was requested but only {torch.cuda.device_count()} CUDA device(s) exist; "
+                                    "using the CPU")
+    return DeviceChoice(torch.device(f"cuda:{index}"))
+
+
+def _cpu() -> torch.device:
+    """CPU runs use every core the process may use."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if torch.get_num_threads() != cores:
+        torch.set_num_threads(cores)
+    return torch.device("cpu")

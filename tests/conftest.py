@@ -1,0 +1,88 @@
+"""Shared test fixtures: where the reference material lives and recipe-built official weights."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT.parent / "shared" / "reference"
+DATA = ROOT.parent / "shared" / "data"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def golden_dir() -> Path:
+    return Path(os.environ.get("HEIRLOOM_GOLDEN_DIR") or REFERENCE / "golden")
+
+
+def reference_file(name: str) -> Path:
+    """A reference file beside the golden directory if it has one, else from ../shared/reference."""
+    for base in (golden_dir().parent, REFERENCE):
+        if (base / name).exists():
+            return base / name
+    raise FileNotFoundError(f"reference file {name} not found near {golden_dir()} or in {REFERENCE}")
+
+
+def load_recipe():
+    path = reference_file("weights_recipe.py")
+    spec = importlib.util.spec_from_file_location("heirloom_weights_recipe", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_STATE_CACHE: dict[tuple[str, str], dict] = {}
+
+
+def recipe_state(manifest_file: str, salt: str = "") -> dict[str, torch.Tensor]:
+    """Deterministic stand-in weights for one official checkpoint (cached per session)."""
+    key = (manifest_file, salt)
+    if key not in _STATE_CACHE:
+        manifest = json.loads(reference_file(f"manifests/{manifest_file}").read_text(encoding="utf-8"))
+        _STATE_CACHE[key] = load_recipe().deterministic_state_dict(manifest, salt=salt)
+    return _STATE_CACHE[key]
+
+
+GLOBAL_FILES = {
+    "VAE_A_quality": ("VAE_A_quality_netG.json", "checkpoints/restoration/VAE_A_quality/latest_net_G.pth"),
+    "VAE_B_quality": ("VAE_B_quality_netG.json", "checkpoints/restoration/VAE_B_quality/latest_net_G.pth"),
+    "VAE_B_scratch": ("VAE_B_scratch_netG.json", "checkpoints/restoration/VAE_B_scratch/latest_net_G.pth"),
+    "mapping_quality": ("mapping_quality_mapping_net.json",
+                        "checkpoints/restoration/mapping_quality/latest_net_mapping_net.pth"),
+    "mapping_scratch": ("mapping_scratch_mapping_net.json",
+                        "checkpoints/restoration/mapping_scratch/latest_net_mapping_net.pth"),
+    "mapping_Patch_Attention": ("mapping_Patch_Attention_mapping_net.json",
+                                "checkpoints/restoration/mapping_Patch_Attention/latest_net_mapping_net.pth"),
+    "detector": ("detection_FT_Epoch_latest.json", "checkpoints/detection/FT_Epoch_latest.pt"),
+}
+DETECTOR_SALT = "det-28/"
+
+
+def write_official_zip(path: Path, skip: tuple[str, ...] = ()) -> Path:
+    """A global_checkpoints.zip laid out like the official release, holding recipe weights."""
+    import io
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name, (manifest, member) in GLOBAL_FILES.items():
+            if name in skip:
+                continue
+            state = recipe_state(manifest, DETECTOR_SALT if name == "detector" else "")
+            obj = {"model_state": state, "epoch": 10} if name == "detector" else state
+            buf = io.BytesIO()
+            torch.save(obj, buf)
+            zf.writestr(member, buf.getvalue())
+    return path
+
+
+@pytest.fixture(scope="session")
+def official_zip(tmp_path_factory) -> Path:
+    return write_official_zip(tmp_path_factory.mktemp("weights") / "global_checkpoints.zip")
