@@ -54,7 +54,10 @@ def choose_device(preference: str = "auto") -> DeviceChoice:
 
 
 def _cpu() -> torch.device:
-    """CPU runs use every core the process may use."""
+    """CPU runs use every core the process may use, and flush denormal floats to zero: deep
+    InstanceNorm/ReLU stacks produce many, and they slow CPU convolutions by a third or more
+    (effect on results: below 1e-37)."""
+    torch.set_flush_denormal(True)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if torch.get_num_threads() != cores:
         torch.set_num_threads(cores)

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.models.checkpoints import ModelBank, WeightSource, validate_state_dict
+from engine.models.registry import NetworkSpec, manifest_for
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
 DATA = ROOT.parent / "shared" / "data"
@@ -81,6 +84,35 @@ def write_official_zip(path: Path, skip: tuple[str, ...] = ()) -> Path:
             torch.save(obj, buf)
             zf.writestr(member, buf.getvalue())
     return path
+
+
+class RecipeSource(WeightSource):
+    """Recipe-built weights, validated against our shipped manifests like any real file."""
+
+    def __init__(self, salts: dict[str, str]) -> None:
+        self.salts = salts
+        self.label = "recipe"
+
+    def has(self, spec: NetworkSpec) -> bool:
+        return True
+
+    def state_dict(self, spec: NetworkSpec) -> dict[str, torch.Tensor]:
+        state = recipe_state(GLOBAL_FILES[spec.name][0], self.salts.get(spec.name, ""))
+        validate_state_dict(state, manifest_for(spec), f"recipe:{spec.name}")
+        return state
+
+
+_BANKS: dict[tuple[str, str], ModelBank] = {}
+
+
+def bank_for(salt: str = "", detector_salt: str = DETECTOR_SALT) -> ModelBank:
+    """Networks with recipe weights (built once per salt pair and shared by the tests)."""
+    key = (salt, detector_salt)
+    if key not in _BANKS:
+        salts = {name: salt for name in GLOBAL_FILES}
+        salts["detector"] = detector_salt
+        _BANKS[key] = ModelBank(RecipeSource(salts), torch.device("cpu"))
+    return _BANKS[key]
 
 
 @pytest.fixture(scope="session")

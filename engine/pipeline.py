@@ -1,0 +1,164 @@
+"""Heirloom's restoration pipeline: photo (+ optional user mask) -> restored photo of the same size.
+
+Stages: scratch detection (scratch/HR modes) -> merge with the user's mask -> global restoration
+in latent space (quality, scratch or HR patch attention) -> result.
+
+Where the official stage 1 harms the photo we do better (the official behaviour stays available,
+number for number, in ``engine.official``):
+* the output has exactly the input's size: we reflect-pad to the multiple the networks need and
+  crop afterwards, instead of resizing the photo to a multiple of 4 or 16;
+* no min-max contrast stretch of the output: values are clamped to [0, 1], so a photo's tonal
+  range is what the networks produced, not stretched to full black and white;
+* the scratch mask is computed on the photo's own pixel grid (see ``engine.detection``).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .detection import OFFICIAL_SHORT_SIDE, OFFICIAL_THRESHOLD, detect_scratches
+from .models.checkpoints import ModelBank
+from .progress import Progress
+from .restoration import NETWORKS, SPATIAL_MULTIPLE, Mode, translate
+
+
+@dataclass(frozen=True)
+class RestoreOptions:
+    """What to do with one photo. ``hr`` implies masked restoration with patch attention."""
+
+    scratch: bool = False  # detect scratches and restore them (partial non-local block)
+    hr: bool = False  # patch-attention mapping (official --HR), detection included
+    threshold: float = OFFICIAL_THRESHOLD  # detector probability that counts as damage
+    mask_dilation: int | None = None  # 3x3 dilation iterations; None = official (0, HR: 3)
+    detection_short_side: int = OFFICIAL_SHORT_SIDE
+
+    @property
+    def detect(self) -> bool:
+        return self.scratch or self.hr
+
+    def mode(self, has_user_mask: bool) -> Mode:
+        if self.hr:
+            return Mode.HR
+        return Mode.SCRATCH if (self.scratch or has_user_mask) else Mode.QUALITY
+
+    @property
+    def dilation(self) -> int:
+        if self.mask_dilation is not None:
+            return self.mask_dilation
+        return 3 if self.hr else 0
+
+
+@dataclass
+class RestoreResult:
+    image: np.ndarray  # HxWx3 float32 in [0, 1], same H, W as the input
+    mode: Mode
+    mask: np.ndarray | None = None  # HxW bool: the holes that were filled (after merge and dilation)
+    detected: np.ndarray | None = None  # HxW float32 detector probability, if detection ran
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def as_float_rgb(image: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 / float image, grey or RGB(A) -> HxWx3 float32 in [0, 1] (alpha dropped)."""
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
+        raise ValueError(f"expected an HxW or HxWxC image array, got {getattr(image, 'shape', type(image))}")
+    if image.dtype == np.uint8:
+        out = image.astype(np.float32) / 255.0
+    elif image.dtype == np.uint16:
+        out = image.astype(np.float32) / 65535.0
+    elif np.issubdtype(image.dtype, np.floating):
+        out = np.clip(image.astype(np.float32), 0.0, 1.0)
+    else:
+        raise ValueError(f"unsupported image dtype {image.dtype}")
+    if out.ndim == 2:
+        out = np.repeat(out[..., None], 3, axis=2)
+    elif out.shape[2] == 1:
+        out = np.repeat(out, 3, axis=2)
+    elif out.shape[2] >= 3:
+        out = out[..., :3]
+    else:
+        raise ValueError(f"unsupported channel count {out.shape[2]}")
+    return np.ascontiguousarray(out)
+
+
+def pad_to_multiple(t: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad (N,C,H,W) on the bottom/right to multiples of ``multiple`` (replicate where the
+    image is too small to reflect). Returns the padded tensor and the original (H, W)."""
+    h, w = t.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return t, (h, w)
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(t, (0, pw, 0, ph), mode=mode), (h, w)
+
+
+def required_networks(options: RestoreOptions, has_user_mask: bool) -> list[str]:
+    names = list(NETWORKS[options.mode(has_user_mask)])
+    if options.detect:
+        names.append("detector")
+    return names
+
+
+class Restorer:
+    """Runs the pipeline with one set of networks (built once, shared by every call)."""
+
+    def __init__(self, bank: ModelBank) -> None:
+        self.bank = bank
+
+    @property
+    def device(self) -> torch.device:
+        return self.bank.device
+
+    def prepare(self, options: RestoreOptions, has_user_mask: bool = False) -> None:
+        """Load every network the options need now, so bad weights fail before any photo."""
+        for name in required_networks(options, has_user_mask):
+            self.bank.get(name)
+
+    def restore(self, image: np.ndarray, options: RestoreOptions = RestoreOptions(),
+                user_mask: np.ndarray | None = None, progress: Progress | None = None) -> RestoreResult:
+        progress = progress or Progress()
+        rgb = as_float_rgb(image)
+        h, w = rgb.shape[:2]
+        if user_mask is not None and user_mask.shape[:2] != (h, w):
+            raise ValueError(f"the mask is {user_mask.shape[1]}x{user_mask.shape[0]} but the photo is {w}x{h}; "
+                             "a mask must have exactly the photo's size")
+        mode = options.mode(user_mask is not None)
+        timings: dict[str, float] = {}
+        detected = None
+        holes = None
+        restore_start = 0.0
+        if options.detect:
+            t0 = time.perf_counter()
+            detected = detect_scratches(self.bank, rgb, options.detection_short_side, progress.sub(0.0, 0.1))
+            timings["detection"] = time.perf_counter() - t0
+            holes = detected >= options.threshold
+            restore_start = 0.1
+        if user_mask is not None:
+            user = np.asarray(user_mask).astype(bool)
+            holes = user if holes is None else (holes | user)
+        if mode.uses_mask:
+            if options.dilation > 0:
+                holes = cv2.dilate(holes.astype(np.uint8), np.ones((3, 3), np.uint8),
+                                   iterations=options.dilation).astype(bool)
+            rgb = rgb.copy()
+            rgb[holes] = 1.0  # holes are filled with white, as the networks were trained
+        progress.check()
+        t0 = time.perf_counter()
+        x = torch.from_numpy(rgb).permute(2, 0, 1)[None] * 2.0 - 1.0
+        multiple = SPATIAL_MULTIPLE[mode]
+        x, _ = pad_to_multiple(x, multiple)
+        mask_t = None
+        if mode.uses_mask:
+            mask_t, _ = pad_to_multiple(torch.from_numpy(holes.astype(np.float32))[None, None], multiple)
+        out = translate(self.bank, x, mask_t, mode, progress.sub(restore_start, 1.0 - restore_start))
+        with torch.inference_mode():
+            result = ((out.generated[0, :, :h, :w] + 1.0) / 2.0).clamp_(0.0, 1.0)
+            result = result.permute(1, 2, 0).float().cpu().numpy()
+        timings["restoration"] = time.perf_counter() - t0
+        progress.report(1.0, "done")
+        return RestoreResult(np.ascontiguousarray(result), mode, holes, detected, timings)

@@ -1,0 +1,128 @@
+"""Which weights Heirloom uses and where they live.
+
+* ``default``: Heirloom's own weights, shipped in ``resources/weights/default`` (safetensors);
+* ``official``: the official release, imported into the user data directory by
+  ``python main.py models import global_checkpoints.zip`` (or downloaded);
+* any path: an official zip, its unzipped folder, or a folder of our safetensors files.
+
+Nothing is ever written next to the program (not writable once installed): imports and
+downloads go to the per-user data directory from platformdirs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import platformdirs
+
+from .models.checkpoints import CheckpointError, OfficialSource, SafetensorsSource, WeightSource, open_source
+from .models.registry import GLOBAL_NETWORKS, manifest_for
+
+APP_NAME = "Heirloom"
+RESOURCES = Path(__file__).resolve().parents[1] / "resources"
+DEFAULT_WEIGHTS_DIR = RESOURCES / "weights" / "default"
+
+
+class WeightsNotFound(CheckpointError):
+    """Weights that were asked for are not installed; the message says how to get them."""
+
+
+def user_data_dir() -> Path:
+    """Per-user data folder (``HEIRLOOM_DATA_DIR`` overrides it, e.g. for tests or portable installs)."""
+    override = os.environ.get("HEIRLOOM_DATA_DIR")
+    return Path(override) if override else platformdirs.user_data_path(APP_NAME, appauthor=False)
+
+
+def official_dir() -> Path:
+    return user_data_dir() / "weights" / "official"
+
+
+def _missing(source: WeightSource) -> list[str]:
+    return [spec.name for spec in GLOBAL_NETWORKS if not source.has(spec)]
+
+
+def resolve_weights(choice: str) -> WeightSource:
+    """``default``, ``official`` or a path -> a weight source (errors say what to do)."""
+    if choice == "default":
+        source = SafetensorsSource(DEFAULT_WEIGHTS_DIR, label="Heirloom default weights")
+        missing = _missing(source)
+        if missing:
+            hint = ("the official weights are imported: use --weights official"
+                    if official_dir().is_dir() else
+                    "get the official weights with `python main.py models download official` or import "
+                    "global_checkpoints.zip with `python main.py models import PATH`, then use --weights official")
+            raise WeightsNotFound(f"Heirloom's own default weights are not installed in {DEFAULT_WEIGHTS_DIR} "
+                                  f"(missing: {', '.join(missing)}); {hint}")
+        return source
+    if choice == "official":
+        if not official_dir().is_dir():
+            raise WeightsNotFound("the official weights are not imported yet; run `python main.py models download "
+                                  "official` or `python main.py models import global_checkpoints.zip`")
+        return OfficialSource(official_dir())
+    path = Path(choice).expanduser()
+    if not path.exists():
+        raise WeightsNotFound(f"weights path {path} does not exist (use default, official, a zip or a folder)")
+    return open_source(path)
+
+
+def validate_source(source: WeightSource) -> list[str]:
+    """Read and check every Global network file; returns the problems (empty = all good)."""
+    problems = []
+    for spec in GLOBAL_NETWORKS:
+        try:
+            source.state_dict(spec)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+    return problems
+
+
+def import_official(archive: Path) -> Path:
+    """Validate an official zip (or folder) completely, then install its checkpoints into the user
+    data directory. Nothing is installed unless every file validates."""
+    source = OfficialSource(Path(archive))
+    problems = validate_source(source)
+    if problems:
+        raise CheckpointError("not imported: " + " | ".join(problems))
+    target = official_dir()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".official-", dir=target.parent))
+    try:
+        for spec in GLOBAL_NETWORKS:
+            data, _ = source.read_bytes(spec)
+            dest = staging / manifest_for(spec).path_in_zip
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(data)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.replace(target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+@dataclass(frozen=True)
+class WeightsEntry:
+    name: str
+    location: str
+    ok: bool
+    detail: str
+
+
+def list_weights() -> list[WeightsEntry]:
+    """The weight sets Heirloom can find, each checked against the manifests."""
+    entries = []
+    candidates = [("default", DEFAULT_WEIGHTS_DIR, lambda: SafetensorsSource(DEFAULT_WEIGHTS_DIR)),
+                  ("official", official_dir(), lambda: OfficialSource(official_dir()))]
+    for name, location, make in candidates:
+        if not location.is_dir():
+            entries.append(WeightsEntry(name, str(location), False, "not installed"))
+            continue
+        problems = validate_source(make())
+        entries.append(WeightsEntry(name, str(location), not problems,
+                                    "valid" if not problems else f"{len(problems)} problem(s): " + problems[0]))
+    return entries
