@@ -1,0 +1,1 @@
+"""Heirloom desktop GUI (PySide6) over the engine package."""
