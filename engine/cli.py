@@ -130,14 +130,13 @@ def cmd_restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"FAILED {path}: {reason}", file=out)
 
     options = RestoreOptions(scratch=args.scratch, hr=args.hr)
-    restorer = None
-    if jobs:
-        try:
-            restorer = Restorer(ModelBank(resolve_weights(args.weights), choice.device))
+    try:
+        restorer = Restorer(ModelBank(resolve_weights(args.weights), choice.device))
+        if jobs:  # load every network now: bad weights fail once, before any photo
             restorer.prepare(options, has_user_mask=any(j.mask for j in jobs))
-        except CheckpointError as exc:
-            print(f"error: {exc}", file=err)
-            return EXIT_FAILED
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_FAILED
     outdir.mkdir(parents=True, exist_ok=True)
     done = skipped = 0
     started = time.perf_counter()

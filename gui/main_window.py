@@ -160,6 +160,8 @@ class MainWindow(QMainWindow):
         self.browse_button = QToolButton()
         self.browse_button.setText("Browse…")
         self.browse_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
+        self.browse_button.setStyleSheet("QToolButton::menu-indicator { image: none; width: 0px; }")
+        self.browse_button.setToolTip("Pick global_checkpoints.zip or a folder of weights")
         browse_menu = QMenu(self.browse_button)
         browse_menu.addAction("Weights zip file…", self._browse_weights_zip)
         browse_menu.addAction("Weights folder…", self._browse_weights_folder)
@@ -180,7 +182,7 @@ class MainWindow(QMainWindow):
         layout.addLayout(options)
 
         self.caption_label = QLabel()
-        self.caption_label.setStyleSheet("color: palette(mid);")
+        self.caption_label.setStyleSheet("color: #555555;")
         layout.addWidget(self.caption_label)
         self.image_view = ImageView(f"Drop a photo here or press {open_shortcut_text()}")
         layout.addWidget(self.image_view, 1)
@@ -196,6 +198,8 @@ class MainWindow(QMainWindow):
         controls = QHBoxLayout()
         self.compare_button = QPushButton("Show before")
         self.compare_button.setCheckable(True)
+        metrics = self.compare_button.fontMetrics()
+        self.compare_button.setMinimumWidth(max(metrics.horizontalAdvance(t) for t in ("Show before", "Show after")) + 24)
         self.compare_button.setToolTip("Switch the view between the original (before) and the restored photo (after)")
         self.compare_button.toggled.connect(self._show_current)
         self.progress_bar = QProgressBar()
@@ -516,7 +520,8 @@ class MainWindow(QMainWindow):
         path = Path(path).expanduser()
         if path.suffix.lower() != ".png":
             # The file is always PNG; keep its name honest.
-            path = path.with_suffix(".png") if path.suffix.lower() in IMAGE_SUFFIXES else path.with_name(path.name + ".png")
+            known = path.suffix.lower() in IMAGE_SUFFIXES
+            path = path.with_suffix(".png") if known else path.with_name(path.name + ".png")
         if self._is_original(path):
             self.show_error(f"Not saved: {path.name} is the original photo, which Heirloom never overwrites. "
                             "Choose another file name.")

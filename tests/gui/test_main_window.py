@@ -12,13 +12,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from PySide6.QtCore import QMimeData, QPoint, Qt, QUrl
+from PySide6.QtCore import QMimeData, QObject, QPoint, Qt, QUrl, Slot
 from PySide6.QtGui import QDropEvent
 
 import engine.weights
 from engine.models.checkpoints import save_state_dicts
 from engine.models.registry import BY_NAME
-from engine.progress import Cancelled
 from engine.pipeline import Restorer
 from gui.main_window import MainWindow
 
@@ -167,6 +166,19 @@ def test_cancel_immediately(qtbot, window, photo, tiny_weights):
     assert not window.save_action.isEnabled()
 
 
+class CancelOnProgress(QObject):
+    """Lives in the GUI thread and presses Cancel like a user would, on a given progress message."""
+
+    def __init__(self, window: MainWindow, message: str) -> None:
+        super().__init__()
+        self.window, self.message = window, message
+
+    @Slot(float, str)
+    def on_progress(self, fraction: float, message: str) -> None:
+        if message == self.message and self.window.cancel_button.isEnabled():
+            self.window.cancel_button.click()
+
+
 def test_cancel_from_first_progress_signal_stops_the_engine(qtbot, window, photo, tiny_weights, monkeypatch):
     """Cancel while the engine is inside restore(): the engine must raise Cancelled and stop."""
     original_restore = Restorer.restore
@@ -175,7 +187,7 @@ def test_cancel_from_first_progress_signal_stops_the_engine(qtbot, window, photo
     def gated_restore(self, image, options, user_mask=None, progress=None):
         calls["entered"] += 1
         progress.report(0.0, "encoding")  # reaches the GUI as a progress signal
-        assert progress.cancel_event.wait(RESTORE_TIMEOUT_MS / 1000)  # hold until the GUI cancels
+        assert progress.cancel_event.wait(10)  # hold until the GUI cancels
         result = original_restore(self, image, options, user_mask, progress)
         calls["returned"] += 1
         return result
@@ -184,14 +196,10 @@ def test_cancel_from_first_progress_signal_stops_the_engine(qtbot, window, photo
     window.weights_edit.setText(str(tiny_weights))
     assert window.load_image(photo)
 
-    def cancel_on_restore_progress(fraction: float, message: str) -> None:
-        if message == "encoding":
-            window.cancel_button.click()
-
-    window.progress_bar.valueChanged.connect(lambda _v: None)
+    canceller = CancelOnProgress(window, "encoding")
     with qtbot.waitSignal(window.restore_done, timeout=RESTORE_TIMEOUT_MS) as blocker:
         assert window.start_restore()
-        window._worker.progress.connect(cancel_on_restore_progress, Qt.ConnectionType.QueuedConnection)
+        window._worker.progress.connect(canceller.on_progress)  # queued: runs in the GUI thread
     assert blocker.args == ["cancelled"]
     assert calls == {"entered": 1, "returned": 0}  # the real restore raised Cancelled
     assert "Cancelled" in window.status_label.text()
@@ -221,3 +229,16 @@ def test_window_screenshot(qtbot, window, photo, tmp_path):
     target = os.environ.get("HEIRLOOM_SCREENSHOT")
     if target:  # for looking at the layout by eye
         window.grab().save(target)
+
+
+def test_app_main_runs_the_event_loop_and_returns_an_exit_code(qapp, monkeypatch):
+    """``python main.py`` without arguments ends up here: it must return an int, not raise."""
+    from PySide6.QtCore import QTimer
+
+    import gui.app
+
+    shown = []
+    monkeypatch.setattr(gui.app.MainWindow, "show", lambda self: shown.append(self))
+    QTimer.singleShot(0, qapp.quit)
+    assert gui.app.main() == 0
+    assert len(shown) == 1 and shown[0].windowTitle() == "Heirloom"

@@ -1,0 +1,163 @@
+"""The command line: restore end to end, failures per photo, usage errors, weights management."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import io
+import threading
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import DATA, GLOBAL_FILES
+from engine.cli import main
+
+SCRATCHED = DATA / "real_old" / "scratched_a.png"
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = main([str(a) for a in argv], out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def small_photo(path: Path, size=(44, 36)) -> Path:
+    rng = np.random.default_rng(1)
+    Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEIRLOOM_DATA_DIR", str(tmp_path / "userdata"))
+    return tmp_path / "userdata"
+
+
+@pytest.mark.parametrize("flags,mode", [(["--no-scratch"], "quality"), (["--scratch"], "scratch"), (["--hr"], "hr")])
+def test_restores_a_real_old_photo_at_its_exact_size(tmp_path, official_zip, flags, mode):
+    code, out, err = run("restore", SCRATCHED, "-o", tmp_path / "out", "--weights", official_zip,
+                         "--device", "cpu", "--save-mask", *flags)
+    assert code == 0, out + err
+    assert f"({mode}," in out
+    with Image.open(SCRATCHED) as src, Image.open(tmp_path / "out" / "scratched_a.png") as res:
+        assert res.size == src.size and res.mode == "RGB"
+    assert (tmp_path / "out" / "scratched_a_mask.png").exists() == (mode != "quality")
+
+
+def test_bad_inputs_fail_one_by_one_and_the_rest_go_on(tmp_path, official_zip):
+    good = small_photo(tmp_path / "good.png")
+    text = tmp_path / "notes.jpg"
+    text.write_text("this is not a photo")
+    before = good.read_bytes()
+    code, out, _ = run("restore", tmp_path / "missing.png", text, good, "-o", tmp_path / "out",
+                       "--weights", official_zip)
+    assert code == 1
+    assert f"FAILED {tmp_path / 'missing.png'}: file not found" in out
+    assert f"FAILED {text}: not an image file" in out
+    assert f"OK {good}" in out
+    assert Image.open(tmp_path / "out" / "good.png").size == (44, 36)
+    assert good.read_bytes() == before
+
+
+def test_never_overwrites_an_input_and_keeps_existing_outputs(tmp_path, official_zip):
+    photo = small_photo(tmp_path / "album" / "p.png") if (tmp_path / "album").mkdir() is None else None
+    before = photo.read_bytes()
+    code, out, _ = run("restore", photo, "-o", tmp_path / "album", "--weights", official_zip)
+    assert code == 1 and "would overwrite an input photo" in out
+    assert photo.read_bytes() == before
+    code, out, _ = run("restore", tmp_path / "album", "-o", tmp_path / "out", "--weights", official_zip)
+    assert code == 0
+    first = (tmp_path / "out" / "p.png").stat().st_mtime_ns
+    code, out, _ = run("restore", tmp_path / "album", "-o", tmp_path / "out", "--weights", official_zip)
+    assert code == 0 and "SKIPPED" in out and (tmp_path / "out" / "p.png").stat().st_mtime_ns == first
+
+
+def test_user_mask_is_used(tmp_path, official_zip):
+    photo = small_photo(tmp_path / "p.png")
+    mask = np.zeros((36, 44), np.uint8)
+    mask[10:14, 4:40] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    code, out, _ = run("restore", photo, "-o", tmp_path / "out", "--mask", tmp_path / "m.png", "--save-mask",
+                       "--weights", official_zip)
+    assert code == 0 and "(scratch," in out
+    saved = np.asarray(Image.open(tmp_path / "out" / "p_mask.png")) > 0
+    assert (saved == (mask > 0)).all()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    ([], "required"),
+    (["restore", "a.png", "b.png", "-o", "out", "--mask", "m.png"], "exactly one input"),
+    (["restore", "a.png", "-o", "out", "--device", "tpu"], "unknown device"),
+    (["restore", "a.png"], "required"),
+    (["restore", "a.png", "-o", "out", "--weights", "/nonexistent/w.zip"], None),
+])
+def test_usage_errors_exit_2(tmp_path, capsys, argv, needle):
+    code, out, err = run(*argv)
+    captured = capsys.readouterr()
+    if needle is None:  # a missing weights path is reported as a failure of the run, in one line
+        assert code == 1 and "does not exist" in err and len(err.strip().splitlines()) == 1
+        return
+    assert code == 2
+    assert needle in err + captured.err
+
+
+def test_missing_default_weights_say_what_to_do(tmp_path):
+    photo = small_photo(tmp_path / "p.png")
+    code, out, err = run("restore", photo, "-o", tmp_path / "out")
+    assert code == 1
+    assert "default weights are not installed" in err and "models download official" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_wrong_and_truncated_checkpoint_zips_give_one_clear_line(tmp_path, official_zip):
+    photo = small_photo(tmp_path / "p.png")
+    wrong = tmp_path / "wrong.zip"
+    with zipfile.ZipFile(wrong, "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    code, _, err = run("restore", photo, "-o", tmp_path / "out", "--weights", wrong)
+    assert code == 1 and "is this the official global_checkpoints.zip" in err and len(err.strip().splitlines()) == 1
+    truncated = tmp_path / "truncated.zip"
+    truncated.write_bytes(official_zip.read_bytes()[: 50_000_000])
+    code, _, err = run("restore", photo, "-o", tmp_path / "out", "--weights", truncated)
+    assert code == 1 and err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out" / "p.png").exists()
+
+
+def test_models_import_then_list_then_restore_with_official(tmp_path, official_zip, data_dir):
+    code, out, _ = run("models")
+    assert code == 0 and "MISSING official" in out
+    code, out, _ = run("models", "import", official_zip)
+    assert code == 0 and "imported" in out
+    code, out, _ = run("models")
+    assert "OK      official" in out
+    code, out, _ = run("restore", small_photo(tmp_path / "p.png"), "-o", tmp_path / "out", "--weights", "official")
+    assert code == 0, out
+
+
+def test_models_import_refuses_a_broken_zip_and_installs_nothing(tmp_path, data_dir):
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr(GLOBAL_FILES["VAE_A_quality"][1], b"garbage")
+    code, _, err = run("models", "import", bad)
+    assert code == 1 and "not imported" in err
+    assert not (data_dir / "weights" / "official").exists()
+
+
+def test_models_download_from_a_local_server(tmp_path, official_zip, data_dir):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(official_zip.parent))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/{official_zip.name}"
+        code, out, err = run("models", "download", "official", "--url", url)
+    finally:
+        server.shutdown()
+    assert code == 0, err
+    assert "downloaded and imported" in out and "download [" in err
+    assert (data_dir / "weights" / "official" / GLOBAL_FILES["mapping_scratch"][1]).is_file()
