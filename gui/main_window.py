@@ -142,11 +142,11 @@ class MainWindow(QMainWindow):
         layout = QVBoxLayout(central)
 
         options = QHBoxLayout()
-        self.scratch_checkbox = QCheckBox("Repair scratches")
+        self.scratch_checkbox = QCheckBox("Repair scratches", central)
         self.scratch_checkbox.setToolTip("Detect scratches and tears and fill them in")
-        self.hr_checkbox = QCheckBox("High resolution (HR)")
+        self.hr_checkbox = QCheckBox("High resolution (HR)", central)
         self.hr_checkbox.setToolTip("Patch-attention restoration for large scans (includes scratch repair; slower)")
-        self.weights_combo = QComboBox()
+        self.weights_combo = QComboBox(central)
         self.weights_combo.setEditable(True)
         self.weights_combo.addItems(WEIGHT_CHOICES)
         self.weights_combo.setCurrentText("default")
@@ -156,8 +156,8 @@ class MainWindow(QMainWindow):
         self.weights_combo.setToolTip("default, official, or the path of global_checkpoints.zip / a weights folder")
         self.weights_edit = self.weights_combo.lineEdit()
         self.weights_edit.editingFinished.connect(self._check_weights)
-        self.weights_combo.activated.connect(lambda _index: self._check_weights())
-        self.browse_button = QToolButton()
+        self.weights_combo.activated.connect(self._on_weights_activated)
+        self.browse_button = QToolButton(central)
         self.browse_button.setText("Browse…")
         self.browse_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
         self.browse_button.setStyleSheet("QToolButton::menu-indicator { image: none; width: 0px; }")
@@ -166,28 +166,28 @@ class MainWindow(QMainWindow):
         browse_menu.addAction("Weights zip file…", self._browse_weights_zip)
         browse_menu.addAction("Weights folder…", self._browse_weights_folder)
         self.browse_button.setMenu(browse_menu)
-        self.device_combo = QComboBox()
+        self.device_combo = QComboBox(central)
         self.device_combo.addItems(DEVICES)
         self.device_combo.setToolTip("auto picks a CUDA or Apple GPU when there is one, else the CPU")
-        self.device_combo.currentTextChanged.connect(lambda _text: self._update_device_label())
+        self.device_combo.currentTextChanged.connect(self._on_device_changed)
         options.addWidget(self.scratch_checkbox)
         options.addWidget(self.hr_checkbox)
         options.addSpacing(16)
-        options.addWidget(QLabel("Weights:"))
+        options.addWidget(QLabel("Weights:", central))
         options.addWidget(self.weights_combo, 1)
         options.addWidget(self.browse_button)
         options.addSpacing(16)
-        options.addWidget(QLabel("Device:"))
+        options.addWidget(QLabel("Device:", central))
         options.addWidget(self.device_combo)
         layout.addLayout(options)
 
-        self.caption_label = QLabel()
+        self.caption_label = QLabel(central)
         self.caption_label.setStyleSheet("color: #555555;")
         layout.addWidget(self.caption_label)
-        self.image_view = ImageView(f"Drop a photo here or press {open_shortcut_text()}")
+        self.image_view = ImageView(f"Drop a photo here or press {open_shortcut_text()}", central)
         layout.addWidget(self.image_view, 1)
 
-        self.error_label = QLabel()
+        self.error_label = QLabel(central)
         self.error_label.setWordWrap(True)
         self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.error_label.setStyleSheet("QLabel { color: #b00020; background: #fdecee; border: 1px solid #f3b7bf;"
@@ -196,21 +196,21 @@ class MainWindow(QMainWindow):
         layout.addWidget(self.error_label)
 
         controls = QHBoxLayout()
-        self.compare_button = QPushButton("Show before")
+        self.compare_button = QPushButton("Show before", central)
         self.compare_button.setCheckable(True)
         metrics = self.compare_button.fontMetrics()
         self.compare_button.setMinimumWidth(max(metrics.horizontalAdvance(t) for t in ("Show before", "Show after")) + 24)
         self.compare_button.setToolTip("Switch the view between the original (before) and the restored photo (after)")
-        self.compare_button.toggled.connect(self._show_current)
-        self.progress_bar = QProgressBar()
+        self.compare_button.toggled.connect(self._on_compare_toggled)
+        self.progress_bar = QProgressBar(central)
         self.progress_bar.setRange(0, PROGRESS_STEPS)
         self.progress_bar.setValue(0)
         self.progress_bar.setTextVisible(True)
-        self.restore_button = QPushButton("Restore")
+        self.restore_button = QPushButton("Restore", central)
         self.restore_button.setDefault(True)
-        self.restore_button.clicked.connect(self.start_restore)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel_restore)
+        self.restore_button.clicked.connect(self._on_restore_clicked)
+        self.cancel_button = QPushButton("Cancel", central)
+        self.cancel_button.clicked.connect(self._on_cancel_clicked)
         controls.addWidget(self.compare_button)
         controls.addWidget(self.progress_bar, 1)
         controls.addWidget(self.restore_button)
@@ -218,10 +218,34 @@ class MainWindow(QMainWindow):
         layout.addLayout(controls)
         self.setCentralWidget(central)
 
-        self.status_label = QLabel("Open a photo to begin.")
-        self.device_label = QLabel()
+        # Parented explicitly: Qt owns every widget, so nothing is deleted twice at shutdown.
+        self.status_label = QLabel("Open a photo to begin.", self.statusBar())
+        self.device_label = QLabel(self.statusBar())
         self.statusBar().addWidget(self.status_label, 1)
         self.statusBar().addPermanentWidget(self.device_label)
+
+    # Signal handlers are bound methods, not lambdas: a lambda holding ``self`` keeps the window
+    # alive in a reference cycle until interpreter shutdown, where PySide's cleanup then crashes.
+
+    @Slot(int)
+    def _on_weights_activated(self, _index: int) -> None:
+        self._check_weights()
+
+    @Slot(str)
+    def _on_device_changed(self, _text: str) -> None:
+        self._update_device_label()
+
+    @Slot(bool)
+    def _on_compare_toggled(self, _checked: bool) -> None:
+        self._show_current()
+
+    @Slot()
+    def _on_restore_clicked(self) -> None:
+        self.start_restore()
+
+    @Slot()
+    def _on_cancel_clicked(self) -> None:
+        self.cancel_restore()
 
     # ----------------------------------------------------------------- state helpers
 

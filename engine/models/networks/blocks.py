@@ -45,8 +45,9 @@ def resnet_blocks(channels: int, count: int) -> list[nn.Module]:
 
 
 def mapping_encoder_layers(c_in: int = 64, width: int = 512) -> list[nn.Module]:
-    """The four ``[Conv3, IN, ReLU]`` groups 64 -> 128 -> 256 -> 512 -> 512 that open every mapping net."""
-    chans = [c_in, 128, 256, width, width]
+    """The four ``[Conv3, IN, ReLU]`` groups 64 -> w/4 -> w/2 -> w -> w that open every mapping net
+    (official: w = 512)."""
+    chans = [c_in, width // 4, width // 2, width, width]
     layers: list[nn.Module] = []
     for a, b in zip(chans[:-1], chans[1:]):
         layers += conv_norm_relu(a, b)
@@ -54,10 +55,10 @@ def mapping_encoder_layers(c_in: int = 64, width: int = 512) -> list[nn.Module]:
 
 
 def mapping_decoder_layers(width: int = 512, c_out: int = 64) -> list[nn.Module]:
-    """Three ``[Conv3, IN, ReLU]`` groups 512 -> 512 -> 256 -> 128, then a plain ``Conv3 128 -> 64``."""
-    chans = [width, width, 256, 128]
+    """Three ``[Conv3, IN, ReLU]`` groups w -> w -> w/2 -> w/4, then a plain ``Conv3 w/4 -> 64``."""
+    chans = [width, width, width // 2, width // 4]
     layers: list[nn.Module] = []
     for a, b in zip(chans[:-1], chans[1:]):
         layers += conv_norm_relu(a, b)
-    layers.append(nn.Conv2d(128, c_out, 3, padding=1))
+    layers.append(nn.Conv2d(width // 4, c_out, 3, padding=1))
     return layers
