@@ -13,6 +13,7 @@ file before it reaches a network, and errors name the file and the offending key
 from __future__ import annotations
 
 import io
+import json
 import pickle
 import zipfile
 from dataclasses import dataclass
@@ -107,6 +108,10 @@ class WeightSource:
         """Network name -> human-readable location of its file (for provenance and listings)."""
         return {}
 
+    def network_kwargs(self, spec: NetworkSpec) -> dict:
+        """Constructor arguments for ``spec`` (empty: the official shapes)."""
+        return {}
+
 
 class OfficialSource(WeightSource):
     """The official release: ``global_checkpoints.zip`` or the folder it unzips to."""
@@ -159,11 +164,25 @@ class OfficialSource(WeightSource):
 
 
 class SafetensorsSource(WeightSource):
-    """A folder of ``<network name>.safetensors`` files (our own weights and fine-tuned profiles)."""
+    """A folder of ``<network name>.safetensors`` files (our own weights and fine-tuned profiles),
+    with an optional ``model.json`` card whose ``networks`` entry gives each network's
+    constructor arguments (e.g. the narrower lite mapping)."""
+
+    CARD = "model.json"
 
     def __init__(self, folder: Path, label: str | None = None) -> None:
         self.folder = Path(folder)
         self.label = label or f"safetensors ({self.folder})"
+        self.card: dict = {}
+        card = self.folder / self.CARD
+        if card.is_file():
+            try:
+                self.card = json.loads(card.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f"{card} is not a readable model card ({exc})") from None
+
+    def network_kwargs(self, spec: NetworkSpec) -> dict:
+        return dict(self.card.get("networks", {}).get(spec.name, {}))
 
     def _file(self, spec: NetworkSpec) -> Path:
         return self.folder / f"{spec.name}.safetensors"
@@ -182,7 +201,7 @@ class SafetensorsSource(WeightSource):
             state = load_safetensors(str(path))
         except Exception as exc:
             raise CheckpointError(f"{path} is damaged or not a safetensors file ({exc})") from None
-        validate_state_dict(state, manifest_for(spec), str(path))
+        validate_state_dict(state, manifest_for(spec, self.network_kwargs(spec)), str(path))
         return state
 
 
@@ -203,9 +222,10 @@ def open_source(path: Path) -> WeightSource:
     return OfficialSource(path)
 
 
-def build_network(spec: NetworkSpec, state: Mapping[str, torch.Tensor], device: torch.device) -> nn.Module:
+def build_network(spec: NetworkSpec, state: Mapping[str, torch.Tensor], device: torch.device,
+                  kwargs: dict | None = None) -> nn.Module:
     """Instantiate ``spec``'s network, load ``state`` strictly, eval mode, no gradients."""
-    net = spec.build()
+    net = spec.build(**(kwargs or {}))
     net.load_state_dict(state, strict=True)
     net.eval().requires_grad_(False)
     return net.to(device)
@@ -224,7 +244,8 @@ class ModelBank:
     def get(self, name: str) -> nn.Module:
         if name not in self._nets:
             spec = BY_NAME[name]
-            self._nets[name] = build_network(spec, self.source.state_dict(spec), self.device)
+            self._nets[name] = build_network(spec, self.source.state_dict(spec), self.device,
+                                             self.source.network_kwargs(spec))
         return self._nets[name]
 
     def missing(self, names: list[str]) -> list[str]:

@@ -23,7 +23,7 @@ from .networks.vae import VAEGenerator
 class NetworkSpec:
     name: str  # e.g. "VAE_A_quality"
     manifest: str  # key in manifests/official.json
-    build: Callable[[], nn.Module]
+    build: Callable[..., nn.Module]  # keyword arguments: width etc. (none = official shapes)
     purpose: str
 
 
@@ -71,5 +71,14 @@ def manifests() -> dict[str, Manifest]:
     }
 
 
-def manifest_for(spec: NetworkSpec) -> Manifest:
-    return manifests()[spec.manifest]
+def manifest_for(spec: NetworkSpec, kwargs: dict | None = None) -> Manifest:
+    """The official layout, or for other hyper-parameters (our lite weights) the layout of the
+    network those parameters build."""
+    if not kwargs:
+        return manifests()[spec.manifest]
+    state = spec.build(**kwargs).state_dict()
+    official = manifests()[spec.manifest]
+    tensors = tuple(TensorSpec(k, tuple(v.shape), str(v.dtype).removeprefix("torch."), k.endswith("num_batches_tracked"))
+                    for k, v in state.items())
+    args = ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
+    return Manifest(spec.manifest, f"{official.title} ({args})", "raw_state_dict", None, official.path_in_zip, tensors)

@@ -15,15 +15,16 @@ from .partial_nonlocal import PartialNonLocalBlock, StepHook
 from .patch_attention import PatchAttention
 
 WIDTH = 512
+LATENT = 64  # channels of the VAE latent
 
 
 class QualityMapping(nn.Module):
     """(N,64,h,w) -> (N,64,h,w); fully convolutional, any h, w."""
 
-    def __init__(self, width: int = WIDTH, blocks: int = 6) -> None:
+    def __init__(self, width: int = WIDTH, blocks: int = 6, latent: int = LATENT) -> None:
         super().__init__()
-        self.model = nn.Sequential(*mapping_encoder_layers(width=width), *resnet_blocks(width, blocks),
-                                   *mapping_decoder_layers(width))
+        self.model = nn.Sequential(*mapping_encoder_layers(latent, width), *resnet_blocks(width, blocks),
+                                   *mapping_decoder_layers(width, latent))
 
     def forward(self, latent: torch.Tensor, mask: torch.Tensor | None = None, step_hook: StepHook | None = None) -> torch.Tensor:
         return self.model(latent)
@@ -32,11 +33,11 @@ class QualityMapping(nn.Module):
 class ScratchMapping(nn.Module):
     """Latent + full-resolution hole mask (N,1,H,W), 1 = hole -> mapped latent."""
 
-    def __init__(self, width: int = WIDTH, blocks: int = 6, nl_blocks: int = 3) -> None:
+    def __init__(self, width: int = WIDTH, blocks: int = 6, nl_blocks: int = 3, latent: int = LATENT) -> None:
         super().__init__()
-        self.before_NL = nn.Sequential(*mapping_encoder_layers(width=width))
+        self.before_NL = nn.Sequential(*mapping_encoder_layers(latent, width))
         self.NL = PartialNonLocalBlock(width, nl_blocks)
-        self.after_NL = nn.Sequential(*resnet_blocks(width, blocks), *mapping_decoder_layers(width))
+        self.after_NL = nn.Sequential(*resnet_blocks(width, blocks), *mapping_decoder_layers(width, latent))
 
     def forward(self, latent: torch.Tensor, mask: torch.Tensor, step_hook: StepHook | None = None) -> torch.Tensor:
         return self.after_NL(self.NL(self.before_NL(latent), mask, step_hook))
@@ -47,15 +48,15 @@ class PatchAttentionMapping(nn.Module):
 
     PATCH_SIZES = (8, 4, 2)
 
-    def __init__(self, width: int = WIDTH) -> None:
+    def __init__(self, width: int = WIDTH, latent: int = LATENT) -> None:
         super().__init__()
-        self.before_NL = nn.Sequential(*mapping_encoder_layers(width=width), *resnet_blocks(width, 2))
+        self.before_NL = nn.Sequential(*mapping_encoder_layers(latent, width), *resnet_blocks(width, 2))
         self.NL_scale_1 = PatchAttention(8, width)
         self.res_block_1 = nn.Sequential(*resnet_blocks(width, 2))
         self.NL_scale_2 = PatchAttention(4, width)
         self.res_block_2 = nn.Sequential(*resnet_blocks(width, 2))
         self.NL_scale_3 = PatchAttention(2, width)
-        self.after_NL = nn.Sequential(*resnet_blocks(width, 2), *mapping_decoder_layers(width))
+        self.after_NL = nn.Sequential(*resnet_blocks(width, 2), *mapping_decoder_layers(width, latent))
 
     def forward(self, latent: torch.Tensor, mask: torch.Tensor, step_hook: StepHook | None = None) -> torch.Tensor:
         x = self.before_NL(latent)

@@ -46,19 +46,18 @@ def partial_attention(theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor, v
     """
     n = phi.shape[1]
     rows = max(1, min(theta.shape[0], max_bytes // (3 * 4 * max(n, 1))))
-    out = theta.new_empty((theta.shape[0], g.shape[1]))
+    pieces = []
     for start in range(0, theta.shape[0], rows):
         stop = min(start + rows, theta.shape[0])
         logits = theta[start:stop] @ phi
         weights = torch.softmax(logits, dim=-1)
         del logits
-        weights.mul_(valid)
-        weights = F.normalize(weights, p=1, dim=-1, eps=1e-12)
-        out[start:stop] = weights @ g
+        weights = F.normalize(weights * valid, p=1, dim=-1, eps=1e-12)
+        pieces.append(weights @ g)
         del weights
         if step_hook is not None:
             step_hook(stop / theta.shape[0])
-    return out
+    return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
 
 
 class PartialNonLocalBlock(nn.Module):

@@ -1,0 +1,1 @@
+"""Training: the paper's three-stage method (two VAEs, latent mapping) plus the scratch detector."""

@@ -1,0 +1,163 @@
+"""``python main.py train ...``: run a training stage, or export trained runs as shipped weights.
+
+    train {vae-a,vae-b,mapping,detector} --config lite|full|tiny --out DIR [--resume] [--steps N]
+          [--device ...] [--clean DIR ...] [--old DIR ...] [--vae-a RUN] [--vae-b RUN] [--seed N]
+    train export --runs DIR --dest DIR [--name NAME]     (DIR holds vae-a/, vae-b/, mapping/, detector/)
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from ..device import choose_device
+from ..progress import Cancelled, Progress
+from .config import CONFIGS
+from .loop import CHECKPOINT, export_weights, train
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+STAGES = ("vae-a", "vae-b", "mapping", "detector")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train", help="train a stage of the networks, or export trained weights")
+    t.add_argument("stage", choices=STAGES + ("export",))
+    t.add_argument("--config", choices=sorted(CONFIGS), default="lite")
+    t.add_argument("--out", type=Path, help="run folder (checkpoint, metrics.jsonl, samples/)")
+    t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    t.add_argument("--steps", type=int, help="total steps (default: the configuration's)")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--clean", type=Path, nargs="+", default=[SHARED_DATA / "clean_train"], help="clean photos (Y)")
+    t.add_argument("--old", type=Path, nargs="+", default=[SHARED_DATA / "real_old"], help="real old scans (R)")
+    t.add_argument("--vae-a", type=Path, help="trained vae-a run (default: <out>/../vae-a)")
+    t.add_argument("--vae-b", type=Path, help="trained vae-b run (default: <out>/../vae-b)")
+    t.add_argument("--runs", type=Path, help="export: folder holding the four stage runs")
+    t.add_argument("--dest", type=Path, help="export: destination weights folder")
+    t.add_argument("--name", default="heirloom-lite-v1", help="export: weights name for the model card")
+    t.set_defaults(func=cmd_train)
+
+
+def build_trainer(stage: str, config_name: str, device: torch.device, args: argparse.Namespace):
+    from .data import PhotoPool
+    from .trainers import DetectorTrainer, MappingTrainer, VAETrainer
+
+    config = CONFIGS[config_name]
+    crop = config.stage(stage).crop
+    clean = PhotoPool.from_folders(args.clean, config.image_cache_side, crop)
+    if stage == "vae-a":
+        old = PhotoPool.from_folders(args.old, config.image_cache_side, crop, holdout=False)
+        return VAETrainer(config, device, clean, old, "A", args.seed)
+    if stage == "vae-b":
+        return VAETrainer(config, device, clean, None, "B", args.seed)
+    if stage == "detector":
+        return DetectorTrainer(config, device, clean, args.seed)
+    vae_a = load_vae(args.vae_a or args.out.parent / "vae-a", config_name, "vae-a")
+    vae_b = load_vae(args.vae_b or args.out.parent / "vae-b", config_name, "vae-b")
+    return MappingTrainer(config, device, clean, vae_a, vae_b, args.seed)
+
+
+def load_run(run: Path, stage: str) -> dict:
+    path = Path(run) / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"no {stage} checkpoint at {path}; train that stage first")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["stage"] != stage:
+        raise ValueError(f"{path} is a {state['stage']} checkpoint, expected {stage}")
+    return state
+
+
+def load_vae(run: Path, config_name: str, stage: str):
+    from ..models.networks.vae import VAEGenerator
+
+    state = load_run(run, stage)
+    net = VAEGenerator(CONFIGS[config_name].arch.vae_channels)
+    net.load_state_dict(state["nets"]["G"])
+    return net
+
+
+def export(args: argparse.Namespace, out: TextIO) -> int:
+    from .trainers import DetectorTrainer, MappingTrainer, VAETrainer
+
+    config_names = set()
+    parts: dict[str, dict] = {}
+    steps = {}
+    for stage in STAGES:
+        state = load_run(args.runs / stage, stage)
+        config_names.add(state["config"])
+        steps[stage] = state["step"]
+        nets = state["nets"]
+        if stage == "vae-a":
+            parts["VAE_A_quality"] = nets["G"]
+        elif stage == "vae-b":
+            parts["VAE_B_quality"] = parts["VAE_B_scratch"] = nets["G"]
+        elif stage == "mapping":
+            parts["mapping_quality"], parts["mapping_scratch"] = nets["quality"], nets["scratch"]
+        else:
+            parts["detector"] = nets["U"]
+    if len(config_names) != 1:
+        raise ValueError(f"the runs mix configurations {sorted(config_names)}")
+    config = CONFIGS[config_names.pop()]
+    kwargs = config.arch.network_kwargs()
+    card = {"name": args.name, "config": config.to_json(), "steps": steps,
+            "networks": {name: kwargs[name] for name in parts},
+            "data": {"clean": [str(p) for p in args.clean], "old": [str(p) for p in args.old]}}
+    card = export_weights(parts, args.dest, card)
+    print(f"exported {len(parts)} networks to {args.dest}", file=out)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from ..cli import ProgressBar
+
+    if args.stage == "export":
+        if not args.runs or not args.dest:
+            print("error: export needs --runs and --dest", file=err)
+            return 2
+        try:
+            return export(args, out)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=err)
+            return 1
+    if args.out is None:
+        print("error: --out DIR is required", file=err)
+        return 2
+    choice = choose_device(args.device)
+    if choice.note:
+        print(f"warning: {choice.note}", file=err)
+    try:
+        trainer = build_trainer(args.stage, args.config, choice.device, args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=err)
+        return 1
+    bar = ProgressBar(f"train {args.stage}", err)
+    last = {}
+    try:
+        for metrics in train(trainer, args.out, args.steps, args.resume, Progress(bar)):
+            last = metrics
+    except (FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=err)
+        return 1
+    except (Cancelled, KeyboardInterrupt):
+        bar.close()
+        print(f"stopped; resume with --resume (checkpoint in {args.out})", file=err)
+        return 1
+    bar.close()
+    print("finished: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last.items()),
+          file=out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="heirloom")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args, sys.stdout, sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

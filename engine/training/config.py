@@ -1,0 +1,76 @@
+"""Training configurations. ``full`` keeps the official shapes (so official weights can be
+fine-tuned); ``lite`` narrows the mapping and the detector so each stage trains on 2 CPU cores in
+about 45 minutes; ``tiny`` exists for tests."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """Hyper-parameters that change tensor shapes (stored in the model card of our weights)."""
+
+    vae_channels: int = 64
+    mapping_width: int = 512
+    mapping_blocks: int = 6
+    nl_blocks: int = 3
+    detector_width_log2: int = 6
+
+    def network_kwargs(self) -> dict[str, dict]:
+        """Constructor arguments per registry network name (empty = official defaults)."""
+        vae = {"channels": self.vae_channels}
+        return {
+            "VAE_A_quality": vae, "VAE_B_quality": vae, "VAE_B_scratch": vae,
+            "mapping_quality": {"width": self.mapping_width, "blocks": self.mapping_blocks,
+                                "latent": self.vae_channels},
+            "mapping_scratch": {"width": self.mapping_width, "blocks": self.mapping_blocks,
+                                "nl_blocks": self.nl_blocks, "latent": self.vae_channels},
+            "mapping_Patch_Attention": {"width": self.mapping_width, "latent": self.vae_channels},
+            "detector": {"width_log2": self.detector_width_log2},
+        }
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    crop: int = 128
+    batch: int = 4
+    steps: int = 4000
+    lr: float = 2e-4
+    ckpt_every: int = 200
+    sample_every: int = 500
+    log_every: int = 10
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    name: str
+    arch: Architecture
+    stages: dict[str, StageConfig] = field(default_factory=dict)
+    image_cache_side: int = 512  # photos are downscaled once to this long side and kept in memory
+
+    def stage(self, name: str) -> StageConfig:
+        return self.stages[name]
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "arch": asdict(self.arch),
+                "stages": {k: asdict(v) for k, v in self.stages.items()}, "image_cache_side": self.image_cache_side}
+
+
+_LITE_STAGE = StageConfig(crop=128, batch=4, steps=4000, lr=2e-4)
+
+CONFIGS: dict[str, TrainConfig] = {
+    "full": TrainConfig("full", Architecture(), {
+        s: StageConfig(crop=256, batch=4, steps=100_000, ckpt_every=1000, sample_every=2000)
+        for s in ("vae-a", "vae-b", "mapping", "detector")}, image_cache_side=1024),
+    "lite": TrainConfig("lite", Architecture(mapping_width=128, mapping_blocks=3, nl_blocks=2, detector_width_log2=4), {
+        "vae-a": replace(_LITE_STAGE, steps=3000),
+        "vae-b": replace(_LITE_STAGE, steps=3000),
+        "mapping": replace(_LITE_STAGE, steps=3000),
+        "detector": StageConfig(crop=192, batch=4, steps=3000, lr=5e-4),
+    }),
+    "tiny": TrainConfig("tiny", Architecture(vae_channels=8, mapping_width=16, mapping_blocks=1, nl_blocks=1,
+                                             detector_width_log2=2), {
+        s: StageConfig(crop=64, batch=2, steps=4, ckpt_every=2, sample_every=2, log_every=1)
+        for s in ("vae-a", "vae-b", "mapping", "detector")}, image_cache_side=96),
+}

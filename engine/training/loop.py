@@ -1,0 +1,104 @@
+"""Running a trainer: resumable checkpoints, sample images, progress with ETA, export.
+
+``train(...)`` is a generator of metric dicts. It checkpoints every ``ckpt_every`` steps and
+whenever it is stopped early (cancel, Ctrl-C, closing the generator), atomically, so a killed run
+loses at most ``ckpt_every`` steps and ``resume=True`` continues exactly where it stopped (batches
+are a function of the step number).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..imageio import to_u8, write_png
+from ..progress import Progress
+from .trainers import Trainer
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def save_checkpoint(trainer: Trainer, out: Path, step: int) -> None:
+    state = {"stage": trainer.stage, "step": step, "config": trainer.config.name,
+             "nets": {k: v.state_dict() for k, v in trainer.nets.items()},
+             "optims": {k: v.state_dict() for k, v in trainer.optims.items()}}
+    tmp = out / (CHECKPOINT + ".tmp")
+    torch.save(state, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, out / CHECKPOINT)
+
+
+def load_checkpoint(trainer: Trainer, out: Path) -> int:
+    """Restore networks and optimisers; returns the number of steps already done (0 if none)."""
+    path = out / CHECKPOINT
+    if not path.exists():
+        return 0
+    state = torch.load(path, map_location=trainer.device, weights_only=True)
+    if state["stage"] != trainer.stage or state["config"] != trainer.config.name:
+        raise ValueError(f"{path} is a {state['config']} {state['stage']} checkpoint, not "
+                         f"{trainer.config.name} {trainer.stage}; use another --out folder")
+    for k, net in trainer.nets.items():
+        net.load_state_dict(state["nets"][k])
+    for k, opt in trainer.optims.items():
+        opt.load_state_dict(state["optims"][k])
+    return int(state["step"])
+
+
+def train(trainer: Trainer, out: Path, steps: int | None = None, resume: bool = False,
+          progress: Progress | None = None) -> Iterator[dict[str, float]]:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = trainer.cfg
+    total = steps if steps is not None else cfg.steps
+    if not resume and (out / CHECKPOINT).exists():
+        raise FileExistsError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
+    start = load_checkpoint(trainer, out) if resume else 0
+    progress = progress or Progress()
+    for net in trainer.nets.values():
+        net.train()
+    step = start
+    log = open(out / "metrics.jsonl", "a", encoding="utf-8")
+    started = time.perf_counter()
+    try:
+        while step < total:
+            progress.check()
+            metrics = trainer.step(step)
+            step += 1
+            metrics = {"step": step, **metrics, "seconds": round(time.perf_counter() - started, 2)}
+            if step % cfg.log_every == 0 or step == total:
+                log.write(json.dumps(metrics) + "\n")
+                log.flush()
+            if step % cfg.sample_every == 0 or step == total:
+                (out / "samples").mkdir(exist_ok=True)
+                write_png(out / "samples" / f"step_{step:06d}.png", to_u8(trainer.samples()))
+            if step % cfg.ckpt_every == 0 or step == total:
+                save_checkpoint(trainer, out, step)
+            progress.report((step - start) / max(total - start, 1), f"step {step}/{total}")
+            yield metrics
+    finally:
+        log.close()
+        if step > start and (step % cfg.ckpt_every != 0 and step != total):
+            save_checkpoint(trainer, out, step)  # stopped early: keep what was learned
+
+
+def export_weights(parts: dict[str, dict[str, torch.Tensor]], dest: Path, card: dict) -> dict:
+    """Write ``<name>.safetensors`` per network plus ``model.json`` (card with sha256 of each file)."""
+    import hashlib
+
+    from ..models.checkpoints import save_state_dicts
+
+    save_state_dicts(dest, parts)
+    card = dict(card)
+    card["files"] = {f"{name}.safetensors": hashlib.sha256((dest / f"{name}.safetensors").read_bytes()).hexdigest()
+                     for name in sorted(parts)}
+    (dest / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    return card
+
+

@@ -1,0 +1,235 @@
+"""The four training stages. Each trainer owns its networks, optimisers and data and does one
+optimisation step per ``step(i)`` call; ``engine.training.loop`` adds checkpointing, resume,
+samples and progress around it.
+
+Loss weights are the paper's structure (reconstruction + KL + LSGAN for the VAEs, latent L1 +
+LSGAN + feature matching for the mapping, focal loss for the detector); their values are tuned
+for short CPU runs and stated next to each trainer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..models.networks.mapping import QualityMapping, ScratchMapping
+from ..models.networks.unet import ScratchUNet
+from ..models.networks.vae import VAEGenerator
+from .config import TrainConfig
+from .data import PhotoPool, step_rng, synthetic_batch
+from .losses import LatentDiscriminator, PatchDiscriminator, feature_matching, focal_loss, kl_to_unit, lsgan
+
+LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+
+
+def to_tensor(batch: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(B,H,W,3) [0,1] -> (B,3,H,W) [-1,1]."""
+    return torch.from_numpy(batch).permute(0, 3, 1, 2).to(device) * 2 - 1
+
+
+def to_images(t: torch.Tensor) -> np.ndarray:
+    return ((t.detach().float().cpu().clamp(-1, 1) + 1) / 2).permute(0, 2, 3, 1).numpy()
+
+
+def adam(params, lr: float) -> torch.optim.Adam:
+    return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
+
+
+class Trainer:
+    """Base: named networks and optimisers (what a checkpoint holds) and the stage's data seed."""
+
+    stage = ""
+
+    def __init__(self, config: TrainConfig, device: torch.device, seed: int = 0) -> None:
+        self.config, self.device, self.seed = config, device, seed
+        self.cfg = config.stage(self.stage)
+        torch.manual_seed(seed)  # networks built after this start from the same weights every run
+        self.nets: dict[str, nn.Module] = {}
+        self.optims: dict[str, torch.optim.Optimizer] = {}
+
+    def rng(self, step: int) -> np.random.Generator:
+        torch.manual_seed(int(step_rng(self.seed, self.stage + "/torch", step).integers(2**62)))
+        return step_rng(self.seed, self.stage, step)
+
+    def step(self, step: int) -> dict[str, float]:
+        raise NotImplementedError
+
+    def samples(self) -> np.ndarray:
+        """A row-per-example grid (input | output | target) of the last batch, HxWx3 in [0, 1]."""
+        rows = [np.concatenate(list(row), axis=1) for row in zip(*self._last)]
+        return np.concatenate(rows[:4], axis=0)
+
+    def export(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Registry network name -> state dict, for shipping as safetensors."""
+        raise NotImplementedError
+
+
+class VAETrainer(Trainer):
+    """VAE_A on real old photos R and synthetic old photos X (with a latent discriminator aligning
+    the two domains), or VAE_B on clean photos Y.
+
+    Weights: L1 reconstruction 10, KL 0.05 (latent noise std 0.5 during training, the fixed-variance
+    VAE of the official code), LSGAN 1, feature matching 5; latent alignment 1 (VAE_A only).
+    """
+
+    def __init__(self, config: TrainConfig, device: torch.device, clean: PhotoPool, old: PhotoPool | None,
+                 domain: str, seed: int = 0) -> None:
+        self.stage = "vae-a" if domain == "A" else "vae-b"
+        super().__init__(config, device, seed)
+        self.clean, self.old, self.domain = clean, old, domain
+        ch = config.arch.vae_channels
+        self.nets = {"G": VAEGenerator(ch).to(device), "D": PatchDiscriminator().to(device)}
+        if domain == "A":
+            self.nets["DL"] = LatentDiscriminator(ch).to(device)
+        self.optims = {"G": adam(self.nets["G"].parameters(), self.cfg.lr),
+                       "D": adam(list(self.nets["D"].parameters()) +
+                                 (list(self.nets["DL"].parameters()) if domain == "A" else []), self.cfg.lr)}
+
+    def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+        b, size = self.cfg.batch, self.cfg.crop
+        if self.domain == "B":
+            return to_tensor(self.clean.crops(rng, b, size), self.device), 0
+        n_real = b // 2
+        real_old = self.old.crops(rng, n_real, size)
+        synthetic, _ = synthetic_batch(self.clean.crops(rng, b - n_real, size), rng, structured=True)
+        return to_tensor(np.concatenate([real_old, synthetic]), self.device), n_real
+
+    def step(self, step: int) -> dict[str, float]:
+        G, D = self.nets["G"], self.nets["D"]
+        x, n_real = self.batch(self.rng(step))
+        z = G.encode(x)
+        recon = G.decode(z + 0.5 * torch.randn_like(z))
+        # discriminators
+        d_loss = lsgan(D(x)[-1], True) + lsgan(D(recon.detach())[-1], False)
+        if self.domain == "A":
+            DL = self.nets["DL"]
+            zd = z.detach()
+            d_loss = d_loss + lsgan(DL(zd[:n_real]), True) + lsgan(DL(zd[n_real:]), False)
+        self.optims["D"].zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.optims["D"].step()
+        # generator
+        fake_feats, real_feats = D(recon), D(x)
+        l1 = (recon - x).abs().mean()
+        g_loss = 10 * l1 + 0.05 * kl_to_unit(z) + lsgan(fake_feats[-1], True) + 5 * feature_matching(fake_feats, real_feats)
+        metrics = {"l1": float(l1), "kl": float(kl_to_unit(z)), "d": float(d_loss)}
+        if self.domain == "A":  # make synthetic latents indistinguishable from real ones (and vice versa)
+            align = lsgan(self.nets["DL"](z[n_real:]), True) + lsgan(self.nets["DL"](z[:n_real]), False)
+            g_loss = g_loss + align
+            metrics["align"] = float(align)
+        self.optims["G"].zero_grad(set_to_none=True)
+        g_loss.backward()
+        self.optims["G"].step()
+        self._last = (to_images(x), to_images(recon), to_images(x))
+        metrics["g"] = float(g_loss)
+        return metrics
+
+    def export(self) -> dict[str, dict[str, torch.Tensor]]:
+        state = {k: v.detach().cpu() for k, v in self.nets["G"].state_dict().items()}
+        if self.domain == "A":
+            return {"VAE_A_quality": state}
+        return {"VAE_B_quality": state, "VAE_B_scratch": state}
+
+
+class MappingTrainer(Trainer):
+    """Both latent mappings with the VAEs frozen: ``quality`` on unstructured damage, ``scratch``
+    (partial non-local block, hole mask) on structured damage.
+
+    Weights: latent L1 10, image L1 2, LSGAN 1, feature matching 5 (the feature-matching term of
+    the image discriminator stands in for the paper's VGG perceptual loss, which needs ImageNet
+    weights that are not available offline).
+    """
+
+    stage = "mapping"
+
+    def __init__(self, config: TrainConfig, device: torch.device, clean: PhotoPool, vae_a: VAEGenerator,
+                 vae_b: VAEGenerator, seed: int = 0) -> None:
+        super().__init__(config, device, seed)
+        self.clean = clean
+        self.vae_a = vae_a.to(device).eval().requires_grad_(False)
+        self.vae_b = vae_b.to(device).eval().requires_grad_(False)
+        a = config.arch
+        self.nets = {
+            "quality": QualityMapping(a.mapping_width, a.mapping_blocks, a.vae_channels).to(device),
+            "scratch": ScratchMapping(a.mapping_width, a.mapping_blocks, a.nl_blocks, a.vae_channels).to(device),
+            "D": PatchDiscriminator().to(device),
+        }
+        self.optims = {"quality": adam(self.nets["quality"].parameters(), self.cfg.lr),
+                       "scratch": adam(self.nets["scratch"].parameters(), self.cfg.lr),
+                       "D": adam(self.nets["D"].parameters(), self.cfg.lr)}
+
+    def step(self, step: int) -> dict[str, float]:
+        rng = self.rng(step)
+        clean_np = self.clean.crops(rng, self.cfg.batch, self.cfg.crop)
+        plain_np, _ = synthetic_batch(clean_np, rng, structured=False)
+        scratched_np, masks_np = synthetic_batch(clean_np, rng, structured=True)
+        scratched_np = np.where(masks_np[..., None], 1.0, scratched_np).astype(np.float32)  # holes -> white
+        y = to_tensor(clean_np, self.device)
+        mask = torch.from_numpy(masks_np.astype(np.float32))[:, None].to(self.device)
+        with torch.no_grad():
+            target = self.vae_b.encode(y)
+            inputs = {"quality": self.vae_a.encode(to_tensor(plain_np, self.device)),
+                      "scratch": self.vae_a.encode(to_tensor(scratched_np, self.device))}
+        D = self.nets["D"]
+        outputs = {}
+        for name in ("quality", "scratch"):
+            mapped = self.nets[name](inputs[name], mask if name == "scratch" else None)
+            outputs[name] = (mapped, self.vae_b.decode(mapped))
+        d_loss = lsgan(D(y)[-1], True) + sum(lsgan(D(img.detach())[-1], False) for _, img in outputs.values()) / 2
+        self.optims["D"].zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.optims["D"].step()
+        real_feats = D(y)
+        metrics = {"d": float(d_loss)}
+        for name, (mapped, img) in outputs.items():
+            fake_feats = D(img)
+            latent_l1 = (mapped - target).abs().mean()
+            image_l1 = (img - y).abs().mean()
+            loss = 10 * latent_l1 + 2 * image_l1 + lsgan(fake_feats[-1], True) + 5 * feature_matching(fake_feats, real_feats)
+            self.optims[name].zero_grad(set_to_none=True)
+            loss.backward()
+            self.optims[name].step()
+            metrics[f"{name}_latent_l1"] = float(latent_l1)
+            metrics[f"{name}_image_l1"] = float(image_l1)
+        self._last = (scratched_np, to_images(outputs["scratch"][1]), clean_np)
+        return metrics
+
+    def export(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {f"mapping_{n}": {k: v.detach().cpu() for k, v in self.nets[n].state_dict().items()}
+                for n in ("quality", "scratch")}
+
+
+class DetectorTrainer(Trainer):
+    """Scratch-detection U-Net on synthetic damage with exact masks, focal loss."""
+
+    stage = "detector"
+
+    def __init__(self, config: TrainConfig, device: torch.device, clean: PhotoPool, seed: int = 0) -> None:
+        super().__init__(config, device, seed)
+        self.clean = clean
+        self.nets = {"U": ScratchUNet(width_log2=config.arch.detector_width_log2).to(device)}
+        self.optims = {"U": adam(self.nets["U"].parameters(), self.cfg.lr)}
+
+    def step(self, step: int) -> dict[str, float]:
+        rng = self.rng(step)
+        clean_np = self.clean.crops(rng, self.cfg.batch, self.cfg.crop)
+        degraded, masks = synthetic_batch(clean_np, rng, structured=True)
+        x = (to_tensor(degraded, self.device) * LUMA.to(self.device)).sum(1, keepdim=True)
+        target = torch.from_numpy(masks.astype(np.float32))[:, None].to(self.device)
+        logits = self.nets["U"](x)
+        loss = focal_loss(logits, target)
+        self.optims["U"].zero_grad(set_to_none=True)
+        loss.backward()
+        self.optims["U"].step()
+        pred = logits.detach() > 0
+        tp = float((pred & (target > 0)).sum())
+        f1 = 2 * tp / max(float(pred.sum()) + float(target.sum()), 1.0)
+        prob = torch.sigmoid(logits.detach()).repeat(1, 3, 1, 1).permute(0, 2, 3, 1).numpy()
+        self._last = (degraded, prob, np.repeat(masks[..., None].astype(np.float32), 3, axis=3))
+        return {"focal": float(loss), "f1": f1}
+
+    def export(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {"detector": {k: v.detach().cpu() for k, v in self.nets["U"].state_dict().items()}}
