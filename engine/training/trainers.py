@@ -115,16 +115,16 @@ class VAETrainer(Trainer):
         fake_feats, real_feats = D(recon), D(x)
         l1 = (recon - x).abs().mean()
         g_loss = 10 * l1 + 0.05 * kl_to_unit(z) + lsgan(fake_feats[-1], True) + 5 * feature_matching(fake_feats, real_feats)
-        metrics = {"l1": float(l1), "kl": float(kl_to_unit(z)), "d": float(d_loss)}
+        metrics = {"l1": l1.item(), "kl": kl_to_unit(z).item(), "d": d_loss.item()}
         if self.domain == "A":  # make synthetic latents indistinguishable from real ones (and vice versa)
             align = lsgan(self.nets["DL"](z[n_real:]), True) + lsgan(self.nets["DL"](z[:n_real]), False)
             g_loss = g_loss + align
-            metrics["align"] = float(align)
+            metrics["align"] = align.item()
         self.optims["G"].zero_grad(set_to_none=True)
         g_loss.backward()
         self.optims["G"].step()
         self._last = (to_images(x), to_images(recon), to_images(x))
-        metrics["g"] = float(g_loss)
+        metrics["g"] = g_loss.item()
         return metrics
 
     def export(self) -> dict[str, dict[str, torch.Tensor]]:
@@ -183,7 +183,7 @@ class MappingTrainer(Trainer):
         d_loss.backward()
         self.optims["D"].step()
         real_feats = D(y)
-        metrics = {"d": float(d_loss)}
+        metrics = {"d": d_loss.item()}
         for name, (mapped, img) in outputs.items():
             fake_feats = D(img)
             latent_l1 = (mapped - target).abs().mean()
@@ -192,8 +192,8 @@ class MappingTrainer(Trainer):
             self.optims[name].zero_grad(set_to_none=True)
             loss.backward()
             self.optims[name].step()
-            metrics[f"{name}_latent_l1"] = float(latent_l1)
-            metrics[f"{name}_image_l1"] = float(image_l1)
+            metrics[f"{name}_latent_l1"] = latent_l1.item()
+            metrics[f"{name}_image_l1"] = image_l1.item()
         self._last = (scratched_np, to_images(outputs["scratch"][1]), clean_np)
         return metrics
 
@@ -229,7 +229,7 @@ class DetectorTrainer(Trainer):
         f1 = 2 * tp / max(float(pred.sum()) + float(target.sum()), 1.0)
         prob = torch.sigmoid(logits.detach()).repeat(1, 3, 1, 1).permute(0, 2, 3, 1).numpy()
         self._last = (degraded, prob, np.repeat(masks[..., None].astype(np.float32), 3, axis=3))
-        return {"focal": float(loss), "f1": f1}
+        return {"focal": loss.item(), "f1": f1}
 
     def export(self) -> dict[str, dict[str, torch.Tensor]]:
         return {"detector": {k: v.detach().cpu() for k, v in self.nets["U"].state_dict().items()}}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Train (or continue training) every stage of the lite configuration, one after the other, in the
+# background-friendly way: each stage resumes from its checkpoint if there is one, and logs to
+# runs/lite/<stage>.log. Then export the weights the app ships.
+#   scripts/train_lite.sh [STAGE...]     (default: vae-b vae-a mapping detector)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+RUNS=${RUNS:-runs/lite}
+mkdir -p "$RUNS"
+stages=("$@")
+[ ${#stages[@]} -eq 0 ] && stages=(vae-b vae-a mapping detector)
+for stage in "${stages[@]}"; do
+  resume=()
+  [ -f "$RUNS/$stage/checkpoint.pt" ] && resume=(--resume)
+  echo "== $(date -Is) $stage ${resume[*]}" >> "$RUNS/$stage.log"
+  $PY -m engine.training.cli train "$stage" --config lite --out "$RUNS/$stage" --device cpu "${resume[@]}" \
+      >> "$RUNS/$stage.log" 2>&1 || { echo "stage $stage failed, see $RUNS/$stage.log"; exit 1; }
+done
