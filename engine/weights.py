@@ -24,7 +24,7 @@ from .models.registry import GLOBAL_NETWORKS, manifest_for
 
 APP_NAME = "Heirloom"
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
-DEFAULT_WEIGHTS_DIR = RESOURCES / "weights" / "default"
+DEFAULT_WEIGHTS_DIR = RESOURCES / "weights" / "heirloom-lite-v1"  # our own trained weights
 
 
 class WeightsNotFound(CheckpointError):
@@ -41,8 +41,14 @@ def official_dir() -> Path:
     return user_data_dir() / "weights" / "official"
 
 
-def _missing(source: WeightSource) -> list[str]:
-    return [spec.name for spec in GLOBAL_NETWORKS if not source.has(spec)]
+# Quality and scratch restoration need these; the HR patch-attention mapping is optional
+# (Heirloom's lite weights do not include one).
+OPTIONAL_NETWORKS = ("mapping_Patch_Attention",)
+
+
+def _missing(source: WeightSource, include_optional: bool = False) -> list[str]:
+    return [spec.name for spec in GLOBAL_NETWORKS
+            if not source.has(spec) and (include_optional or spec.name not in OPTIONAL_NETWORKS)]
 
 
 def resolve_weights(choice: str) -> WeightSource:
@@ -69,10 +75,13 @@ def resolve_weights(choice: str) -> WeightSource:
     return open_source(path)
 
 
-def validate_source(source: WeightSource) -> list[str]:
-    """Read and check every Global network file; returns the problems (empty = all good)."""
+def validate_source(source: WeightSource, require_all: bool = True) -> list[str]:
+    """Read and check every Global network file; returns the problems (empty = all good).
+    Without ``require_all`` an absent optional network (HR) is not a problem."""
     problems = []
     for spec in GLOBAL_NETWORKS:
+        if not require_all and spec.name in OPTIONAL_NETWORKS and not source.has(spec):
+            continue
         try:
             source.state_dict(spec)
         except CheckpointError as exc:
@@ -122,7 +131,10 @@ def list_weights() -> list[WeightsEntry]:
         if not location.is_dir():
             entries.append(WeightsEntry(name, str(location), False, "not installed"))
             continue
-        problems = validate_source(make())
-        entries.append(WeightsEntry(name, str(location), not problems,
-                                    "valid" if not problems else f"{len(problems)} problem(s): " + problems[0]))
+        source = make()
+        problems = validate_source(source, require_all=name == "official")
+        detail = "valid" if not problems else f"{len(problems)} problem(s): " + problems[0]
+        if not problems and _missing(source, include_optional=True):
+            detail += " (no HR network: --hr needs the official weights)"
+        entries.append(WeightsEntry(name, str(location), not problems, detail))
     return entries

@@ -196,7 +196,8 @@ class SafetensorsSource(WeightSource):
     def state_dict(self, spec: NetworkSpec) -> dict[str, torch.Tensor]:
         path = self._file(spec)
         if not path.is_file():
-            raise CheckpointError(f"{path} is missing (the {spec.purpose})")
+            raise CheckpointError(f"{path} is missing: the weights in {self.folder} do not include the "
+                                  f"{spec.purpose}; choose weights that do (e.g. --weights official)")
         try:
             state = load_safetensors(str(path))
         except Exception as exc:
