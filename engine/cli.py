@@ -3,6 +3,8 @@
     python main.py restore INPUT... -o OUTDIR [--scratch | --no-scratch] [--hr]
                    [--mask FILE | --mask-dir DIR] [--weights default|official|PATH]
                    [--device auto|cpu|cuda|cuda:N|mps] [--save-mask] [--overwrite]
+                   [--format auto|png|tiff|jpeg [--quality N]] [--allow-huge]
+                   [--resume] [--state FILE] [--shard K/N]
     python main.py models                      list weights and whether they validate
     python main.py models import PATH.zip      validate and install the official weights
     python main.py models download official    download (resumable), validate and install them
@@ -15,17 +17,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence, TextIO
 
 from . import __version__
 from .device import DeviceError, choose_device
-from .imageio import ImageReadError, list_images, read_mask, read_rgb, to_u8, write_png
-from .models.checkpoints import CheckpointError, ModelBank
-from .pipeline import RestoreOptions, Restorer
-from .progress import Cancelled, EtaEstimator, Progress, format_seconds
+from .models.checkpoints import CheckpointError
+from .pipeline import RestoreOptions
+from .progress import EtaEstimator, format_seconds
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -60,52 +59,8 @@ class ProgressBar:
             self.stream.flush()
 
 
-@dataclass
-class Job:
-    source: Path
-    output: Path
-    mask: Path | None
-
-
-def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Files and folder contents in order; missing paths become failures, not usage errors."""
-    found: list[Path] = []
-    failures: list[tuple[Path, str]] = []
-    for raw in inputs:
-        path = Path(raw)
-        if path.is_dir():
-            images = list_images(path)
-            if not images:
-                failures.append((path, "folder holds no image files"))
-            found.extend(images)
-        elif path.exists():
-            found.append(path)
-        else:
-            failures.append((path, "file not found"))
-    return found, failures
-
-
-def plan_jobs(sources: list[Path], outdir: Path, mask: Path | None, mask_dir: Path | None,
-              failures: list[tuple[Path, str]]) -> list[Job]:
-    jobs: list[Job] = []
-    inputs = {p.resolve() for p in sources}
-    taken: dict[Path, Path] = {}
-    for src in sources:
-        out = outdir / f"{src.stem}.png"
-        if out.resolve() in inputs:
-            failures.append((src, f"output {out} would overwrite an input photo; choose another output folder"))
-            continue
-        if out.resolve() in taken:
-            failures.append((src, f"output name {out.name} is already used by {taken[out.resolve()]} in this run"))
-            continue
-        taken[out.resolve()] = src
-        job_mask = mask if mask is not None else (mask_dir / f"{src.stem}.png" if mask_dir else None)
-        jobs.append(Job(src, out, job_mask))
-    return jobs
-
-
 def cmd_restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .weights import resolve_weights
+    from .batch import BatchConfig, BatchError, parse_shard, run
 
     if args.mask and len(args.inputs) != 1:
         raise UsageError("--mask FILE takes exactly one input photo; use --mask-dir for several")
@@ -113,65 +68,32 @@ def cmd_restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise UsageError(f"mask file {args.mask} not found")
     if args.mask_dir and not Path(args.mask_dir).is_dir():
         raise UsageError(f"mask folder {args.mask_dir} not found")
+    if args.quality is not None and args.format != "jpeg":
+        raise UsageError("--quality applies only to --format jpeg")
+    if args.quality is not None and not 1 <= args.quality <= 100:
+        raise UsageError("--quality must be between 1 and 100")
     outdir = Path(args.output)
     if outdir.exists() and not outdir.is_dir():
         raise UsageError(f"output {outdir} exists and is not a folder")
+    if args.state and Path(args.state).is_dir():
+        raise UsageError(f"--state {args.state} is a folder; give a file name")
     try:
+        shard = parse_shard(args.shard) if args.shard else (0, 1)
         choice = choose_device(args.device)
-    except DeviceError as exc:
+    except (BatchError, DeviceError) as exc:
         raise UsageError(str(exc)) from None
     if choice.note:
         print(f"warning: {choice.note}", file=err)
-
-    sources, failures = collect_inputs(args.inputs)
-    jobs = plan_jobs(sources, outdir, Path(args.mask) if args.mask else None,
-                     Path(args.mask_dir) if args.mask_dir else None, failures)
-    for path, reason in failures:
-        print(f"FAILED {path}: {reason}", file=out)
-
-    options = RestoreOptions(scratch=args.scratch, hr=args.hr)
+    config = BatchConfig(
+        inputs=tuple(args.inputs), outdir=outdir, options=RestoreOptions(scratch=args.scratch, hr=args.hr),
+        mask=Path(args.mask) if args.mask else None, mask_dir=Path(args.mask_dir) if args.mask_dir else None,
+        weights=args.weights, fmt=args.format, quality=args.quality if args.quality is not None else 95,
+        save_mask=args.save_mask, overwrite=args.overwrite, allow_huge=args.allow_huge, resume=args.resume,
+        state=Path(args.state) if args.state else None, shard=shard, argv=tuple(args.argv))
     try:
-        restorer = Restorer(ModelBank(resolve_weights(args.weights), choice.device))
-        if jobs:  # load every network now: bad weights fail once, before any photo
-            restorer.prepare(options, has_user_mask=any(j.mask for j in jobs))
-    except CheckpointError as exc:
-        print(f"error: {exc}", file=err)
-        return EXIT_FAILED
-    outdir.mkdir(parents=True, exist_ok=True)
-    done = skipped = 0
-    started = time.perf_counter()
-    for i, job in enumerate(jobs, 1):
-        if job.output.exists() and not args.overwrite:
-            print(f"SKIPPED {job.source}: {job.output} exists (use --overwrite to replace it)", file=out)
-            skipped += 1
-            continue
-        bar = ProgressBar(f"[{i}/{len(jobs)}] {job.source.name[:24]}", err)
-        try:
-            image = read_rgb(job.source)
-            user_mask = None
-            if job.mask is not None:
-                if not job.mask.is_file():
-                    raise ImageReadError(f"mask {job.mask} not found")
-                user_mask = read_mask(job.mask)
-            result = restorer.restore(image, options, user_mask, Progress(bar))
-            write_png(job.output, to_u8(result.image))
-            if args.save_mask and result.mask is not None:
-                write_png(job.output.with_name(f"{job.source.stem}_mask.png"), result.mask.astype("uint8") * 255)
-            bar.close()
-            print(f"OK {job.source} -> {job.output} ({result.mode.value}, "
-                  f"{sum(result.timings.values()):.1f} s)", file=out)
-            done += 1
-        except (ImageReadError, ValueError, RuntimeError, OSError, CheckpointError) as exc:
-            bar.close()
-            failures.append((job.source, str(exc)))
-            print(f"FAILED {job.source}: {exc}", file=out)
-        except Cancelled:
-            bar.close()
-            print("cancelled", file=err)
-            return EXIT_FAILED
-    print(f"done: {done}, failed: {len(failures)}, skipped: {skipped} in {time.perf_counter() - started:.1f} s",
-          file=out)
-    return EXIT_FAILED if failures else EXIT_OK
+        return run(config, out, err, device=choice.device, make_bar=lambda label: ProgressBar(label, err))
+    except BatchError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -230,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("restore", help="restore photos (files or folders)")
     r.add_argument("inputs", nargs="+", metavar="INPUT", help="photo files or folders of photos")
-    r.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the restored PNGs")
+    r.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the restored photos")
     scratch = r.add_mutually_exclusive_group()
     scratch.add_argument("--scratch", dest="scratch", action="store_true", help="detect and repair scratches")
     scratch.add_argument("--no-scratch", dest="scratch", action="store_false", help="quality restoration only")
@@ -242,6 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     r.add_argument("--save-mask", action="store_true", help="also write <stem>_mask.png with the mask used")
     r.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")
+    r.add_argument("--format", choices=["auto", "png", "tiff", "jpeg"], default="auto",
+                   help="output format; auto: TIFF stays TIFF, everything else becomes PNG")
+    r.add_argument("--quality", type=int, metavar="N", help="JPEG quality 1-100 with --format jpeg (default 95)")
+    r.add_argument("--allow-huge", action="store_true",
+                   help="open images above Pillow's decompression-bomb limit (only files you trust)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue an interrupted batch: skip photos already done, finish the rest")
+    r.add_argument("--state", metavar="FILE", help="batch state file (default: in the user data folder)")
+    r.add_argument("--shard", metavar="K/N", help="process only shard K of N (K from 0), e.g. for array jobs")
     r.set_defaults(func=cmd_restore, scratch=False)
 
     m = sub.add_parser("models", help="list, import or download weights")
@@ -258,10 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: TextIO | None = None) -> int:
     out, err = out or sys.stdout, err or sys.stderr
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help / --version exit 0, bad usage exits 2
         return int(exc.code or 0)
+    args.argv = [str(a) for a in argv]
     try:
         return args.func(args, out, err)
     except UsageError as exc:

@@ -106,8 +106,10 @@ def test_chunked_partial_attention_equals_the_official_formula():
     valid = (torch.rand(n, generator=gen) > 0.3).float()
     reference = official_attention(theta, phi, g, valid)
     for budget in (1, 4096, 10**9):
-        np.testing.assert_allclose(partial_attention(theta, phi, g, valid, max_bytes=budget).numpy(),
-                                   reference.numpy(), rtol=1e-4, atol=2e-5)
+        for inference in (False, True):  # the differentiable official path and the fused inference path
+            with torch.inference_mode(inference):
+                ours = partial_attention(theta, phi, g, valid, max_bytes=budget)
+            np.testing.assert_allclose(ours.numpy(), reference.numpy(), rtol=1e-4, atol=2e-5)
     masked_softmax = torch.softmax((theta @ phi).masked_fill(valid == 0, float("-inf")), dim=-1) @ g
     assert (masked_softmax - reference).abs().max() > 0.1, "test data must exercise the 1e-12 renormalisation"
 

@@ -46,18 +46,35 @@ def partial_attention(theta: torch.Tensor, phi: torch.Tensor, g: torch.Tensor, v
     """
     n = phi.shape[1]
     rows = max(1, min(theta.shape[0], max_bytes // (3 * 4 * max(n, 1))))
+    fused = not torch.is_grad_enabled()
     pieces = []
     for start in range(0, theta.shape[0], rows):
         stop = min(start + rows, theta.shape[0])
         logits = theta[start:stop] @ phi
-        weights = torch.softmax(logits, dim=-1)
+        pieces.append(_fused_rows(logits, valid, g) if fused else _official_rows(logits, valid, g))
         del logits
-        weights = F.normalize(weights * valid, p=1, dim=-1, eps=1e-12)
-        pieces.append(weights @ g)
-        del weights
         if step_hook is not None:
             step_hook(stop / theta.shape[0])
     return torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+
+
+def _official_rows(logits: torch.Tensor, valid: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """The official sequence, op for op (differentiable; used for training)."""
+    weights = F.normalize(torch.softmax(logits, dim=-1) * valid, p=1, dim=-1, eps=1e-12)
+    return weights @ g
+
+
+def _fused_rows(logits: torch.Tensor, valid: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Same numbers for inference with two in-place passes over the (rows x N) block instead of six:
+    with e = exp(f - max f), S_all = sum e and S_valid = sum e*v, the official row is
+    ``(e*v) / S_all / max(S_valid / S_all, 1e-12)``; the per-row scale is applied after the
+    product with g, on (rows x C) instead of (rows x N). Overwrites ``logits``."""
+    logits.sub_(logits.amax(dim=-1, keepdim=True)).exp_()
+    total = logits.sum(dim=-1, keepdim=True)
+    logits.mul_(valid)
+    kept = logits.sum(dim=-1, keepdim=True)
+    scale = 1.0 / (total * torch.clamp(kept / total, min=1e-12))
+    return (logits @ g).mul_(scale)
 
 
 class PartialNonLocalBlock(nn.Module):

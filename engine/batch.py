@@ -1,0 +1,395 @@
+"""A restore batch that never loses work.
+
+* The job list is a JSON state file (user data folder, or ``--state FILE``), rewritten atomically
+  after each photo. ``--resume`` after a crash or ``kill -9`` skips photos already done (their output
+  still holding the recorded sha256) and finishes the rest; temporary files a killed run left behind
+  are removed, and outputs are only ever renamed into place complete.
+* A bad photo is reported (``FAILED path: reason``) and the batch goes on; a summary ends the run.
+* ``--shard K/N`` keeps a deterministic 1/N of the photos (by output name), so array jobs on any
+  scheduler split a collection with no coordination between them.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence, TextIO
+
+import numpy as np
+
+from . import provenance
+from .imageio import (ImageReadError, encode, encode_png, finish, list_images, output_format, output_suffix,
+                      read_mask, read_photo, stale_temps, write_bytes_atomic)
+from .models.checkpoints import CheckpointError
+from .pipeline import RestoreOptions, Restorer, required_networks
+from .progress import Cancelled, Progress
+
+PENDING, DONE, FAILED, SKIPPED = "pending", "done", "failed", "skipped"
+STATE_VERSION = 1
+
+
+class BatchError(Exception):
+    """The batch cannot start as asked (a usage problem, e.g. a state file from another batch)."""
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """Everything that decides a batch's work and outputs (and, hashed, which state file it uses)."""
+
+    inputs: tuple[str, ...]
+    outdir: Path
+    options: RestoreOptions = RestoreOptions()
+    mask: Path | None = None
+    mask_dir: Path | None = None
+    weights: str = "default"
+    fmt: str = "auto"
+    quality: int = 95
+    save_mask: bool = False
+    overwrite: bool = False
+    allow_huge: bool = False
+    resume: bool = False
+    state: Path | None = None
+    shard: tuple[int, int] = (0, 1)
+    argv: tuple[str, ...] = ()
+
+    def settings(self) -> dict[str, Any]:
+        """The options as recorded in provenance (and, minus run-only switches, in the batch key)."""
+        options = asdict(self.options)
+        options["mask_dilation"] = self.options.dilation
+        return {"restore": options, "format": self.fmt, "quality": self.quality if self.fmt == "jpeg" else None,
+                "save_mask": self.save_mask, "allow_huge": self.allow_huge, "overwrite": self.overwrite,
+                "weights": self.weights, "mask": str(self.mask) if self.mask else None,
+                "mask_dir": str(self.mask_dir) if self.mask_dir else None, "shard": f"{self.shard[0]}/{self.shard[1]}"}
+
+    def key(self) -> str:
+        """Names this batch's default state file: sorted inputs + options + output folder (+ shard)."""
+        settings = self.settings()
+        settings.pop("overwrite")
+        blob = json.dumps({"inputs": sorted(str(Path(p).resolve()) for p in self.inputs),
+                           "outdir": str(Path(self.outdir).resolve()), "settings": settings}, sort_keys=True)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:20]
+
+    def state_path(self) -> Path:
+        if self.state is not None:
+            return Path(self.state)
+        from .weights import user_data_dir
+
+        return user_data_dir() / "batches" / f"{self.key()}.json"
+
+
+@dataclass
+class Item:
+    """One photo of the batch, as persisted in the state file."""
+
+    input: str
+    output: str
+    format: str
+    mask: str | None = None
+    status: str = PENDING
+    error: str | None = None
+    output_sha256: str | None = None
+    writing_sha256: str | None = None  # set just before the output is renamed into place
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``K/N`` with 0 <= K < N (0-based, like SLURM array ids and Kubernetes completion indexes)."""
+    try:
+        k, n = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise BatchError(f"--shard expects K/N, e.g. 0/4 (got {text!r})") from None
+    if n < 1 or not 0 <= k < n:
+        raise BatchError(f"--shard {text}: need N >= 1 and 0 <= K < N (K counts from 0)")
+    return k, n
+
+
+def shard_of(key: str, count: int) -> int:
+    """Deterministic shard of a name: the same on every machine, whatever else is in the batch."""
+    return int.from_bytes(hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()[:8], "big") % count
+
+
+def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Files and folder contents in order; missing paths become failures, not usage errors."""
+    found: list[Path] = []
+    failures: list[tuple[Path, str]] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            images = list_images(path)
+            if not images:
+                failures.append((path, "folder holds no image files"))
+            found.extend(images)
+        elif path.exists():
+            found.append(path)
+        else:
+            failures.append((path, "file not found"))
+    return found, failures
+
+
+def plan(config: BatchConfig) -> tuple[list[Item], list[tuple[Path, str]]]:
+    """This shard's items and failures. Every shard plans the whole list the same way, so a name
+    clash or an output that would overwrite an input is reported once, by the shard that owns it."""
+    sources, failures = collect_inputs(config.inputs)
+    outdir = Path(config.outdir)
+    masks = {src: config.mask if config.mask else (config.mask_dir / f"{src.stem}.png" if config.mask_dir else None)
+             for src in sources}
+    protected = {p.resolve() for p in sources} | {m.resolve() for m in masks.values() if m is not None}
+    owned: list[tuple[str, Item | tuple[Path, str]]] = [(str(p), (p, r)) for p, r in failures]
+    taken: dict[Path, Path] = {}
+    for src in sources:
+        fmt = output_format(src, config.fmt)
+        out = outdir / f"{src.stem}{output_suffix(src, fmt)}"
+        written = [out, provenance.sidecar_path(out)]
+        if config.save_mask:
+            written.append(outdir / f"{src.stem}_mask.png")
+        clash = next((w for w in written if w.resolve() in protected), None)
+        if clash is not None:
+            owned.append((out.name, (src, f"output {clash} would overwrite an input photo or mask; choose another output folder")))
+            continue
+        used = next((w for w in written if w.resolve() in taken), None)
+        if used is not None:
+            owned.append((out.name, (src, f"output name {used.name} is already used by {taken[used.resolve()]} "
+                                          "in this run")))
+            continue
+        taken.update({w.resolve(): src for w in written})
+        mask = masks[src]
+        owned.append((out.name, Item(str(src), str(out), fmt, str(mask) if mask else None)))
+    k, n = config.shard
+    mine = [entry for key, entry in owned if shard_of(key, n) == k]
+    return [e for e in mine if isinstance(e, Item)], [e for e in mine if not isinstance(e, Item)]
+
+
+class BatchState:
+    """The persisted job list; every save is atomic, so a crash leaves the previous or the new list."""
+
+    def __init__(self, path: Path, key: str, items: list[Item], err: TextIO) -> None:
+        self.path, self.key, self.items, self.err = path, key, items, err
+        self._warned = False
+
+    @staticmethod
+    def _load(path: Path) -> dict[str, Any] | None:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise BatchError(f"state file {path} cannot be read ({exc}); remove it or choose another --state") from None
+        if not isinstance(data, dict) or data.get("version") != STATE_VERSION or not isinstance(data.get("items"), list):
+            raise BatchError(f"{path} is not a Heirloom batch state file")
+        return data
+
+    @classmethod
+    def open(cls, config: BatchConfig, items: list[Item], err: TextIO) -> "BatchState":
+        """A fresh state, or with ``resume`` the saved one merged into today's plan (by output path)."""
+        path, key = config.state_path(), config.key()
+        state = cls(path, key, items, err)
+        if config.resume:
+            saved = cls._load(path)
+            if saved is not None:
+                if saved.get("key") != key:
+                    raise BatchError(f"state file {path} belongs to another batch (different inputs, options or "
+                                     "output folder); run without --resume to start afresh, or use another --state")
+                known = {(s.get("input"), s.get("output")): s for s in saved["items"] if isinstance(s, dict)}
+                for item in items:
+                    old = known.get((item.input, item.output))
+                    if old:
+                        for name in ("status", "error", "output_sha256", "writing_sha256"):
+                            setattr(item, name, old.get(name))
+                        item.status = item.status if item.status in (PENDING, DONE, FAILED, SKIPPED) else PENDING
+        state.save()
+        return state
+
+    def save(self) -> None:
+        body = {"version": STATE_VERSION, "key": self.key, "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "items": [asdict(item) for item in self.items]}
+        try:
+            write_bytes_atomic(self.path, json.dumps(body, indent=1, ensure_ascii=False).encode("utf-8"))
+        except OSError as exc:
+            if not self._warned:
+                print(f"warning: cannot save the batch state {self.path} ({describe_os_error(exc)}); "
+                      "--resume will not know about this run's progress", file=self.err)
+                self._warned = True
+
+
+def describe_os_error(exc: OSError) -> str:
+    reasons = {errno.ENOSPC: "disk full (no space left on device)", errno.EDQUOT: "disk quota exceeded",
+               errno.EACCES: "permission denied", errno.EPERM: "permission denied",
+               errno.EROFS: "read-only file system", errno.ENAMETOOLONG: "file name too long"}
+    return reasons.get(exc.errno, exc.strerror or str(exc))
+
+
+class WriteFailed(Exception):
+    """An output could not be written; nothing partial was left behind."""
+
+
+ProgressFactory = Callable[[str], Any]
+
+
+@dataclass
+class Batch:
+    """Runs one planned batch with one restorer."""
+
+    config: BatchConfig
+    restorer: Restorer
+    state: BatchState
+    out: TextIO
+    err: TextIO
+    make_bar: ProgressFactory | None = None
+    counts: dict[str, int] = field(default_factory=lambda: {DONE: 0, FAILED: 0, SKIPPED: 0})
+
+    def __post_init__(self) -> None:
+        self.hashes = provenance.WeightHashes(self.restorer.bank.source)
+        self.env = provenance.environment()
+
+    def _skip_reason(self, item: Item) -> str | None:
+        out = Path(item.output)
+        if not out.exists():
+            return None
+        digest = provenance.sha256_file(out) if out.is_file() else None
+        if self.config.resume and item.status == DONE and digest and digest == item.output_sha256:
+            return f"already restored in an earlier run ({out})"
+        if item.writing_sha256 and digest == item.writing_sha256:
+            return None  # our own output from an interrupted run: finish the item (same bytes again)
+        if not self.config.overwrite:
+            return f"{out} exists (use --overwrite to replace it)"
+        return None
+
+    def _write(self, path: Path, data: bytes) -> None:
+        try:
+            write_bytes_atomic(path, data)
+        except OSError as exc:
+            raise WriteFailed(f"cannot write {path}: {describe_os_error(exc)}") from None
+
+    def process(self, item: Item, index: int, total: int) -> None:
+        cfg, src, out = self.config, Path(item.input), Path(item.output)
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        photo = read_photo(src, cfg.allow_huge)
+        user_mask = None
+        if item.mask is not None:
+            if not Path(item.mask).is_file():
+                raise ImageReadError(f"mask {item.mask} not found")
+            user_mask = read_mask(Path(item.mask))
+        timings["read"] = time.perf_counter() - t_start
+        bar = self.make_bar(f"[{index}/{total}] {src.name[:24]}") if self.make_bar else None
+        try:
+            result = self.restorer.restore(photo.pixels, cfg.options, user_mask, Progress(bar))
+        finally:
+            if bar is not None:
+                bar.close()
+        timings.update(result.timings)
+        t0 = time.perf_counter()
+        notes = list(photo.warnings)
+        pixels, alpha = finish(photo, result.image)
+        data = encode(photo, pixels, alpha, item.format, cfg.quality, notes)
+        digest = provenance.sha256_bytes(data)
+        mask_out = out.with_name(f"{src.stem}_mask.png") if cfg.save_mask and result.mask is not None else None
+        mask_data = encode_png(result.mask.astype(np.uint8) * 255) if mask_out is not None else None
+        timings["encode"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        item.writing_sha256 = digest
+        self.state.save()
+        self._write(out, data)
+        if mask_out is not None:
+            self._write(mask_out, mask_data)
+        timings["write"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - t_start
+        has_user_mask = user_mask is not None
+        record = provenance.build_record(
+            input_path=src, input_sha256=photo.sha256, input_info=photo.describe(), output_path=out,
+            output_sha256=digest, output_format=item.format,
+            weights={"choice": cfg.weights, "label": getattr(self.restorer.bank.source, "label", None),
+                     "files": self.hashes.describe(required_networks(cfg.options, has_user_mask))},
+            options={**cfg.settings(), "mode": result.mode.value}, device=provenance.device_info(self.restorer.device),
+            mask={"source": provenance.mask_source(cfg.options.detect, has_user_mask),
+                  "file": str(Path(item.mask).resolve()) if has_user_mask else None,
+                  "file_sha256": provenance.sha256_file(Path(item.mask)) if has_user_mask else None,
+                  "saved": str(mask_out.resolve()) if mask_out is not None else None},
+            timings=timings, warnings=notes, command=list(cfg.argv), environment_info=self.env)
+        try:
+            provenance.write_sidecar(out, record)
+        except OSError as exc:
+            raise WriteFailed(f"cannot write {provenance.sidecar_path(out)}: {describe_os_error(exc)}") from None
+        item.status, item.error, item.output_sha256 = DONE, None, digest
+        for note in notes:
+            print(f"warning: {src}: {note}", file=self.err)
+        print(f"OK {src} -> {out} ({result.mode.value}, {sum(result.timings.values()):.1f} s)", file=self.out)
+
+    def run(self) -> None:
+        total = len(self.state.items)
+        for index, item in enumerate(self.state.items, 1):
+            reason = self._skip_reason(item)
+            if reason is not None:
+                if item.status != DONE:
+                    item.status = SKIPPED
+                self.counts[SKIPPED] += 1
+                print(f"SKIPPED {item.input}: {reason}", file=self.out)
+                self.state.save()
+                continue
+            try:
+                self.process(item, index, total)
+                self.counts[DONE] += 1
+            except (ImageReadError, WriteFailed, ValueError, RuntimeError, OSError, CheckpointError,
+                    MemoryError) as exc:
+                message = describe_os_error(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
+                item.status, item.error = FAILED, message
+                self.counts[FAILED] += 1
+                print(f"FAILED {item.input}: {message}", file=self.out)
+            self.state.save()
+
+
+def build_restorer(config: BatchConfig, device: Any = None) -> Restorer:
+    import torch
+
+    from . import weights
+    from .models.checkpoints import ModelBank
+
+    return Restorer(ModelBank(weights.resolve_weights(config.weights), device or torch.device("cpu")))
+
+
+def run(config: BatchConfig, out: TextIO | None = None, err: TextIO | None = None, *, device: Any = None,
+        restorer: Restorer | None = None, make_bar: ProgressFactory | None = None) -> int:
+    """Plan, restore and summarise one batch; returns the exit status (0 all good, 1 any failure)."""
+    out, err = out or sys.stdout, err or sys.stderr
+    started = time.perf_counter()
+    items, failures = plan(config)
+    for path, reason in failures:
+        print(f"FAILED {path}: {reason}", file=out)
+    try:
+        restorer = restorer or build_restorer(config, device)
+        if items:  # load every network now: bad weights fail once, before any photo
+            restorer.prepare(config.options, has_user_mask=any(i.mask for i in items))
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=err)
+        return 1
+    outdir = Path(config.outdir)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"error: cannot create the output folder {outdir}: {describe_os_error(exc)}", file=err)
+        return 1
+    state = BatchState.open(config, items, err)
+    done_before = sum(1 for i in items if i.status == DONE)
+    if config.resume:
+        print(f"resuming: {done_before} of {len(items)} photo(s) already done (state {state.path})", file=err)
+    names = {Path(i.output).name for i in items} | {Path(i.output).name + provenance.SIDECAR_SUFFIX for i in items}
+    if config.save_mask:
+        names |= {f"{Path(i.input).stem}_mask.png" for i in items}
+    leftovers = stale_temps(outdir, names) + stale_temps(state.path.parent, {state.path.name})
+    for leftover in leftovers:  # a killed run's half-written files: never kept
+        leftover.unlink(missing_ok=True)
+    batch = Batch(config, restorer, state, out, err, make_bar)
+    try:
+        batch.run()
+    except Cancelled:
+        print("cancelled", file=err)
+        return 1
+    failed = batch.counts[FAILED] + len(failures)
+    print(f"done: {batch.counts[DONE]}, failed: {failed}, skipped: {batch.counts[SKIPPED]} "
+          f"in {time.perf_counter() - started:.1f} s", file=out)
+    return 1 if failed else 0
