@@ -148,7 +148,8 @@ def plan(config: BatchConfig) -> tuple[list[Item], list[tuple[Path, str]]]:
             written.append(outdir / f"{src.stem}_mask.png")
         clash = next((w for w in written if w.resolve() in protected), None)
         if clash is not None:
-            owned.append((out.name, (src, f"output {clash} would overwrite an input photo or mask; choose another output folder")))
+            owned.append((out.name, (src, f"output {clash} would overwrite an input photo or mask; "
+                                          "choose another output folder")))
             continue
         used = next((w for w in written if w.resolve() in taken), None)
         if used is not None:
@@ -178,13 +179,15 @@ class BatchState:
             return None
         except (OSError, ValueError) as exc:
             raise BatchError(f"state file {path} cannot be read ({exc}); remove it or choose another --state") from None
-        if not isinstance(data, dict) or data.get("version") != STATE_VERSION or not isinstance(data.get("items"), list):
+        valid = isinstance(data, dict) and data.get("version") == STATE_VERSION and isinstance(data.get("items"), list)
+        if not valid:
             raise BatchError(f"{path} is not a Heirloom batch state file")
         return data
 
     @classmethod
     def open(cls, config: BatchConfig, items: list[Item], err: TextIO) -> "BatchState":
-        """A fresh state, or with ``resume`` the saved one merged into today's plan (by output path)."""
+        """A fresh state, or with ``resume`` the saved one merged into today's plan (by output path).
+        Nothing is written yet: a batch that cannot start leaves the saved state as it was."""
         path, key = config.state_path(), config.key()
         state = cls(path, key, items, err)
         if config.resume:
@@ -200,7 +203,6 @@ class BatchState:
                         for name in ("status", "error", "output_sha256", "writing_sha256"):
                             setattr(item, name, old.get(name))
                         item.status = item.status if item.status in (PENDING, DONE, FAILED, SKIPPED) else PENDING
-        state.save()
         return state
 
     def save(self) -> None:
@@ -320,6 +322,11 @@ class Batch:
             print(f"warning: {src}: {note}", file=self.err)
         print(f"OK {src} -> {out} ({result.mode.value}, {sum(result.timings.values()):.1f} s)", file=self.out)
 
+    def _failed(self, item: Item, message: str) -> None:
+        item.status, item.error = FAILED, message
+        self.counts[FAILED] += 1
+        print(f"FAILED {item.input}: {message}", file=self.out)
+
     def run(self) -> None:
         total = len(self.state.items)
         for index, item in enumerate(self.state.items, 1):
@@ -334,12 +341,14 @@ class Batch:
             try:
                 self.process(item, index, total)
                 self.counts[DONE] += 1
+            except Cancelled:
+                raise
             except (ImageReadError, WriteFailed, ValueError, RuntimeError, OSError, CheckpointError,
                     MemoryError) as exc:
-                message = describe_os_error(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
-                item.status, item.error = FAILED, message
-                self.counts[FAILED] += 1
-                print(f"FAILED {item.input}: {message}", file=self.out)
+                reason = describe_os_error(exc) if isinstance(exc, OSError) else str(exc) or type(exc).__name__
+                self._failed(item, reason)
+            except Exception as exc:  # one odd file must not end a 100k-photo batch: report it and go on
+                self._failed(item, f"unexpected error {type(exc).__name__}: {exc}")
             self.state.save()
 
 
@@ -358,6 +367,7 @@ def run(config: BatchConfig, out: TextIO | None = None, err: TextIO | None = Non
     out, err = out or sys.stdout, err or sys.stderr
     started = time.perf_counter()
     items, failures = plan(config)
+    state = BatchState.open(config, items, err)
     for path, reason in failures:
         print(f"FAILED {path}: {reason}", file=out)
     try:
@@ -373,7 +383,7 @@ def run(config: BatchConfig, out: TextIO | None = None, err: TextIO | None = Non
     except OSError as exc:
         print(f"error: cannot create the output folder {outdir}: {describe_os_error(exc)}", file=err)
         return 1
-    state = BatchState.open(config, items, err)
+    state.save()
     done_before = sum(1 for i in items if i.status == DONE)
     if config.resume:
         print(f"resuming: {done_before} of {len(items)} photo(s) already done (state {state.path})", file=err)

@@ -62,3 +62,63 @@ def _cpu() -> torch.device:
     if torch.get_num_threads() != cores:
         torch.set_num_threads(cores)
     return torch.device("cpu")
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    name: str  # "cpu", "cuda:0", "mps"
+    description: str
+    total_bytes: int | None
+    free_bytes: int | None
+
+
+def _meminfo() -> dict[str, int]:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            return {line.split(":")[0]: int(line.split()[1]) * 1024 for line in fh if line.split()[1:2]}
+    except OSError:
+        return {}
+
+
+def ram_bytes() -> tuple[int | None, int | None]:
+    """(total, available) system RAM, None where the platform does not say."""
+    info = _meminfo()
+    if info:
+        return info.get("MemTotal"), info.get("MemAvailable", info.get("MemFree"))
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return total, None
+    except (ValueError, OSError, AttributeError):
+        return None, None
+
+
+def list_devices() -> list[DeviceInfo]:
+    """Every device we could run on, with its memory."""
+    total, free = ram_bytes()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    devices = [DeviceInfo("cpu", f"CPU ({cores} cores)", total, free)]
+    if torch.cuda.is_available():
+        for i in range(torch.cuda.device_count()):
+            try:
+                free_i, total_i = torch.cuda.mem_get_info(i)
+            except RuntimeError:
+                free_i, total_i = None, torch.cuda.get_device_properties(i).total_memory
+            devices.append(DeviceInfo(f"cuda:{i}", torch.cuda.get_device_name(i), total_i, free_i))
+    if _mps_available():
+        devices.append(DeviceInfo("mps", "Apple GPU (MPS, shares system memory)", total, free))
+    return devices
+
+
+def memory_budget(device: torch.device, max_memory_gb: float | None = None) -> int:
+    """Bytes a restoration may use on ``device``: the user's cap, else a safe share of what is free
+    (GPU memory on CUDA, RAM otherwise)."""
+    if max_memory_gb is not None:
+        return int(max_memory_gb * 2**30)
+    if device.type == "cuda":
+        try:
+            free, _ = torch.cuda.mem_get_info(device)
+            return int(free * 0.8)
+        except RuntimeError:
+            pass
+    total, free = ram_bytes()
+    return int((free or total or 8 * 2**30) * 0.6)

@@ -16,6 +16,7 @@ Pillow's decompression-bomb limit stays on; ``allow_huge`` lifts it for one read
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import io
 import os
@@ -27,7 +28,7 @@ import warnings
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageOps, TiffImagePlugin, TiffTags, UnidentifiedImageError
@@ -132,9 +133,15 @@ def _read_bytes(path: Path) -> bytes:
     return data
 
 
-def _open(data: bytes, allow_huge: bool = False) -> tuple[Image.Image, int, list[str]]:
-    """Open and fully decode with Pillow (a damaged file fails here, with a reason).
-    Returns the image, its bits per sample and notes worth passing on."""
+class _Opened(NamedTuple):
+    img: Image.Image
+    bits: int  # bits per sample in the file
+    tiff_orientation: int | None  # taken out before load(), see _keep_tiff_as_stored
+    notes: list[str]
+
+
+def _open(data: bytes, allow_huge: bool = False) -> _Opened:
+    """Open and fully decode with Pillow (a damaged file fails here, with a reason)."""
     notes: list[str] = []
     with warnings.catch_warnings(record=True) as caught, _pixel_limit(allow_huge):
         warnings.simplefilter("always", Image.DecompressionBombWarning)
@@ -149,16 +156,32 @@ def _open(data: bytes, allow_huge: bool = False) -> tuple[Image.Image, int, list
         except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
             raise ImageReadError(f"damaged or truncated image ({exc})") from None
         bits = _bits_per_sample(img)  # before load(): load() clears the tile list
+        tiff_orientation = _keep_tiff_as_stored(img) if img.format == "TIFF" else None
         try:
             img.load()
         except MemoryError:
             raise ImageReadError(f"not enough memory to decode {img.size[0]}x{img.size[1]} pixels") from None
         except (OSError, SyntaxError, ValueError, struct.error, EOFError, IndexError) as exc:
             raise ImageReadError(f"damaged or truncated image ({exc})") from None
+    if img.size != img.im.size:  # Pillow announced a TIFF turned by 90 degrees that we kept as stored
+        img._size = img.im.size
     for w in caught:
         if issubclass(w.category, Image.DecompressionBombWarning):
             notes.append(f"very large image ({img.size[0]}x{img.size[1]} pixels)")
-    return img, bits, notes
+    return _Opened(img, bits, tiff_orientation, notes)
+
+
+def _keep_tiff_as_stored(img: Image.Image) -> int | None:
+    """Recent Pillow turns a TIFF upright while loading it (and gets 16-bit grey wrong); we orient every
+    format ourselves, once, so take the orientation out of the EXIF view Pillow consults, and return it."""
+    try:
+        exif = img.getexif()
+        value = exif.get(ORIENTATION)
+        if ORIENTATION in exif:
+            del exif[ORIENTATION]
+    except Exception:  # damaged directory: the later EXIF read reports it
+        return None
+    return value
 
 
 def _bits_per_sample(img: Image.Image) -> int:
@@ -176,6 +199,16 @@ def _bits_per_sample(img: Image.Image) -> int:
     return 8
 
 
+def _without_orientation(data: bytes) -> bytes:
+    """The file's bytes with the orientation set to 1 (TIFF) or the EXIF chunk left out (PNG)."""
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return _exif_reset_orientation(data)
+    if data.startswith(b"\x89PNG"):
+        kept = [_png_chunk(t, body) for t, body in _png_chunks(data) if t != b"eXIf"]
+        return data[:8] + b"".join(kept)
+    return data
+
+
 def _grey_source(img: Image.Image, data: bytes) -> bool:
     """Whether the file stores grey samples (Pillow shows 16-bit grey+alpha PNGs as RGBA)."""
     if img.format == "PNG" and len(data) > 25:
@@ -190,7 +223,9 @@ def _decode_16bit_colour(data: bytes, grey: bool, size: tuple[int, int]) -> np.n
     Returns HxWxC uint16 with C = 1 (grey), 2 (grey, alpha), 3 (RGB) or 4 (RGBA)."""
     import cv2
 
-    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # orientation not applied
+    # Decoders differ on whether they apply orientation (OpenCV 5 does for TIFF): hand over the bytes
+    # with the orientation neutralised, so the pixels come back as stored and are turned once, by us.
+    arr = cv2.imdecode(np.frombuffer(_without_orientation(data), np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None or arr.shape[1] != size[0] or arr.shape[0] != size[1]:
         raise ImageReadError("damaged 16-bit image (its pixels could not be decoded at full depth)")
     if arr.dtype != np.uint16:
@@ -229,7 +264,9 @@ def _cmyk_to_rgb(img: Image.Image, icc: bytes | None, notes: list[str]) -> tuple
 
 def _pixels(img: Image.Image, bits: int, data: bytes, icc: bytes | None, notes: list[str]
             ) -> tuple[np.ndarray, np.ndarray | None, str, bytes | None]:
-    """(pixels, alpha, mode description, icc) from an opened image, at the file's bit depth."""
+    """(pixels, alpha, mode description, icc) from an opened image, at the file's bit depth.
+    A mode description ending in ";16" means the pixels were decoded from the file's bytes as stored
+    (not through Pillow, so no orientation has been applied to them)."""
     mode = img.mode
     if bits == 16 and mode in ("RGB", "RGBA", "RGBX", "LA"):
         arr = _decode_16bit_colour(data, _grey_source(img, data), img.size)
@@ -302,6 +339,12 @@ def _exif_reset_orientation(blob: bytes) -> bytes:
     return blob
 
 
+def _xmp_reset_orientation(xmp: bytes) -> bytes:
+    """XMP can repeat the orientation (tiff:Orientation); once the pixels are upright it must say 1."""
+    xmp = re.sub(rb'tiff:Orientation="\d"', b'tiff:Orientation="1"', xmp)
+    return re.sub(rb"<tiff:Orientation>\d</tiff:Orientation>", b"<tiff:Orientation>1</tiff:Orientation>", xmp)
+
+
 def _strip_exif_prefix(blob: bytes) -> bytes:
     return re.sub(b"^(Exif\x00\x00)+", b"", blob)
 
@@ -318,9 +361,26 @@ def _exif_with_subifds(exif: Image.Exif) -> tuple[dict[int, Any], dict[int, Any]
     return exif_ifd, dict(exif.get_ifd(GPS_IFD))
 
 
-def _exif_from_tiff(img: Image.Image) -> bytes | None:
+def _orientation(img: Image.Image, notes: list[str]) -> int:
+    try:
+        value = img.getexif().get(ORIENTATION, 1)
+    except Exception as exc:  # a damaged EXIF block must not cost the photo
+        notes.append(f"EXIF could not be read ({exc}); the photo is taken as upright")
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _exif_from_tiff(img: Image.Image, notes: list[str]) -> bytes | None:
     """A TIFF keeps EXIF as IFD0 tags plus an EXIF sub-directory: gather them into one EXIF block
     (None when the TIFF has nothing beyond its layout and resolution)."""
+    try:
+        return _gather_tiff_exif(img)
+    except Exception as exc:  # damaged sub-directories: keep the photo, say what was lost
+        notes.append(f"EXIF could not be read ({exc}); not kept")
+        return None
+
+
+def _gather_tiff_exif(img: Image.Image) -> bytes | None:
     src = img.getexif()
     exif_ifd, gps_ifd = _exif_with_subifds(src)
     descriptive = [t for t in EXIF_IFD0_TAGS if t in src and t not in (282, 283, 296)]
@@ -369,11 +429,13 @@ def read_photo(path: Path, allow_huge: bool = False) -> PhotoFile:
     """Decode a photo file for restoration, with its metadata; raises ImageReadError saying why not."""
     path = Path(path)
     data = _read_bytes(path)
-    img, bits, notes = _open(data, allow_huge)
+    img, bits, tiff_orientation, notes = _open(data, allow_huge)
     icc = img.info.get("icc_profile") or None
     pixels, alpha, mode, icc = _pixels(img, bits, data, icc, notes)
-    orientation = img.getexif().get(ORIENTATION, 1)
-    orientation = orientation if isinstance(orientation, int) and 1 <= orientation <= 8 else 1
+    if img.format == "TIFF":
+        orientation = tiff_orientation if isinstance(tiff_orientation, int) and 1 <= tiff_orientation <= 8 else 1
+    else:
+        orientation = _orientation(img, notes)
     pixels = orient(pixels, orientation)
     alpha = orient(alpha, orientation) if alpha is not None else None
     pages = int(getattr(img, "n_frames", 1) or 1)
@@ -385,7 +447,7 @@ def read_photo(path: Path, allow_huge: bool = False) -> PhotoFile:
     tiff_tags: dict[int, tuple[int, Any]] = {}
     png_colour: list[tuple[bytes, bytes]] = []
     if img.format == "TIFF":
-        exif = _exif_from_tiff(img)
+        exif = _exif_from_tiff(img, notes)
         tags = img.tag_v2
         tiff_tags = {tag: (tags.tagtype[tag], tags[tag]) for tag in TIFF_KEPT_TAGS if tag in tags}
     else:
@@ -400,6 +462,10 @@ def read_photo(path: Path, allow_huge: bool = False) -> PhotoFile:
     xmp = _as_bytes(img.info.get("xmp"))
     if xmp is None and XMP_TAG in tiff_tags:
         xmp = _as_bytes(tiff_tags[XMP_TAG][1])
+    if xmp is not None and orientation != 1:
+        xmp = _xmp_reset_orientation(xmp)
+        if XMP_TAG in tiff_tags:
+            tiff_tags[XMP_TAG] = (tiff_tags[XMP_TAG][0], xmp)
     return PhotoFile(path=path, format=img.format or "?", mode=mode, pixels=np.ascontiguousarray(pixels),
                      alpha=alpha, icc=icc, exif=exif or None, dpi=_dpi(img.info.get("dpi")), xmp=xmp, text=text,
                      tiff_tags=tiff_tags, png_colour=png_colour, pages=pages, orientation=orientation,
@@ -416,7 +482,7 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def read_mask(path: Path) -> np.ndarray:
     """HxW bool, True = damage (white in the PNG)."""
-    img, _, _ = _open(_read_bytes(Path(path)))
+    img = _open(_read_bytes(Path(path))).img
     return np.asarray(ImageOps.exif_transpose(img).convert("L")) > 127
 
 
@@ -536,7 +602,8 @@ def _rational(value: float) -> TiffImagePlugin.IFDRational:
     return TiffImagePlugin.IFDRational(round(value * 10000), 10000)
 
 
-def encode_tiff(pixels: np.ndarray, alpha: np.ndarray | None = None, meta: PhotoFile | None = None) -> bytes:
+def encode_tiff(pixels: np.ndarray, alpha: np.ndarray | None = None, meta: PhotoFile | None = None,
+                notes: list[str] | None = None) -> bytes:
     """Baseline TIFF (deflate + horizontal predictor) at 8 or 16 bits per sample, grey or RGB, with
     unassociated alpha, the source TIFF's descriptive and resolution tags (or DPI), ICC profile, XMP
     and EXIF/GPS sub-directories."""
@@ -553,54 +620,63 @@ def encode_tiff(pixels: np.ndarray, alpha: np.ndarray | None = None, meta: Photo
         offsets.append(at)
         at += len(s)
 
-    ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
-
-    def put(tag: int, typ: int, value: Any) -> None:
-        ifd[tag] = value
-        ifd.tagtype[tag] = typ
-
     grey = channels - (alpha is not None) == 1
-    put(256, TiffTags.LONG, width)
-    put(257, TiffTags.LONG, height)
-    put(258, TiffTags.SHORT, (bits,) * channels)
-    put(259, TiffTags.SHORT, 8)  # Adobe deflate
-    put(262, TiffTags.SHORT, 1 if grey else 2)
-    put(273, TiffTags.LONG, tuple(offsets))  # relative: tobytes() shifts them past the directory
-    put(277, TiffTags.SHORT, channels)
-    put(278, TiffTags.LONG, per_strip)
-    put(279, TiffTags.LONG, tuple(len(s) for s in strips))
-    put(284, TiffTags.SHORT, 1)
-    put(317, TiffTags.SHORT, 2)
-    put(339, TiffTags.SHORT, (1,) * channels)
+    layout: list[tuple[int, int, Any]] = [
+        (256, TiffTags.LONG, width), (257, TiffTags.LONG, height), (258, TiffTags.SHORT, (bits,) * channels),
+        (259, TiffTags.SHORT, 8),  # Adobe deflate
+        (262, TiffTags.SHORT, 1 if grey else 2),
+        (273, TiffTags.LONG, tuple(offsets)),  # relative: tobytes() shifts them past the directory
+        (277, TiffTags.SHORT, channels), (278, TiffTags.LONG, per_strip),
+        (279, TiffTags.LONG, tuple(len(s) for s in strips)), (284, TiffTags.SHORT, 1),
+        (317, TiffTags.SHORT, 2),  # horizontal predictor
+        (339, TiffTags.SHORT, (1,) * channels)]
     if alpha is not None:
-        put(338, TiffTags.SHORT, (2,))  # unassociated alpha
-    if meta is not None:
-        exif = Image.Exif()
-        if meta.exif:
-            exif.load(meta.exif)
-        if meta.tiff_tags:
-            for tag, (typ, value) in meta.tiff_tags.items():
-                put(tag, typ, value)
-        else:
-            for tag in EXIF_IFD0_TAGS:
-                if tag in exif and tag not in (282, 283, 296):
-                    ifd[tag] = exif[tag]
-        if 282 not in ifd and meta.dpi:
-            put(282, TiffTags.RATIONAL, _rational(meta.dpi[0]))
-            put(283, TiffTags.RATIONAL, _rational(meta.dpi[1]))
-            put(296, TiffTags.SHORT, 2)
-        if meta.icc:
-            put(ICC_TAG, TiffTags.UNDEFINED, meta.icc)
-        if meta.xmp and XMP_TAG not in ifd:
-            put(XMP_TAG, TiffTags.BYTE, meta.xmp)
-        if meta.exif:
-            exif_ifd, gps_ifd = _exif_with_subifds(exif)
-            if exif_ifd:
-                put(EXIF_IFD, TiffTags.LONG, exif_ifd)
-            if gps_ifd:
-                put(GPS_IFD, TiffTags.LONG, gps_ifd)
-    directory = ifd.tobytes(8)
+        layout.append((338, TiffTags.SHORT, (2,)))  # unassociated alpha
+    try:
+        directory = _tiff_directory(layout, _tiff_metadata(meta) if meta is not None else [])
+    except Exception as exc:  # a source tag Pillow cannot serialise: keep the pixels, say what was lost
+        if notes is not None:
+            notes.append(f"TIFF metadata could not be written back ({exc}); written without it")
+        directory = _tiff_directory(layout, [])
     return b"II*\x00" + struct.pack("<I", 8) + directory + b"".join(strips)
+
+
+def _tiff_metadata(meta: PhotoFile) -> list[tuple[int, int | None, Any]]:
+    """(tag, type or None to let Pillow choose, value) for everything but the pixel layout."""
+    tags: list[tuple[int, int | None, Any]] = []
+    exif = Image.Exif()
+    if meta.exif:
+        exif.load(meta.exif)
+    if meta.tiff_tags:
+        tags += [(tag, typ, value) for tag, (typ, value) in meta.tiff_tags.items()]
+    else:
+        tags += [(tag, None, exif[tag]) for tag in EXIF_IFD0_TAGS if tag in exif and tag not in (282, 283, 296)]
+    present = {t for t, _, _ in tags}
+    if 282 not in present and meta.dpi:
+        tags += [(282, TiffTags.RATIONAL, _rational(meta.dpi[0])), (283, TiffTags.RATIONAL, _rational(meta.dpi[1])),
+                 (296, TiffTags.SHORT, 2)]
+    if meta.icc:
+        tags.append((ICC_TAG, TiffTags.UNDEFINED, meta.icc))
+    if meta.xmp and XMP_TAG not in present:
+        tags.append((XMP_TAG, TiffTags.BYTE, meta.xmp))
+    if meta.exif:
+        exif_ifd, gps_ifd = _exif_with_subifds(exif)
+        if exif_ifd:
+            tags.append((EXIF_IFD, TiffTags.LONG, exif_ifd))
+        if gps_ifd:
+            tags.append((GPS_IFD, TiffTags.LONG, gps_ifd))
+    return tags
+
+
+def _tiff_directory(layout: list[tuple[int, int, Any]], extra: list[tuple[int, int | None, Any]]) -> bytes:
+    """IFD0 (with any EXIF/GPS sub-directories) serialised for a file whose directory starts at 8;
+    Pillow's serialiser places the strips right after it."""
+    ifd = TiffImagePlugin.ImageFileDirectory_v2(prefix=b"II")
+    for tag, typ, value in [*extra, *layout]:
+        ifd[tag] = value
+        if typ is not None:
+            ifd.tagtype[tag] = typ
+    return ifd.tobytes(8)
 
 
 def encode_jpeg(pixels: np.ndarray, meta: PhotoFile | None, quality: int, notes: list[str]) -> bytes:
@@ -609,32 +685,45 @@ def encode_jpeg(pixels: np.ndarray, meta: PhotoFile | None, quality: int, notes:
         notes.append("JPEG holds 8 bits per sample: the 16-bit result was reduced to 8 bits")
         pixels = ((pixels.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     kwargs: dict[str, Any] = {"quality": int(quality), "subsampling": 0}
+    optional: dict[str, Any] = {}
     if meta is not None:
         if meta.alpha is not None:
             notes.append("JPEG cannot hold transparency: the alpha channel was not written")
-        if meta.icc:
-            kwargs["icc_profile"] = meta.icc
-        if meta.exif:
-            kwargs["exif"] = b"Exif\x00\x00" + meta.exif
-        if meta.dpi:
-            kwargs["dpi"] = tuple(round(d) for d in meta.dpi)
-        if meta.xmp:
-            kwargs["xmp"] = meta.xmp
-        if "Comment" in meta.text:
-            kwargs["comment"] = meta.text["Comment"].encode("utf-8")
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, format="JPEG", **kwargs)
-    return buf.getvalue()
+        optional = {"icc_profile": meta.icc, "exif": b"Exif\x00\x00" + meta.exif if meta.exif else None,
+                    "dpi": tuple(round(d) for d in meta.dpi) if meta.dpi else None, "xmp": meta.xmp,
+                    "comment": meta.text["Comment"].encode("utf-8") if "Comment" in meta.text else None}
+        optional = {k: v for k, v in optional.items() if v}
+    image = Image.fromarray(pixels)
+    while True:
+        buf = io.BytesIO()
+        try:
+            image.save(buf, format="JPEG", **kwargs, **optional)
+            return buf.getvalue()
+        except ValueError as exc:  # e.g. EXIF or XMP above a JPEG segment's 64 KB: drop the largest, say so
+            if not optional:
+                raise
+            largest = max(optional, key=lambda k: len(optional[k]) if isinstance(optional[k], bytes) else 0)
+            notes.append(f"{largest} not written: {exc}")
+            del optional[largest]
+
+
+def _icc_fits(icc: bytes, grey: bool) -> bool:
+    """An ICC profile names its colour space at bytes 16-20; writers must not pair RGB with grey."""
+    space = icc[16:20]
+    return space not in (b"RGB ", b"GRAY") or space == (b"GRAY" if grey else b"RGB ")
 
 
 def encode(meta: PhotoFile, pixels: np.ndarray, alpha: np.ndarray | None, fmt: str, quality: int = 95,
            notes: list[str] | None = None) -> bytes:
     """Restored pixels -> file bytes in ``fmt`` (png, tiff or jpeg) with ``meta``'s metadata."""
     notes = notes if notes is not None else []
+    if meta.icc and not _icc_fits(meta.icc, pixels.ndim == 2):
+        notes.append("the colour profile does not describe this photo's channels (grey vs colour); not written")
+        meta = dataclasses.replace(meta, icc=None)
     if fmt == "png":
         return encode_png(pixels, alpha, meta)
     if fmt == "tiff":
-        return encode_tiff(pixels, alpha, meta)
+        return encode_tiff(pixels, alpha, meta, notes)
     if fmt == "jpeg":
         return encode_jpeg(pixels, meta, quality, notes)
     raise ValueError(f"unknown output format {fmt!r}; use one of {', '.join(OUTPUT_FORMATS)}")

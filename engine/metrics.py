@@ -53,3 +53,18 @@ def roc_auc(scores: np.ndarray, truth: np.ndarray) -> float:
     avg = first + (counts + 1) / 2.0
     ranks[order] = np.repeat(avg, counts)
     return float((ranks[truth].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+def seam_score(image: np.ndarray, rows: list[int], cols: list[int]) -> float:
+    """Mean absolute gradient across the given tile borders divided by the mean elsewhere
+    (1.0 = borders are as smooth as the rest of the picture; a visible seam gives > 1)."""
+    img = np.asarray(image, np.float64)
+    gy = np.abs(np.diff(img, axis=0)).mean(axis=-1) if img.ndim == 3 else np.abs(np.diff(img, axis=0))
+    gx = np.abs(np.diff(img, axis=1)).mean(axis=-1) if img.ndim == 3 else np.abs(np.diff(img, axis=1))
+    at_y = np.zeros(gy.shape[0], bool)
+    at_y[[r - 1 for r in rows if 0 < r < img.shape[0]]] = True
+    at_x = np.zeros(gx.shape[1], bool)
+    at_x[[c - 1 for c in cols if 0 < c < img.shape[1]]] = True
+    border = np.concatenate([gy[at_y].ravel(), gx[:, at_x].ravel()])
+    other = np.concatenate([gy[~at_y].ravel(), gx[:, ~at_x].ravel()])
+    return float(border.mean() / max(other.mean(), 1e-12)) if border.size else 1.0

@@ -25,7 +25,8 @@ import torch.nn.functional as F
 from .detection import OFFICIAL_SHORT_SIDE, OFFICIAL_THRESHOLD, detect_scratches
 from .models.checkpoints import ModelBank
 from .progress import Progress
-from .restoration import NETWORKS, SPATIAL_MULTIPLE, Mode, translate
+from .device import memory_budget
+from .restoration import NETWORKS, SPATIAL_MULTIPLE, Mode, tile_specs, translate, translate_tiled
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,8 @@ class RestoreOptions:
     threshold: float = OFFICIAL_THRESHOLD  # detector probability that counts as damage
     mask_dilation: int | None = None  # 3x3 dilation iterations; None = official (0, HR: 3)
     detection_short_side: int = OFFICIAL_SHORT_SIDE
+    tile: int | str = "auto"  # "auto": untiled when it fits the memory budget; "off"; or a tile size in px
+    max_memory_gb: float | None = None  # memory budget; None = a safe share of what the device has free
 
     @property
     def detect(self) -> bool:
@@ -61,6 +64,7 @@ class RestoreResult:
     mask: np.ndarray | None = None  # HxW bool: the holes that were filled (after merge and dilation)
     detected: np.ndarray | None = None  # HxW float32 detector probability, if detection ran
     timings: dict[str, float] = field(default_factory=dict)
+    tiling: dict = field(default_factory=dict)  # tile size used (None = untiled), shrinks on low memory
 
 
 def as_float_rgb(image: np.ndarray) -> np.ndarray:
@@ -155,10 +159,37 @@ class Restorer:
         mask_t = None
         if mode.uses_mask:
             mask_t, _ = pad_to_multiple(torch.from_numpy(holes.astype(np.float32))[None, None], multiple)
-        out = translate(self.bank, x, mask_t, mode, progress.sub(restore_start, 1.0 - restore_start))
+        tile = self.choose_tile(options, mode, x.shape[-2], x.shape[-1])
+        stage_progress = progress.sub(restore_start, 1.0 - restore_start)
+        if tile is None:
+            generated = translate(self.bank, x, mask_t, mode, stage_progress).generated
+            tiling = {"tile": None}
+        else:
+            generated, tiling = translate_tiled(self.bank, x, mask_t, mode, tile,
+                                                memory_budget(self.device, options.max_memory_gb), stage_progress)
         with torch.inference_mode():
-            result = ((out.generated[0, :, :h, :w] + 1.0) / 2.0).clamp_(0.0, 1.0)
+            result = ((generated[0, :, :h, :w] + 1.0) / 2.0).clamp_(0.0, 1.0)
             result = result.permute(1, 2, 0).float().cpu().numpy()
         timings["restoration"] = time.perf_counter() - t0
         progress.report(1.0, "done")
-        return RestoreResult(np.ascontiguousarray(result), mode, holes, detected, timings)
+        return RestoreResult(np.ascontiguousarray(result), mode, holes, detected, timings, tiling)
+
+    def choose_tile(self, options: RestoreOptions, mode: Mode, h: int, w: int) -> int | None:
+        """Tile policy: an explicit size wins; "off" never tiles; "auto" runs untiled (exact,
+        including the global attention) when the estimated peak fits the memory budget, else picks
+        the largest tile whose working set fits a quarter of the budget."""
+        if options.tile == "off":
+            return None
+        if isinstance(options.tile, int):
+            return None if options.tile >= max(h, w) else options.tile
+        budget = memory_budget(self.device, options.max_memory_gb)
+        enc_spec, map_spec, dec_spec = tile_specs(self.bank, mode, 4)
+        def peak(side_h: int, side_w: int) -> float:
+            return max(side_h * side_w * enc_spec.bytes_per_pixel,
+                       side_h * side_w / 16 * max(map_spec.bytes_per_pixel, dec_spec.bytes_per_pixel))
+        if peak(h, w) <= budget:
+            return None
+        tile = max(h, w)
+        while tile > 64 and peak(tile + 2 * enc_spec.halo, tile + 2 * enc_spec.halo) > budget / 4:
+            tile -= 32
+        return tile

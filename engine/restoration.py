@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 import torch
 
 from .models.checkpoints import ModelBank
 from .progress import Progress
+
+if TYPE_CHECKING:
+    from .tiling import TileSpec
 
 
 class Mode(str, Enum):
@@ -74,3 +78,59 @@ def translate(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | None, m
             mapped = torch.empty(0)
     progress.report(1.0)
     return Translation(latent, mapped, generated)
+
+
+def _widest(module: torch.nn.Module) -> int:
+    return max((m.out_channels for m in module.modules() if isinstance(m, torch.nn.Conv2d)), default=64)
+
+
+def tile_specs(bank: ModelBank, mode: Mode, tile: int) -> tuple["TileSpec", "TileSpec", "TileSpec"]:
+    """Encoder, mapping and decoder tiling for an image tile of ``tile`` pixels.
+
+    Halos cover each network's receptive field (encoder ~41 px, mapping 20 latent cells without
+    attention, decoder ~45 px), so with shared normalisation statistics a tile's core equals the
+    untiled result; only the attention of the scratch mapping is limited to the tile's window.
+    Memory per box pixel is a conservative estimate (a few live float32 maps of the widest layer).
+    """
+    from .tiling import TileSpec
+
+    enc_name, map_name, dec_name = NETWORKS[mode]
+    latent_tile = max(8, tile // 4)
+    align = 8 if mode is Mode.HR else 1  # whole 8x8 attention patches in every tile
+    enc_c = _widest(bank.get(enc_name))
+    map_c = _widest(bank.get(map_name))
+    return (
+        TileSpec(tile=tile, halo=48, align=4 * align, out_scale=0.25, bytes_per_pixel=enc_c * 4 * 4, feather=16),
+        TileSpec(tile=latent_tile, halo=24, align=align, bytes_per_pixel=map_c * 4 * 6, feather=4),
+        TileSpec(tile=latent_tile, halo=12 if mode is not Mode.HR else 16, align=align, out_scale=4,
+                 bytes_per_pixel=16 * enc_c * 4 * 4, feather=4),
+    )
+
+
+def translate_tiled(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | None, mode: Mode, tile: int,
+                    budget_bytes: int | None = None, progress: Progress | None = None,
+                    max_first_batch: int = 64) -> tuple[torch.Tensor, dict]:
+    """Like ``translate`` but tile by tile (see ``engine.tiling``); image and mask stay on the CPU
+    and only tiles move to the device. Returns the decoder output and tiling facts."""
+    from .tiling import TiledRunner
+
+    progress = progress or Progress()
+    enc_name, map_name, dec_name = NETWORKS[mode]
+    encoder, mapping, decoder = bank.get(enc_name), bank.get(map_name), bank.get(dec_name)
+    device = next(encoder.parameters()).device
+    enc_spec, map_spec, dec_spec = tile_specs(bank, mode, tile)
+    runners = [TiledRunner(encoder.encode, encoder, enc_spec, device, budget_bytes, max_first_batch),
+               TiledRunner(mapping, mapping, map_spec, device, budget_bytes, max_first_batch),
+               TiledRunner(decoder.decode, decoder, dec_spec, device, budget_bytes, max_first_batch)]
+    progress.report(0.0, "encoding (tiled)")
+    latent = runners[0].run(image.cpu(), progress=progress.sub(0.0, 0.15))
+    progress.report(0.15, "mapping to the clean latent space (tiled)")
+    aux = [(mask.cpu(), 4.0)] if mode.uses_mask else []
+    mapped = runners[1].run(latent, aux, progress=progress.sub(0.15, 0.7))
+    del latent
+    progress.report(0.85, "decoding (tiled)")
+    generated = runners[2].run(mapped, progress=progress.sub(0.85, 0.15))
+    progress.report(1.0)
+    facts = {"tile": tile, "tile_shrinks": sum(r.shrinks for r in runners),
+             "final_tiles": [r.spec.tile for r in runners]}
+    return generated, facts

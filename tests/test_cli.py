@@ -44,7 +44,7 @@ def test_restores_a_real_old_photo_at_its_exact_size(tmp_path, official_zip, fla
     assert code == 0, out + err
     assert f"({mode}," in out
     with Image.open(SCRATCHED) as src, Image.open(tmp_path / "out" / "scratched_a.png") as res:
-        assert res.size == src.size and res.mode == "RGB"
+        assert res.size == src.size and res.mode == src.mode  # RGBA stays RGBA: alpha is carried through
     assert (tmp_path / "out" / "scratched_a_mask.png").exists() == (mode != "quality")
 
 

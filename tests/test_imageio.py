@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PIL import Image, ImageCms, ImageOps, TiffImagePlugin
+from PIL import Image, ImageCms, ImageOps
 
 from engine import imageio
 from engine.imageio import (ImageReadError, encode, encode_png, encode_tiff, finish, read_mask, read_photo, read_rgb,
@@ -19,6 +19,29 @@ from engine.imageio import (ImageReadError, encode, encode_png, encode_tiff, fin
 
 RNG = np.random.default_rng(7)
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def grey_icc() -> bytes:
+    """A minimal, valid ICC v2 grey display profile (gamma 2.2), built here: Pillow can only make RGB ones."""
+    def s15(v: float) -> bytes:
+        return struct.pack(">i", round(v * 65536))
+    text = b"Grey gamma 2.2 (test)\0"
+    tags = [(b"desc", b"desc" + b"\0" * 4 + struct.pack(">I", len(text)) + text + b"\0" * 78),
+            (b"wtpt", b"XYZ " + b"\0" * 4 + s15(0.9642) + s15(1.0) + s15(0.8249)),
+            (b"kTRC", b"curv" + b"\0" * 4 + struct.pack(">IH", 1, 0x0233) + b"\0\0"),
+            (b"cprt", b"text" + b"\0" * 4 + b"No copyright, test data\0")]
+    offset = 128 + 4 + 12 * len(tags)
+    table, body = struct.pack(">I", len(tags)), b""
+    for sig, data in tags:
+        data += b"\0" * (-len(data) % 4)
+        table += sig + struct.pack(">II", offset + len(body), len(data))
+        body += data
+    header = (struct.pack(">I", offset + len(body)) + b"\0" * 4 + struct.pack(">I", 0x02100000) + b"mntrGRAYXYZ "
+              + b"\0" * 12 + b"acsp" + b"\0" * 28 + s15(0.9642) + s15(1.0) + s15(0.8249) + b"\0" * 48)
+    return header + table + body
+
+
+GREY_ICC = grey_icc()
 
 
 def rgb8(h: int = 24, w: int = 32) -> np.ndarray:
@@ -54,6 +77,11 @@ def pil_tiff_view(data_or_path) -> dict:
 
 
 # ------------------------------------------------------------------------------------ reading
+
+
+def test_the_grey_profile_is_a_real_one():
+    profile = ImageCms.ImageCmsProfile(io.BytesIO(GREY_ICC))
+    assert profile.profile.xcolor_space.strip() == "GRAY"
 
 
 def test_every_8_bit_layout_reads_at_its_own_channels(tmp_path):
@@ -122,6 +150,58 @@ def test_exif_orientation_matches_pillow_and_is_reset(tmp_path, orientation):
     exif = Image.Exif()
     exif.load(photo.exif)
     assert exif.get(0x0112, 1) == 1 and exif[271] == "ScanCo"
+
+
+@pytest.mark.parametrize("orientation", [3, 6, 8])
+@pytest.mark.parametrize("layout", ["rgb8-raw", "rgb8-lzw", "grey16", "rgb16", "png-rgb16"])
+def test_orientation_is_applied_exactly_once(tmp_path, orientation, layout):
+    """Decoders disagree on whether they turn a photo upright (recent Pillow does for TIFF, OpenCV 5
+    does for TIFF at any flag); whatever they do, the photo must be turned once."""
+    from PIL import TiffTags
+
+    stored = u16((6, 10, 3)) if "rgb16" in layout else u16((6, 10)) if layout == "grey16" else rgb8(6, 10)
+    path = tmp_path / ("o.png" if layout.startswith("png") else "o.tif")
+    if layout == "rgb16":
+        meta = imageio.PhotoFile(path, "TIFF", "RGB;16", stored, tiff_tags={0x0112: (TiffTags.SHORT, orientation)})
+        path.write_bytes(encode_tiff(stored, None, meta))
+    elif layout == "png-rgb16":
+        exif = imageio._strip_exif_prefix(exif_block(orientation).tobytes())
+        path.write_bytes(encode_png(stored, None, imageio.PhotoFile(path, "PNG", "RGB;16", stored, exif=exif)))
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        Image.fromarray(stored).save(path, exif=exif.tobytes(),
+                                     **({"compression": "tiff_lzw"} if layout.endswith("lzw") else {}))
+    photo = read_photo(path)
+    assert photo.orientation == orientation
+    assert np.array_equal(photo.pixels, imageio.orient(stored, orientation))
+
+
+def test_xmp_orientation_is_reset_with_the_exif_one(tmp_path):
+    xmp = b'<rdf:Description tiff:Orientation="8" xmlns:tiff="http://ns.adobe.com/tiff/1.0/"/>'
+    Image.fromarray(rgb8(7, 11)).save(tmp_path / "o.jpg", exif=exif_block(8), xmp=xmp)
+    photo = read_photo(tmp_path / "o.jpg")
+    assert photo.pixels.shape[:2] == (11, 7) and b'tiff:Orientation="1"' in photo.xmp
+
+
+def test_a_colour_profile_that_does_not_fit_is_left_out(tmp_path):
+    photo = imageio.PhotoFile(Path("g.png"), "PNG", "P", np.zeros((4, 4), np.uint8), icc=SRGB)
+    notes: list[str] = []
+    with Image.open(io.BytesIO(encode(photo, photo.pixels, None, "png", notes=notes))) as im:
+        assert "icc_profile" not in im.info and notes
+
+
+def test_a_damaged_exif_block_costs_the_metadata_not_the_photo(tmp_path):
+    Image.fromarray(rgb8()).save(tmp_path / "ok.jpg")
+    data = (tmp_path / "ok.jpg").read_bytes()
+    app1 = b"Exif\x00\x00MM\x00*\x00\x00\x00\x08\xff\xff" + b"\x01" * 20  # IFD claims 65535 entries
+    (tmp_path / "bad.jpg").write_bytes(data[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + data[2:])
+    photo = read_photo(tmp_path / "bad.jpg")
+    assert photo.pixels.shape == (24, 32, 3)
+    for fmt in ("png", "tiff", "jpeg"):
+        notes: list[str] = []
+        with Image.open(io.BytesIO(encode(photo, photo.pixels, None, fmt, notes=notes))) as im:
+            assert im.size == (32, 24), fmt
 
 
 def test_cmyk_jpeg_becomes_rgb_with_a_warning(tmp_path):
@@ -231,6 +311,17 @@ def test_png_and_tiff_encoders_round_trip_every_layout(dtype, channels):
     # left: 16-bit grey+alpha TIFF, a valid baseline TIFF that neither Pillow nor OpenCV decodes
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_tiff_of_many_strips_round_trips(dtype):
+    arr = RNG.integers(0, np.iinfo(dtype).max + 1, (300, 1800, 3), dtype=np.int64).astype(dtype)
+    data = encode_tiff(arr)
+    with Image.open(io.BytesIO(data)) as im:
+        assert len(im.tag_v2[273]) > 1  # several strips
+        if dtype == np.uint8:
+            assert np.array_equal(np.asarray(im), arr)
+    assert np.array_equal(cv2_rgb(data), arr)
+
+
 def test_the_same_pixels_always_give_the_same_bytes():
     arr = rgb8()
     assert encode_png(arr) == encode_png(arr.copy()) and encode_tiff(arr) == encode_tiff(arr.copy())
@@ -281,7 +372,7 @@ def test_png_keeps_its_colour_chunks_text_and_dpi(tmp_path):
 def test_16_bit_tiff_round_trip_keeps_the_metadata(tmp_path):
     """The closing note's example: a 16-bit TIFF with ICC, EXIF, GPS, DPI and descriptive tags."""
     grey = u16((24, 32))
-    Image.fromarray(grey).save(tmp_path / "scan.tif", dpi=(1200, 1200), icc_profile=SRGB,
+    Image.fromarray(grey).save(tmp_path / "scan.tif", dpi=(1200, 1200), icc_profile=GREY_ICC,
                                exif=exif_block(1).tobytes(), description="Box 12, print 7")
     before = pil_tiff_view(tmp_path / "scan.tif")
     photo = read_photo(tmp_path / "scan.tif")
@@ -289,7 +380,7 @@ def test_16_bit_tiff_round_trip_keeps_the_metadata(tmp_path):
     after = pil_tiff_view(encode(photo, pixels, alpha, "tiff"))
     for key in ("mode", "size", "bits", "dpi", "icc", "make", "model", "artist", "description", "exif_ifd", "gps_ifd"):
         assert after[key] == before[key], key
-    assert before["bits"] == (16,) and before["icc"] == SRGB and before["exif_ifd"] and before["gps_ifd"]
+    assert before["bits"] == (16,) and before["icc"] == GREY_ICC and before["exif_ifd"] and before["gps_ifd"]
 
 
 def test_16_bit_rgb_tiff_with_alpha_round_trip(tmp_path):

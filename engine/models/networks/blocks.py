@@ -11,9 +11,26 @@ import torch
 from torch import nn
 
 
+class SharedStatsInstanceNorm(nn.InstanceNorm2d):
+    """The official InstanceNorm (no affine parameters, no running statistics, nothing in the state
+    dict), which can also normalise with statistics shared across tiles.
+
+    With ``shared`` set to a ``engine.tiling.SharedNormStats``, every call takes its mean and variance
+    from that object instead of from the tensor itself, so all tiles of one photo are normalised
+    alike (no colour shift between tiles). Without it, it is a plain InstanceNorm.
+    """
+
+    shared = None  # set per call by engine.tiling.shared_norm_stats(...)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shared is None:
+            return super().forward(x)
+        return self.shared.normalize(x, self.eps)
+
+
 def instance_norm(channels: int) -> nn.InstanceNorm2d:
     """The official norm: no affine parameters, no running statistics (nothing in the state dict)."""
-    return nn.InstanceNorm2d(channels, affine=False, track_running_stats=False, eps=1e-5)
+    return SharedStatsInstanceNorm(channels, affine=False, track_running_stats=False, eps=1e-5)
 
 
 def conv_norm_relu(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int = 1) -> list[nn.Module]:

@@ -41,7 +41,7 @@ class PatchAttention(nn.Module):
         self.attention_bytes = DEFAULT_ATTENTION_BYTES
 
     def compose(self, x: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
-        """Copy the best valid patch into each masked patch (batch element 0 decides, as officially).
+        """Copy the best valid patch into each masked patch of one feature map (batch of 1).
 
         Quirk kept for parity: when patches were moved, rows/columns not covered by whole patches
         come out as zeros. Heirloom's pipeline pads the latent to a multiple of the largest patch,
@@ -67,5 +67,7 @@ class PatchAttention(nn.Module):
         x = self.res_block(z)
         hole = F.interpolate(mask, size=z.shape[-2:], mode="bilinear", align_corners=False)
         hole = (hole > 0).to(z.dtype)
-        composed = self.compose(x, hole)
+        # The official code decides the patch choice from batch element 0 for the whole batch; we
+        # decide per element (identical for one photo, correct for a batch of tiles).
+        composed = torch.cat([self.compose(x[i:i + 1], hole[i:i + 1]) for i in range(x.shape[0])])
         return self.F_Combine(torch.cat([z, composed, hole], dim=1))

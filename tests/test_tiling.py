@@ -1,0 +1,164 @@
+"""Tiling: plans, seam-free equality with untiled inference, out-of-memory shrinking, device choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import bank_for
+from engine import device as dev
+from engine.metrics import seam_score
+from engine.pipeline import RestoreOptions, Restorer
+from engine.tiling import TiledRunner, TileSpec, plan_tiles
+
+
+def photo(h: int, w: int) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    img = np.stack([0.5 + 0.35 * np.sin(9 * xx + 2 * yy), 0.5 + 0.3 * np.cos(7 * yy), 0.4 + 0.4 * xx * yy], axis=2)
+    return np.clip(img + rng.normal(0, 0.02, img.shape), 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("h,w,tile,halo,align", [(200, 264, 96, 48, 4), (37, 53, 16, 5, 1), (64, 64, 64, 8, 8),
+                                                 (130, 70, 32, 16, 8)])
+def test_plan_cores_partition_the_image_and_boxes_match(h, w, tile, halo, align):
+    tiles = plan_tiles(h, w, tile, halo, align)
+    cover = np.zeros((h, w), int)
+    sizes = set()
+    for t in tiles:
+        y0, y1, x0, x1 = t.core
+        cover[y0:y1, x0:x1] += 1
+        by0, by1, bx0, bx1 = t.box
+        assert 0 <= by0 <= y0 and y1 <= by1 <= h and 0 <= bx0 <= x0 and x1 <= bx1 <= w
+        assert y0 % align == 0 and x0 % align == 0
+        sizes.add((by1 - by0, bx1 - bx0))
+    assert (cover == 1).all()
+    assert len(sizes) == 1, "every box has the same size, so tiles batch together"
+
+
+@pytest.fixture(scope="module")
+def restorer() -> Restorer:
+    return Restorer(bank_for())
+
+
+def test_tiled_restoration_matches_untiled_without_seams(restorer):
+    image = photo(160, 224)
+    untiled = restorer.restore(image, RestoreOptions(tile="off"))
+    tiled = restorer.restore(image, RestoreOptions(tile=64))
+    assert untiled.tiling["tile"] is None and tiled.tiling["tile"] == 64
+    diff = np.abs(tiled.image - untiled.image) * 255
+    assert diff.max() <= 2.0 and diff.mean() <= 0.5, (diff.max(), diff.mean())
+    tiles = plan_tiles(160, 224, 64, 48, 4)
+    rows = sorted({t.core[0] for t in tiles} - {0})
+    cols = sorted({t.core[2] for t in tiles} - {0})
+    assert rows and cols
+    assert abs(seam_score(tiled.image, rows, cols) - seam_score(untiled.image, rows, cols)) < 0.05
+
+
+def test_per_tile_statistics_would_show_seams(restorer):
+    """The reason for shared statistics: normalising each tile on its own differs visibly."""
+    enc = restorer.bank.get("VAE_A_quality")
+    x = torch.from_numpy(photo(128, 128)).permute(2, 0, 1)[None] * 2 - 1
+    with torch.inference_mode():
+        whole = enc.encode(x)
+        left, right = enc.encode(x[..., :64]), enc.encode(x[..., 64:])
+    naive = torch.cat([left, right], dim=-1)
+    shared = TiledRunner(enc.encode, enc, TileSpec(tile=64, halo=48, align=4, out_scale=0.25),
+                         torch.device("cpu")).run(x)
+    assert (shared - whole).abs().max() < 1e-3
+    assert (naive - whole).abs().max() > 0.1
+
+
+def test_out_of_memory_splits_the_tile_and_still_gives_the_full_result(restorer):
+    enc = restorer.bank.get("VAE_A_quality")
+    x = torch.from_numpy(photo(192, 192)).permute(2, 0, 1)[None] * 2 - 1
+    spec = TileSpec(tile=64, halo=48, align=4, out_scale=0.25)
+    reference = TiledRunner(enc.encode, enc, spec, torch.device("cpu"), max_first_batch=2).run(x)
+    calls = []
+
+    def flaky(batch: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(batch.shape))
+        if batch.shape[0] == 1 and batch.shape[-1] > 128:  # a whole single tile "does not fit"
+            raise torch.OutOfMemoryError("fake: CUDA out of memory")
+        return enc.encode(batch)
+
+    runner = TiledRunner(flaky, enc, spec, torch.device("cpu"), max_first_batch=2)
+    result = runner.run(x)
+    assert runner.shrinks > 0 and any(c[-1] <= 128 for c in calls)
+    assert result.shape == reference.shape
+    assert (result - reference).abs().max() < 1e-3
+
+
+def test_a_fake_memory_budget_shrinks_tiles_and_completes(restorer):
+    enc = restorer.bank.get("VAE_A_quality")
+    x = torch.from_numpy(photo(256, 256)).permute(2, 0, 1)[None] * 2 - 1
+    spec = TileSpec(tile=128, halo=48, align=4, out_scale=0.25, bytes_per_pixel=1024)
+    budget = 40 * 2**20  # one 224x224 box (49 MiB) does not fit; a 160x160 box (25 MiB) does
+    runner = TiledRunner(enc.encode, enc, spec, torch.device("cpu"), budget_bytes=budget)
+    result = runner.run(x)
+    assert result.shape == (1, 64, 64, 64) and torch.isfinite(result).all()
+    assert runner.shrinks > 0 and runner.spec.tile < 128
+
+
+def test_auto_policy_tiles_only_when_the_budget_requires_it(restorer):
+    from engine.restoration import Mode
+
+    assert restorer.choose_tile(RestoreOptions(), Mode.QUALITY, 256, 256) is None  # fits: exact untiled
+    tile = restorer.choose_tile(RestoreOptions(max_memory_gb=0.25), Mode.QUALITY, 4000, 6000)
+    assert tile is not None and 64 <= tile < 4000
+    assert restorer.choose_tile(RestoreOptions(tile="off", max_memory_gb=0.01), Mode.QUALITY, 4000, 6000) is None
+    assert restorer.choose_tile(RestoreOptions(tile=512), Mode.SCRATCH, 1000, 1000) == 512
+
+
+def test_scratch_and_hr_modes_tile_too(restorer):
+    image = photo(96, 128)
+    mask = np.zeros((96, 128), bool)
+    mask[40:44, 10:110] = True
+    for options in (RestoreOptions(tile=64), RestoreOptions(tile=64, hr=True)):
+        result = restorer.restore(image, options, user_mask=mask)
+        assert result.image.shape == (96, 128, 3) and result.tiling["tile"] == 64
+
+
+class FakeCuda:
+    def __init__(self, count: int) -> None:
+        self.count = count
+
+    def is_available(self) -> bool:
+        return self.count > 0
+
+    def device_count(self) -> int:
+        return self.count
+
+    def mem_get_info(self, index=0):
+        return (3 * 2**30, 8 * 2**30)
+
+    def get_device_name(self, index=0) -> str:
+        return f"Fake GPU {index}"
+
+
+def test_device_choice_with_fake_gpus(monkeypatch):
+    monkeypatch.setattr(dev.torch, "cuda", FakeCuda(2))
+    monkeypatch.setattr(dev, "_mps_available", lambda: False)
+    assert dev.choose_device("auto").device == torch.device("cuda:0")
+    assert dev.choose_device("cuda:1").device == torch.device("cuda:1")
+    fallback = dev.choose_device("cuda:5")
+    assert fallback.device.type == "cpu" and "only 2 CUDA device" in fallback.note
+    names = [d.name for d in dev.list_devices()]
+    assert names == ["cpu", "cuda:0", "cuda:1"]
+    assert dev.memory_budget(torch.device("cuda:0")) == int(3 * 2**30 * 0.8)
+    assert dev.memory_budget(torch.device("cuda:0"), max_memory_gb=1.5) == int(1.5 * 2**30)
+
+
+def test_device_fallbacks_without_gpus(monkeypatch):
+    monkeypatch.setattr(dev.torch, "cuda", FakeCuda(0))
+    monkeypatch.setattr(dev, "_mps_available", lambda: False)
+    assert dev.choose_device("auto").device.type == "cpu"
+    cuda = dev.choose_device("cuda")
+    assert cuda.device.type == "cpu" and "no usable CUDA GPU" in cuda.note
+    mps = dev.choose_device("mps")
+    assert mps.device.type == "cpu" and "MPS" in mps.note
+    with pytest.raises(dev.DeviceError):
+        dev.choose_device("tpu")
+    assert [d.name for d in dev.list_devices()] == ["cpu"]
+    assert dev.memory_budget(torch.device("cpu")) > 0
