@@ -48,7 +48,7 @@ def one_run(mode: str, size: int, weights: str, naive: bool, threads: int) -> di
         mask[y:y + max(2, size // 128), size // 8: size - size // 8] = True
     t0 = time.perf_counter()
     restorer = Restorer(ModelBank(open_source(Path(weights)), torch.device("cpu")))
-    options = RestoreOptions(scratch=mode == "scratch", hr=mode == "hr")
+    options = RestoreOptions(scratch=mode == "scratch", hr=mode == "hr", tile="off")
     user_mask = mask if mode != "quality" else None
     restorer.prepare(options, user_mask is not None)
     if naive:
