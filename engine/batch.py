@@ -94,6 +94,7 @@ class Item:
     error: str | None = None
     output_sha256: str | None = None
     writing_sha256: str | None = None  # set just before the output is renamed into place
+    output_stat: list[int] | None = None  # [size, mtime_ns] when done: spares re-hashing big outputs on resume
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -200,7 +201,7 @@ class BatchState:
                 for item in items:
                     old = known.get((item.input, item.output))
                     if old:
-                        for name in ("status", "error", "output_sha256", "writing_sha256"):
+                        for name in ("status", "error", "output_sha256", "writing_sha256", "output_stat"):
                             setattr(item, name, old.get(name))
                         item.status = item.status if item.status in (PENDING, DONE, FAILED, SKIPPED) else PENDING
         return state
@@ -251,9 +252,12 @@ class Batch:
         out = Path(item.output)
         if not out.exists():
             return None
-        digest = provenance.sha256_file(out) if out.is_file() else None
-        if self.config.resume and item.status == DONE and digest and digest == item.output_sha256:
-            return f"already restored in an earlier run ({out})"
+        if self.config.resume and item.status == DONE and out.is_file() and item.output_sha256:
+            stat = out.stat()  # unchanged size and time: no need to re-read a large output
+            unchanged = item.output_stat == [stat.st_size, stat.st_mtime_ns]
+            if unchanged or provenance.sha256_file(out) == item.output_sha256:
+                return f"already restored in an earlier run ({out})"
+        digest = provenance.sha256_file(out) if out.is_file() and item.writing_sha256 else None
         if item.writing_sha256 and digest == item.writing_sha256:
             return None  # our own output from an interrupted run: finish the item (same bytes again)
         if not self.config.overwrite:
@@ -301,26 +305,35 @@ class Batch:
             self._write(mask_out, mask_data)
         timings["write"] = time.perf_counter() - t0
         timings["total"] = time.perf_counter() - t_start
-        has_user_mask = user_mask is not None
-        record = provenance.build_record(
-            input_path=src, input_sha256=photo.sha256, input_info=photo.describe(), output_path=out,
-            output_sha256=digest, output_format=item.format,
-            weights={"choice": cfg.weights, "label": getattr(self.restorer.bank.source, "label", None),
-                     "files": self.hashes.describe(required_networks(cfg.options, has_user_mask))},
-            options={**cfg.settings(), "mode": result.mode.value}, device=provenance.device_info(self.restorer.device),
-            mask={"source": provenance.mask_source(cfg.options.detect, has_user_mask),
-                  "file": str(Path(item.mask).resolve()) if has_user_mask else None,
-                  "file_sha256": provenance.sha256_file(Path(item.mask)) if has_user_mask else None,
-                  "saved": str(mask_out.resolve()) if mask_out is not None else None},
-            timings=timings, warnings=notes, command=list(cfg.argv), environment_info=self.env)
+        record = self._record(item, photo, result, digest, mask_out, timings, notes)
         try:
             provenance.write_sidecar(out, record)
         except OSError as exc:
             raise WriteFailed(f"cannot write {provenance.sidecar_path(out)}: {describe_os_error(exc)}") from None
+        stat = out.stat()
         item.status, item.error, item.output_sha256 = DONE, None, digest
+        item.output_stat = [stat.st_size, stat.st_mtime_ns]
         for note in notes:
             print(f"warning: {src}: {note}", file=self.err)
         print(f"OK {src} -> {out} ({result.mode.value}, {sum(result.timings.values()):.1f} s)", file=self.out)
+
+    def _record(self, item: Item, photo: Any, result: Any, digest: str, mask_out: Path | None,
+                timings: dict[str, float], notes: list[str]) -> dict[str, Any]:
+        """The provenance sidecar's content for one finished photo."""
+        cfg = self.config
+        brushed = item.mask is not None
+        source = self.restorer.bank.source
+        return provenance.build_record(
+            input_path=Path(item.input), input_sha256=photo.sha256, input_info=photo.describe(),
+            output_path=Path(item.output), output_sha256=digest, output_format=item.format,
+            weights={"choice": cfg.weights, "label": getattr(source, "label", None),
+                     "files": self.hashes.describe(required_networks(cfg.options, brushed))},
+            options={**cfg.settings(), "mode": result.mode.value}, device=provenance.device_info(self.restorer.device),
+            mask={"source": provenance.mask_source(cfg.options.detect, brushed),
+                  "file": str(Path(item.mask).resolve()) if brushed else None,
+                  "file_sha256": provenance.sha256_file(Path(item.mask)) if brushed else None,
+                  "saved": str(mask_out.resolve()) if mask_out is not None else None},
+            timings=timings, warnings=notes, command=list(cfg.argv), environment_info=self.env)
 
     def _failed(self, item: Item, message: str) -> None:
         item.status, item.error = FAILED, message
@@ -332,11 +345,11 @@ class Batch:
         for index, item in enumerate(self.state.items, 1):
             reason = self._skip_reason(item)
             if reason is not None:
-                if item.status != DONE:
-                    item.status = SKIPPED
                 self.counts[SKIPPED] += 1
                 print(f"SKIPPED {item.input}: {reason}", file=self.out)
-                self.state.save()
+                if item.status not in (DONE, SKIPPED):  # a resumed 100k batch must not rewrite its state 100k times
+                    item.status = SKIPPED
+                    self.state.save()
                 continue
             try:
                 self.process(item, index, total)

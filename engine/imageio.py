@@ -172,7 +172,7 @@ def _open(data: bytes, allow_huge: bool = False) -> _Opened:
 
 
 def _keep_tiff_as_stored(img: Image.Image) -> int | None:
-    """Recent Pillow turns a TIFF upright while loading it (and gets 16-bit grey wrong); we orient every
+    """Recent Pillow turns a TIFF upright while loading it (not reliably for 16-bit grey); we orient every
     format ourselves, once, so take the orientation out of the EXIF view Pillow consults, and return it."""
     try:
         exif = img.getexif()

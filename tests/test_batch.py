@@ -340,6 +340,7 @@ def test_resume_skips_finished_photos_and_redoes_missing_ones(tmp_path):
     assert run_batch(fake, [tmp_path / "in"], out_dir)[0] == 0
     first = {p.name: p.stat().st_mtime_ns for p in out_dir.iterdir()}
     (out_dir / "b.png").unlink()
+    os.utime(out_dir / "c.png", ns=(1, 1))  # touched, same bytes: the recorded sha256 still vouches for it
     fake.calls.clear()
     code, out, err = run_batch(fake, [tmp_path / "in"], out_dir, resume=True)
     assert code == 0 and "resuming: 3 of 3" in err
@@ -347,6 +348,10 @@ def test_resume_skips_finished_photos_and_redoes_missing_ones(tmp_path):
     assert len(fake.calls) == 1
     assert (out_dir / "a.png").stat().st_mtime_ns == first["a.png"]
     assert out.strip().splitlines()[-1].startswith("done: 1, failed: 0, skipped: 2")
+    (out_dir / "a.png").write_bytes(b"edited by hand")  # no longer what the batch wrote: kept, not redone
+    code, out, _ = run_batch(fake, [tmp_path / "in"], out_dir, resume=True)
+    assert f"SKIPPED {inputs[0]}: {out_dir / 'a.png'} exists (use --overwrite" in out
+    assert (out_dir / "a.png").read_bytes() == b"edited by hand"
 
 
 def test_resume_finishes_an_item_interrupted_after_its_rename_but_keeps_foreign_files(tmp_path):

@@ -191,6 +191,7 @@ def test_a_colour_profile_that_does_not_fit_is_left_out(tmp_path):
         assert "icc_profile" not in im.info and notes
 
 
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")
 def test_a_damaged_exif_block_costs_the_metadata_not_the_photo(tmp_path):
     Image.fromarray(rgb8()).save(tmp_path / "ok.jpg")
     data = (tmp_path / "ok.jpg").read_bytes()
