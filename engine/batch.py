@@ -333,7 +333,8 @@ class Batch:
                   "file": str(Path(item.mask).resolve()) if brushed else None,
                   "file_sha256": provenance.sha256_file(Path(item.mask)) if brushed else None,
                   "saved": str(mask_out.resolve()) if mask_out is not None else None},
-            timings=timings, warnings=notes, command=list(cfg.argv), environment_info=self.env)
+            timings=timings, warnings=notes, command=list(cfg.argv), environment_info=self.env,
+            tile=result.tiling or None)
 
     def _failed(self, item: Item, message: str) -> None:
         item.status, item.error = FAILED, message

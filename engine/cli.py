@@ -85,7 +85,8 @@ def cmd_restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if choice.note:
         print(f"warning: {choice.note}", file=err)
     config = BatchConfig(
-        inputs=tuple(args.inputs), outdir=outdir, options=RestoreOptions(scratch=args.scratch, hr=args.hr),
+        inputs=tuple(args.inputs), outdir=outdir,
+        options=RestoreOptions(scratch=args.scratch, hr=args.hr, tile=args.tile, max_memory_gb=args.max_memory),
         mask=Path(args.mask) if args.mask else None, mask_dir=Path(args.mask_dir) if args.mask_dir else None,
         weights=args.weights, fmt=args.format, quality=args.quality if args.quality is not None else 95,
         save_mask=args.save_mask, overwrite=args.overwrite, allow_huge=args.allow_huge, resume=args.resume,
@@ -145,6 +146,18 @@ def download_official(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     return EXIT_OK
 
 
+def parse_tile(value: str) -> int | str:
+    if value in ("auto", "off"):
+        return value
+    try:
+        size = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tile takes auto, off or a size in pixels, not {value!r}") from None
+    if size < 64:
+        raise argparse.ArgumentTypeError("--tile must be at least 64 pixels")
+    return size
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="heirloom", description="Restore old photos (Heirloom).")
     parser.add_argument("--version", action="version", version=f"Heirloom {__version__}")
@@ -173,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted batch: skip photos already done, finish the rest")
     r.add_argument("--state", metavar="FILE", help="batch state file (default: in the user data folder)")
     r.add_argument("--shard", metavar="K/N", help="process only shard K of N (K from 0), e.g. for array jobs")
+    r.add_argument("--tile", type=parse_tile, default="auto", metavar="auto|off|N",
+                   help="tile size in pixels; auto (default) tiles only when the photo does not fit in memory")
+    r.add_argument("--max-memory", type=float, metavar="GB", help="memory budget (default: a share of what is free)")
     r.set_defaults(func=cmd_restore, scratch=False)
 
     m = sub.add_parser("models", help="list, import or download weights")
@@ -183,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("which", choices=["official"])
     dl.add_argument("--url", help=argparse.SUPPRESS)  # tests and mirrors
     m.set_defaults(func=cmd_models)
+
+    from .training.cli import add_parser as add_train_parser
+
+    add_train_parser(sub)
     return parser
 
 

@@ -113,7 +113,7 @@ def build_record(*, input_path: Path, input_sha256: str, input_info: dict[str, A
                  output_sha256: str, output_format: str, weights: dict[str, Any], options: dict[str, Any],
                  device: dict[str, Any], mask: dict[str, Any], timings: dict[str, float], warnings: list[str],
                  command: list[str], environment_info: dict[str, Any], tile: Any = None) -> dict[str, Any]:
-    """One sidecar's content (plain JSON types). ``tile`` stays None until tiled inference exists."""
+    """One sidecar's content (plain JSON types). ``tile``: the tiling facts (tile size, None = untiled)."""
     return {
         "schema": SCHEMA,
         "engine_version": __version__,
