@@ -86,7 +86,8 @@ def cmd_restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"warning: {choice.note}", file=err)
     config = BatchConfig(
         inputs=tuple(args.inputs), outdir=outdir,
-        options=RestoreOptions(scratch=args.scratch, hr=args.hr, tile=args.tile, max_memory_gb=args.max_memory),
+        options=RestoreOptions(scratch=args.scratch, hr=args.hr, tile=args.tile, max_memory_gb=args.max_memory,
+                               detection_scale=args.detect_scale),
         mask=Path(args.mask) if args.mask else None, mask_dir=Path(args.mask_dir) if args.mask_dir else None,
         weights=args.weights, fmt=args.format, quality=args.quality if args.quality is not None else 95,
         save_mask=args.save_mask, overwrite=args.overwrite, allow_huge=args.allow_huge, resume=args.resume,
@@ -158,6 +159,14 @@ def parse_tile(value: str) -> int | str:
     return size
 
 
+def parse_detect_scale(value: str) -> int | str:
+    if value in ("official", "full"):
+        return value
+    if value.isdigit() and int(value) >= 64 and int(value) % 16 == 0:
+        return int(value)
+    raise argparse.ArgumentTypeError("--detect-scale takes official, full or a multiple of 16 (at least 64)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="heirloom", description="Restore old photos (Heirloom).")
     parser.add_argument("--version", action="version", version=f"Heirloom {__version__}")
@@ -189,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tile", type=parse_tile, default="auto", metavar="auto|off|N",
                    help="tile size in pixels; auto (default) tiles only when the photo does not fit in memory")
     r.add_argument("--max-memory", type=float, metavar="GB", help="memory budget (default: a share of what is free)")
+    r.add_argument("--detect-scale", type=parse_detect_scale, default="official", metavar="official|full|N",
+                   help="resolution the scratch detector sees: official (256 px short side), full, or N px")
     r.set_defaults(func=cmd_restore, scratch=False)
 
     m = sub.add_parser("models", help="list, import or download weights")

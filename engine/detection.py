@@ -23,13 +23,34 @@ def network_size(h: int, w: int, short_side: int = OFFICIAL_SHORT_SIDE) -> tuple
     return int(round(h / w * short_side / SPATIAL_MULTIPLE) * SPATIAL_MULTIPLE), short_side
 
 
+# Above this many network pixels the detector runs tile by tile (BatchNorm with stored statistics:
+# tiles need no shared statistics, only a halo covering the U-Net's receptive field).
+UNTILED_DETECTOR_PIXELS = 1024 * 1024
+DETECTOR_TILE, DETECTOR_HALO = 512, 128  # halo 128: tiled = untiled to 1e-7 (measured)
+
+
 def run_detector(bank: ModelBank, grey: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
-    """grey (1,1,h,w) in [-1,1] -> logits at ``size`` (multiples of 16)."""
+    """grey (1,1,h,w) in [-1,1] -> logits at ``size`` (multiples of 16), tiled when large."""
     unet = bank.get("detector")
     device = next(unet.parameters()).device
     with torch.inference_mode():
-        scaled = F.interpolate(grey.to(device), size=size, mode="bilinear", align_corners=False, antialias=antialias)
-        return unet(scaled)
+        scaled = F.interpolate(grey, size=size, mode="bilinear", align_corners=False, antialias=antialias)
+        if size[0] * size[1] <= UNTILED_DETECTOR_PIXELS:
+            return unet(scaled.to(device))
+    from .tiling import TiledRunner, TileSpec
+
+    spec = TileSpec(tile=DETECTOR_TILE, halo=DETECTOR_HALO, align=SPATIAL_MULTIPLE, feather=16)
+    return TiledRunner(unet, unet, spec, device, max_first_batch=1).run(scaled)
+
+
+def detection_short_side(scale: str | int, h: int, w: int) -> int:
+    """``"official"`` (256 px, what the official code always does), ``"full"`` (the photo's own
+    resolution: finds hairline scratches on big scans) or an explicit short side in pixels."""
+    if scale == "official":
+        return OFFICIAL_SHORT_SIDE
+    if scale == "full":
+        return max(SPATIAL_MULTIPLE, round(min(h, w) / SPATIAL_MULTIPLE) * SPATIAL_MULTIPLE)
+    return int(scale)
 
 
 def detect_scratches(bank: ModelBank, image: np.ndarray, short_side: int = OFFICIAL_SHORT_SIDE,

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .detection import OFFICIAL_SHORT_SIDE, OFFICIAL_THRESHOLD, detect_scratches
+from .detection import OFFICIAL_THRESHOLD, detect_scratches, detection_short_side
 from .models.checkpoints import ModelBank
 from .progress import Progress
 from .device import memory_budget
@@ -37,7 +37,7 @@ class RestoreOptions:
     hr: bool = False  # patch-attention mapping (official --HR), detection included
     threshold: float = OFFICIAL_THRESHOLD  # detector probability that counts as damage
     mask_dilation: int | None = None  # 3x3 dilation iterations; None = official (0, HR: 3)
-    detection_short_side: int = OFFICIAL_SHORT_SIDE
+    detection_scale: str | int = "official"  # "official" (256 px short side), "full", or a short side in px
     tile: int | str = "auto"  # "auto": untiled when it fits the memory budget; "off"; or a tile size in px
     max_memory_gb: float | None = None  # memory budget; None = a safe share of what the device has free
 
@@ -138,7 +138,8 @@ class Restorer:
         restore_start = 0.0
         if options.detect:
             t0 = time.perf_counter()
-            detected = detect_scratches(self.bank, rgb, options.detection_short_side, progress.sub(0.0, 0.1))
+            short_side = detection_short_side(options.detection_scale, h, w)
+            detected = detect_scratches(self.bank, rgb, short_side, progress.sub(0.0, 0.1))
             timings["detection"] = time.perf_counter() - t0
             holes = detected >= options.threshold
             restore_start = 0.1

@@ -162,3 +162,27 @@ def test_device_fallbacks_without_gpus(monkeypatch):
         dev.choose_device("tpu")
     assert [d.name for d in dev.list_devices()] == ["cpu"]
     assert dev.memory_budget(torch.device("cpu")) > 0
+
+
+def test_detector_tiles_match_the_whole_map(restorer, monkeypatch):
+    import engine.detection as detection
+
+    x = torch.rand(1, 1, 320, 384, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    whole = torch.sigmoid(detection.run_detector(restorer.bank, x, (320, 384), False))
+    monkeypatch.setattr(detection, "UNTILED_DETECTOR_PIXELS", 1)
+    monkeypatch.setattr(detection, "DETECTOR_TILE", 128)
+    tiled = torch.sigmoid(detection.run_detector(restorer.bank, x, (320, 384), False))
+    assert (tiled - whole).abs().max() < 1e-5
+
+
+def test_detection_scale_choices(restorer):
+    from engine.detection import detection_short_side
+
+    assert detection_short_side("official", 3000, 2000) == 256
+    assert detection_short_side("full", 3000, 2000) == 2000
+    assert detection_short_side(512, 3000, 2000) == 512
+    image = photo(72, 100)
+    full = restorer.restore(image, RestoreOptions(scratch=True, detection_scale="full"))
+    official = restorer.restore(image, RestoreOptions(scratch=True))
+    assert full.detected.shape == official.detected.shape == (72, 100)
+    assert not np.allclose(full.detected, official.detected)
