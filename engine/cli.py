@@ -87,7 +87,7 @@ def cmd_restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     config = BatchConfig(
         inputs=tuple(args.inputs), outdir=outdir,
         options=RestoreOptions(scratch=args.scratch, hr=args.hr, tile=args.tile, max_memory_gb=args.max_memory,
-                               detection_scale=args.detect_scale),
+                               detection_scale=args.detect_scale, precision=args.precision),
         mask=Path(args.mask) if args.mask else None, mask_dir=Path(args.mask_dir) if args.mask_dir else None,
         weights=args.weights, fmt=args.format, quality=args.quality if args.quality is not None else 95,
         save_mask=args.save_mask, overwrite=args.overwrite, allow_huge=args.allow_huge, resume=args.resume,
@@ -198,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--tile", type=parse_tile, default="auto", metavar="auto|off|N",
                    help="tile size in pixels; auto (default) tiles only when the photo does not fit in memory")
     r.add_argument("--max-memory", type=float, metavar="GB", help="memory budget (default: a share of what is free)")
+    r.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], default="fp32",
+                   help="fp32 (exact, default); bf16/fp16 are faster where the hardware supports them natively")
     r.add_argument("--detect-scale", type=parse_detect_scale, default="official", metavar="official|full|N",
                    help="resolution the scratch detector sees: official (256 px short side), full, or N px")
     r.set_defaults(func=cmd_restore, scratch=False)

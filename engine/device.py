@@ -122,3 +122,35 @@ def memory_budget(device: torch.device, max_memory_gb: float | None = None) -> i
             pass
     total, free = ram_bytes()
     return int((free or total or 8 * 2**30) * 0.6)
+
+
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+
+
+def _cpu_has_native_bf16() -> bool:
+    checks = [getattr(torch.cpu, name, None) for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported")]
+    return any(check() for check in checks if check is not None)
+
+
+def choose_precision(device: torch.device, preference: str = "fp32") -> torch.dtype | None:
+    """The autocast dtype for inference, or None for exact float32.
+
+    ``auto`` picks bfloat16 where the hardware computes it natively (CUDA Ampere and newer; CPUs
+    with AMX or AVX512-BF16), float16 on older CUDA GPUs, and float32 elsewhere (emulated bf16 on a
+    plain AVX2 CPU is slower than float32)."""
+    if preference not in PRECISIONS:
+        raise DeviceError(f"unknown precision {preference!r}; use fp32, bf16, fp16 or auto")
+    if preference == "fp32":
+        return None
+    if preference == "bf16":
+        return torch.bfloat16
+    if preference == "fp16":
+        if device.type == "cpu":
+            raise DeviceError("fp16 is for GPUs; on the CPU use bf16 or fp32")
+        return torch.float16
+    if device.type == "cuda":
+        major, _ = torch.cuda.get_device_capability(device)
+        return torch.bfloat16 if major >= 8 else torch.float16
+    if device.type == "cpu" and _cpu_has_native_bf16():
+        return torch.bfloat16
+    return None

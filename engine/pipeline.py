@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from .detection import OFFICIAL_THRESHOLD, detect_scratches, detection_short_side
 from .models.checkpoints import ModelBank
 from .progress import Progress
-from .device import memory_budget
+from .device import choose_precision, memory_budget
 from .restoration import NETWORKS, SPATIAL_MULTIPLE, Mode, tile_specs, translate, translate_tiled
 
 
@@ -40,6 +40,7 @@ class RestoreOptions:
     detection_scale: str | int = "official"  # "official" (256 px short side), "full", or a short side in px
     tile: int | str = "auto"  # "auto": untiled when it fits the memory budget; "off"; or a tile size in px
     max_memory_gb: float | None = None  # memory budget; None = a safe share of what the device has free
+    precision: str = "fp32"  # fp32 (exact), bf16, fp16 (GPU) or auto (reduced where the hardware is native)
 
     @property
     def detect(self) -> bool:
@@ -162,12 +163,15 @@ class Restorer:
             mask_t, _ = pad_to_multiple(torch.from_numpy(holes.astype(np.float32))[None, None], multiple)
         tile = self.choose_tile(options, mode, x.shape[-2], x.shape[-1])
         stage_progress = progress.sub(restore_start, 1.0 - restore_start)
+        precision = choose_precision(self.device, options.precision)
         if tile is None:
-            generated = translate(self.bank, x, mask_t, mode, stage_progress).generated
+            generated = translate(self.bank, x, mask_t, mode, stage_progress, precision=precision).generated
             tiling = {"tile": None}
         else:
             generated, tiling = translate_tiled(self.bank, x, mask_t, mode, tile,
-                                                memory_budget(self.device, options.max_memory_gb), stage_progress)
+                                                memory_budget(self.device, options.max_memory_gb), stage_progress,
+                                                precision=precision)
+        tiling["precision"] = str(precision or torch.float32).removeprefix("torch.")
         with torch.inference_mode():
             result = ((generated[0, :, :h, :w] + 1.0) / 2.0).clamp_(0.0, 1.0)
             result = result.permute(1, 2, 0).float().cpu().numpy()

@@ -47,8 +47,14 @@ class Translation:
     generated: torch.Tensor
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Reduced-precision context for the networks (a no-op for exact float32)."""
+    return torch.autocast(device_type=device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 def translate(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | None, mode: Mode,
-              progress: Progress | None = None, keep_intermediates: bool = False) -> Translation:
+              progress: Progress | None = None, keep_intermediates: bool = False,
+              precision: torch.dtype | None = None) -> Translation:
     """image (1,3,H,W) in [-1,1], mask (1,1,H,W) 0/1 (1 = hole; required for scratch/HR modes).
 
     Returns the decoder output in (-1,1). Without ``keep_intermediates`` the latent and mapped
@@ -64,7 +70,7 @@ def translate(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | None, m
     image = image.to(device)
     mask = mask.to(device) if mask is not None else None
     progress.report(0.0, "encoding")
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, precision):
         latent = encoder.encode(image)
         progress.report(0.15, "mapping to the clean latent space")
         mapping_progress = progress.sub(0.15, 0.7)
@@ -73,7 +79,7 @@ def translate(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | None, m
             del latent
             latent = torch.empty(0)
         progress.report(0.85, "decoding")
-        generated = decoder.decode(mapped)
+        generated = decoder.decode(mapped).float()
         if not keep_intermediates:
             mapped = torch.empty(0)
     progress.report(1.0)
@@ -109,7 +115,7 @@ def tile_specs(bank: ModelBank, mode: Mode, tile: int) -> tuple["TileSpec", "Til
 
 def translate_tiled(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | None, mode: Mode, tile: int,
                     budget_bytes: int | None = None, progress: Progress | None = None,
-                    max_first_batch: int = 64) -> tuple[torch.Tensor, dict]:
+                    max_first_batch: int = 64, precision: torch.dtype | None = None) -> tuple[torch.Tensor, dict]:
     """Like ``translate`` but tile by tile (see ``engine.tiling``); image and mask stay on the CPU
     and only tiles move to the device. Returns the decoder output and tiling facts."""
     from .tiling import TiledRunner
@@ -119,9 +125,15 @@ def translate_tiled(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | N
     encoder, mapping, decoder = bank.get(enc_name), bank.get(map_name), bank.get(dec_name)
     device = next(encoder.parameters()).device
     enc_spec, map_spec, dec_spec = tile_specs(bank, mode, tile)
-    runners = [TiledRunner(encoder.encode, encoder, enc_spec, device, budget_bytes, max_first_batch),
-               TiledRunner(mapping, mapping, map_spec, device, budget_bytes, max_first_batch),
-               TiledRunner(decoder.decode, decoder, dec_spec, device, budget_bytes, max_first_batch)]
+    def reduced(fn):
+        def run(*args):
+            with autocast(device, precision):
+                return fn(*args)
+        return run
+
+    runners = [TiledRunner(reduced(encoder.encode), encoder, enc_spec, device, budget_bytes, max_first_batch),
+               TiledRunner(reduced(mapping), mapping, map_spec, device, budget_bytes, max_first_batch),
+               TiledRunner(reduced(decoder.decode), decoder, dec_spec, device, budget_bytes, max_first_batch)]
     progress.report(0.0, "encoding (tiled)")
     latent = runners[0].run(image.cpu(), progress=progress.sub(0.0, 0.15))
     progress.report(0.15, "mapping to the clean latent space (tiled)")

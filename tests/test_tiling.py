@@ -186,3 +186,17 @@ def test_detection_scale_choices(restorer):
     official = restorer.restore(image, RestoreOptions(scratch=True))
     assert full.detected.shape == official.detected.shape == (72, 100)
     assert not np.allclose(full.detected, official.detected)
+
+
+def test_precision_choice(monkeypatch):
+    cpu = torch.device("cpu")
+    assert dev.choose_precision(cpu, "fp32") is None
+    assert dev.choose_precision(cpu, "bf16") is torch.bfloat16
+    with pytest.raises(dev.DeviceError):
+        dev.choose_precision(cpu, "fp16")
+    with pytest.raises(dev.DeviceError):
+        dev.choose_precision(cpu, "fp8")
+    monkeypatch.setattr(dev, "_cpu_has_native_bf16", lambda: False)
+    assert dev.choose_precision(cpu, "auto") is None  # emulated bf16 would be slower than fp32
+    monkeypatch.setattr(dev, "_cpu_has_native_bf16", lambda: True)
+    assert dev.choose_precision(cpu, "auto") is torch.bfloat16
