@@ -17,7 +17,6 @@ Failures raise :class:`DownloadError` whose message says what to do next; a canc
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import os
 import re
@@ -27,6 +26,7 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from .durable import fsync_dir, sha256_file
 from .progress import Cancelled
 
 __all__ = ["DownloadError", "OFFICIAL_RELEASE_URLS", "download", "part_path"]
@@ -186,7 +186,7 @@ def _finish(url: str, part: Path, dest: Path, expected_sha256: str | None) -> No
     """Verify, flush to disk and move the complete ``part`` onto ``dest`` in one atomic step."""
     if expected_sha256:
         expected = expected_sha256.strip().lower()
-        actual = _sha256(part)
+        actual = sha256_file(part)
         if actual != expected:
             part.unlink(missing_ok=True)
             raise DownloadError(f"the file downloaded from {url} is not the expected one: its sha256 is "
@@ -200,31 +200,7 @@ def _finish(url: str, part: Path, dest: Path, expected_sha256: str | None) -> No
     except OSError as exc:
         raise DownloadError(f"could not move the downloaded file into place at {dest}: {exc}; close any "
                             f"program using it, then {RESUME_HINT}") from exc
-    _fsync_dir(dest.parent)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename durable where the platform allows it (POSIX); best effort."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fsync_dir(dest.parent)
 
 
 def _describe(exc: BaseException) -> str:

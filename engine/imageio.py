@@ -33,6 +33,8 @@ from typing import Any, BinaryIO, Callable, Iterator, NamedTuple
 import numpy as np
 from PIL import Image, ImageOps, TiffImagePlugin, TiffTags, UnidentifiedImageError
 
+from .durable import fsync_dir
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
 OUTPUT_FORMATS = ("png", "tiff", "jpeg")
@@ -748,22 +750,6 @@ def _create_temp(path: Path) -> tuple[Path, int]:
     raise OSError(f"could not create a temporary file next to {path}")
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Make the rename itself durable (POSIX); a no-op where folders cannot be opened."""
-    if os.name != "posix":
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def write_atomic(path: Path, data_writer: Callable[[BinaryIO], None]) -> None:
     """Write via a temporary file in the target folder, fsync, then rename over ``path``: a crash or a
     full disk leaves either the old file or the complete new one, never half a file."""
@@ -780,7 +766,7 @@ def write_atomic(path: Path, data_writer: Callable[[BinaryIO], None]) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _write_data(fh: BinaryIO, data: bytes) -> None:

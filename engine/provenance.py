@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import __version__
+from .durable import sha256_file
 from .imageio import write_bytes_atomic
 from .models.checkpoints import OfficialSource, WeightSource
 
@@ -38,11 +39,6 @@ def _sha256_stream(stream: Any) -> str:
     for block in iter(lambda: stream.read(1 << 20), b""):
         digest.update(block)
     return digest.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as fh:
-        return _sha256_stream(fh)
 
 
 class WeightHashes:
