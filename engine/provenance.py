@@ -61,6 +61,16 @@ class WeightHashes:
         path = Path(location)
         return sha256_file(path) if path.is_file() else None
 
+    def card(self) -> dict[str, Any] | None:
+        """The model card of our own weights (it fixes the architecture, so it is part of what
+        reproduces an output): its location, sha256 and per-network hyper-parameters."""
+        folder = getattr(self.source, "folder", None)
+        card = Path(folder) / "model.json" if folder is not None else None
+        if card is None or not card.is_file():
+            return None
+        return {"location": str(card), "sha256": sha256_file(card), "name": self.source.card.get("name"),
+                "networks": self.source.card.get("networks", {})}
+
     def describe(self, names: Iterable[str]) -> dict[str, dict[str, str | None]]:
         out = {}
         for name in names:

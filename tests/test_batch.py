@@ -533,3 +533,13 @@ def test_an_output_that_is_an_input_is_refused(tmp_path):
     before = digest(src)
     code, out, _ = run_batch(FakeRestorer(), [src], album, overwrite=True)
     assert code == 1 and "would overwrite an input photo" in out and digest(src) == before
+
+
+def test_provenance_records_the_model_card_of_our_weights(tmp_path):
+    from engine.models.checkpoints import SafetensorsSource
+
+    folder = tiny_weights_folder(tmp_path / "w")
+    assert WeightHashes(SafetensorsSource(folder)).card() is None
+    (folder / "model.json").write_text(json.dumps({"name": "heirloom-test", "networks": {}}), encoding="utf-8")
+    card = WeightHashes(SafetensorsSource(folder)).card()
+    assert card["name"] == "heirloom-test" and card["sha256"] == sha256_file(folder / "model.json")
