@@ -26,7 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from engine.degrade import degrade  # noqa: E402
-from engine.detection import detect_scratches  # noqa: E402
 from engine.device import choose_device  # noqa: E402
 from engine.imageio import read_rgb, to_u8, write_png  # noqa: E402
 from engine.metrics import detection_scores, psnr, ssim  # noqa: E402

@@ -8,7 +8,7 @@ the official release and the golden files bit for bit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -106,7 +106,6 @@ class OfficialRestoration:
     restored_u8: np.ndarray
     mask_dilated_u8: np.ndarray | None = None
     mask: torch.Tensor | None = None
-    extras: dict = field(default_factory=dict)
 
 
 def restore(bank: ModelBank, image_u8: np.ndarray, mode: Mode, mask_u8: np.ndarray | None = None) -> OfficialRestoration:

@@ -9,7 +9,6 @@ import re
 import socket
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
 

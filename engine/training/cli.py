@@ -81,8 +81,6 @@ def load_vae(run: Path, config_name: str, stage: str):
 
 
 def export(args: argparse.Namespace, out: TextIO) -> int:
-    from .trainers import DetectorTrainer, MappingTrainer, VAETrainer
-
     config_names = set()
     parts: dict[str, dict] = {}
     steps = {}

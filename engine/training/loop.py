@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 
 from ..imageio import to_u8, write_png

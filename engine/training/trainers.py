@@ -9,8 +9,6 @@ for short CPU runs and stated next to each trainer.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 from torch import nn

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import ResnetBlock
-from .partial_nonlocal import DEFAULT_ATTENTION_BYTES, StepHook
+from .partial_nonlocal import DEFAULT_ATTENTION_BYTES
 
 MASKED_PATCH_THRESHOLD = 0.6
 
