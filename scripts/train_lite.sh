@@ -6,7 +6,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
-RUNS=${RUNS:-runs/lite}
+RUNS=${RUNS:-training-runs/lite}  # committed, so a later session resumes
 mkdir -p "$RUNS"
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(vae-b vae-a mapping detector)

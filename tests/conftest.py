@@ -67,6 +67,12 @@ GLOBAL_FILES = {
                                 "checkpoints/restoration/mapping_Patch_Attention/latest_net_mapping_net.pth"),
     "detector": ("detection_FT_Epoch_latest.json", "checkpoints/detection/FT_Epoch_latest.pt"),
 }
+# The face generators come from the separate face_checkpoints.zip (not written by write_official_zip).
+FACE_FILES = {
+    "face_256": ("face_Setting_9_epoch_100_netG.json", "checkpoints/Setting_9_epoch_100/latest_net_G.pth"),
+    "face_512": ("face_FaceSR_512_netG.json", "checkpoints/FaceSR_512/latest_net_G.pth"),
+}
+RECIPE_FILES = {**GLOBAL_FILES, **FACE_FILES}
 DETECTOR_SALT = "det-28/"
 
 
@@ -97,7 +103,7 @@ class RecipeSource(WeightSource):
         return True
 
     def state_dict(self, spec: NetworkSpec) -> dict[str, torch.Tensor]:
-        state = recipe_state(GLOBAL_FILES[spec.name][0], self.salts.get(spec.name, ""))
+        state = recipe_state(RECIPE_FILES[spec.name][0], self.salts.get(spec.name, ""))
         validate_state_dict(state, manifest_for(spec), f"recipe:{spec.name}")
         return state
 
@@ -109,7 +115,7 @@ def bank_for(salt: str = "", detector_salt: str = DETECTOR_SALT) -> ModelBank:
     """Networks with recipe weights (built once per salt pair and shared by the tests)."""
     key = (salt, detector_salt)
     if key not in _BANKS:
-        salts = {name: salt for name in GLOBAL_FILES}
+        salts = {name: salt for name in RECIPE_FILES}
         salts["detector"] = detector_salt
         _BANKS[key] = ModelBank(RecipeSource(salts), torch.device("cpu"))
     return _BANKS[key]

@@ -13,7 +13,7 @@ import torch
 from conftest import GLOBAL_FILES, reference_file, recipe_state
 from engine.models.checkpoints import (CheckpointError, ModelBank, OfficialSource, SafetensorsSource,
                                        open_source, save_state_dicts, validate_state_dict)
-from engine.models.registry import BY_NAME, GLOBAL_NETWORKS, manifest_for, manifests
+from engine.models.registry import BY_NAME, FACE_NETWORKS, GLOBAL_NETWORKS, manifest_for, manifests
 
 VAE = BY_NAME["VAE_A_quality"]
 VAE_MEMBER = GLOBAL_FILES["VAE_A_quality"][1]
@@ -39,11 +39,24 @@ def test_shipped_manifests_agree_with_the_reference():
         assert [(t.key, t.shape, t.dtype, t.optional) for t in manifest.tensors] == expected, name
 
 
-@pytest.mark.parametrize("spec", GLOBAL_NETWORKS, ids=lambda s: s.name)
+@pytest.mark.parametrize("spec", GLOBAL_NETWORKS + FACE_NETWORKS, ids=lambda s: s.name)
 def test_every_network_has_exactly_the_official_layout(spec):
     ours = spec.build().state_dict()
     expected = manifest_for(spec).tensors
     assert [(k, tuple(v.shape)) for k, v in ours.items()] == [(t.key, t.shape) for t in expected]
+
+
+def test_face_networks_are_registered_but_not_part_of_stage_1(tmp_path):
+    assert {s.name for s in FACE_NETWORKS} == {"face_256", "face_512"}
+    assert all(BY_NAME[s.name] is s for s in FACE_NETWORKS)
+    assert not {s.name for s in FACE_NETWORKS} & {s.name for s in GLOBAL_NETWORKS}
+    # an official Global zip without the face files still lists and reads its own files
+    archive = zip_with(tmp_path / "g.zip", {VAE_MEMBER: pth_bytes(recipe_state(GLOBAL_FILES["VAE_A_quality"][0]))})
+    source = OfficialSource(archive)
+    assert set(source.files()) == {"VAE_A_quality"}
+    assert not source.has(BY_NAME["face_256"])
+    with pytest.raises(CheckpointError, match="Setting_9_epoch_100/latest_net_G.pth"):
+        source.state_dict(BY_NAME["face_256"])
 
 
 def test_zip_and_unzipped_folder_give_the_same_validated_weights(tmp_path):

@@ -18,9 +18,10 @@ from conftest import bank_for, golden_dir, recipe_state
 from engine import official
 from engine.detection import OFFICIAL_THRESHOLD
 from engine.models.checkpoints import ModelBank
+from engine.models.registry import FACE_NETWORKS
 from engine.restoration import Mode
 
-FACE_CASES = {"face_enhancement", "face_align_and_blend"}
+NOT_YET_IMPLEMENTED = {"face_align_and_blend"}  # face stages 2 and 4 land with the face refinement issue
 
 
 def golden_files() -> list[Path]:
@@ -118,8 +119,24 @@ def check_chain(z, meta) -> None:
     check_masked_restore(z, meta, mode_of(meta), bank)
 
 
-def check_face(z, meta) -> None:
-    raise NotImplementedError("face refinement (stages 2-4) is not implemented yet")
+def check_face_enhancement(z, meta) -> None:
+    """Stage 3: the SPADE face generator on an aligned crop (OFFICIAL_PIPELINE.md §5.7, §6.2)."""
+    spec = next(s for s in FACE_NETWORKS if f"{s.manifest}.json" == meta["manifest"])
+    net = bank_for(meta["recipe_salt"]).get(spec.name)
+    assert net.load_size == meta["load_size"] == z["face_u8"].shape[0]
+    x = official.to_network(z["face_u8"])
+    if "input" in z:
+        exact("input", x, z["input"])
+    with torch.inference_mode():
+        if "fc_out" in z:
+            close("fc_out", net.head(x), z["fc_out"], 1e-5)
+        generated = net(x)
+    close("generated", generated, z["generated"], 5e-5)
+    u8_close("restored_u8", official.save_image_u8((generated + 1) / 2, normalize=False), z["restored_u8"])
+
+
+def check_face_align_and_blend(z, meta) -> None:
+    raise NotImplementedError("face detection/alignment and blending (stages 2 and 4) are not implemented yet")
 
 
 CHECKS = {
@@ -129,8 +146,8 @@ CHECKS = {
     "scratch_restore": lambda z, meta: check_masked_restore(z, meta, Mode.SCRATCH, bank_for(meta["recipe_salt"])),
     "hr_restore": lambda z, meta: check_masked_restore(z, meta, Mode.HR, bank_for(meta["recipe_salt"])),
     "with_scratch_chain": check_chain,
-    "face_enhancement": check_face,
-    "face_align_and_blend": check_face,
+    "face_enhancement": check_face_enhancement,
+    "face_align_and_blend": check_face_align_and_blend,
 }
 
 
@@ -140,7 +157,7 @@ def _params():
         with np.load(path) as z:
             case = json.loads(str(z["meta_json"])).get("case", "?")
         marks = [pytest.mark.xfail(strict=True, raises=NotImplementedError,
-                                   reason="face refinement lands with the face issue")] if case in FACE_CASES else []
+                                   reason="face stages 2 and 4 land with the face issue")] if case in NOT_YET_IMPLEMENTED else []
         params.append(pytest.param(path, id=path.stem, marks=marks))
     return params
 
@@ -166,9 +183,9 @@ def test_recipe_weights_are_the_ones_the_goldens_used():
     index = json.loads(index_file.read_text(encoding="utf-8"))
     import hashlib
 
-    for manifest_file, entry in index["weights_sha256"]["per_manifest"].items():
-        if manifest_file.startswith("face_"):
-            continue
+    per_manifest = index["weights_sha256"]["per_manifest"]
+    assert {"face_Setting_9_epoch_100_netG.json", "face_FaceSR_512_netG.json"} <= set(per_manifest)
+    for manifest_file, entry in per_manifest.items():
         digest = hashlib.sha256()
         for key, tensor in recipe_state(manifest_file, entry["salt"]).items():
             digest.update(key.encode("utf-8"))

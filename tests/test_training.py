@@ -100,6 +100,25 @@ def test_a_killed_run_resumes(tmp_path, photos):
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == done + 2
 
 
+def test_sigterm_stops_training_with_a_checkpoint(tmp_path, photos):
+    import signal
+
+    clean, _ = photos
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "engine.training.cli", "train", "vae-b", "--config", "tiny", "--out", str(out),
+           "--device", "cpu", "--clean", str(clean), "--steps", "100000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() or not (out / "metrics.jsonl").read_text().count("\n") >= 3:
+        assert time.time() < deadline
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "resume with --resume" in err
+    step = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
+    assert step >= metrics(out)[-1]["step"] > 0  # saved at the stop, not only every ckpt_every steps
+
+
 def test_focal_loss_prefers_right_answers_and_down_weights_easy_pixels():
     target = torch.tensor([[1.0, 0.0]])
     assert focal_loss(torch.tensor([[4.0, -4.0]]), target) < focal_loss(torch.tensor([[-4.0, 4.0]]), target)

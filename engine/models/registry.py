@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from importlib import resources
 from typing import Callable
 
 from torch import nn
 
+from .networks.face import FaceGenerator
 from .networks.mapping import PatchAttentionMapping, QualityMapping, ScratchMapping
 from .networks.unet import ScratchUNet
 from .networks.vae import VAEGenerator
@@ -38,7 +39,16 @@ GLOBAL_NETWORKS: tuple[NetworkSpec, ...] = (
     NetworkSpec("detector", "detection_FT_Epoch_latest", ScratchUNet, "scratch-detection U-Net"),
 )
 
-BY_NAME = {spec.name: spec for spec in GLOBAL_NETWORKS}
+# The face generators (stage 3) live in the separate official face_checkpoints.zip. They are kept
+# out of GLOBAL_NETWORKS, which lists what stage 1 needs (weights listings, import validation).
+FACE_NETWORKS: tuple[NetworkSpec, ...] = (
+    NetworkSpec("face_256", "face_Setting_9_epoch_100_netG", partial(FaceGenerator, load_size=256),
+                "SPADE face generator, 256x256 faces (Setting_9_epoch_100)"),
+    NetworkSpec("face_512", "face_FaceSR_512_netG", partial(FaceGenerator, load_size=512),
+                "SPADE face generator, 512x512 faces for --HR (FaceSR_512)"),
+)
+
+BY_NAME = {spec.name: spec for spec in GLOBAL_NETWORKS + FACE_NETWORKS}
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,22 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _stop_gracefully_on_signals() -> None:
+    """SIGTERM (and SIGINT, which background jobs inherit as ignored) stop training through
+    KeyboardInterrupt, so the loop writes its checkpoint before exiting: nothing learned is lost."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
+
+
 def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from ..cli import ProgressBar
 
@@ -132,6 +148,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=err)
         return 1
+    _stop_gracefully_on_signals()
     bar = ProgressBar(f"train {args.stage}", err)
     last = {}
     try:
