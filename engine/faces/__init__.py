@@ -1,6 +1,7 @@
-"""Face stages of the official pipeline that do not involve a network.
+"""Face stages of the official pipeline.
 
 Stage 2 (alignment crop) and stage 4 (colour matching, warp back, blending) given five facial
-landmarks; see ``align.py`` and OFFICIAL_PIPELINE.md §6.1 and §6.3. Landmark detection and the
-SPADE face generator (stage 3) live elsewhere.
+landmarks; see ``align.py`` and OFFICIAL_PIPELINE.md §6.1 and §6.3. Offline face detection with
+five landmarks (our own MTCNN cascade over the released weights) is in ``detect.py``. The SPADE
+face generator (stage 3) lives elsewhere.
 """
