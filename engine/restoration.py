@@ -94,7 +94,7 @@ def tile_specs(bank: ModelBank, mode: Mode, tile: int) -> tuple["TileSpec", "Til
     """Encoder, mapping and decoder tiling for an image tile of ``tile`` pixels.
 
     Halos cover each network's receptive field (encoder ~41 px, mapping 20 latent cells without
-    attention, decoder ~45 px), so with shared normalisation statistics a tile's core equals the
+    attention, decoder ~11 latent cells), so with shared normalisation statistics a tile's core equals the
     untiled result; only the attention of the scratch mapping is limited to the tile's window.
     Memory per box pixel is a conservative estimate (a few live float32 maps of the widest layer).
     """
@@ -105,11 +105,12 @@ def tile_specs(bank: ModelBank, mode: Mode, tile: int) -> tuple["TileSpec", "Til
     align = 8 if mode is Mode.HR else 1  # whole 8x8 attention patches in every tile
     enc_c = _widest(bank.get(enc_name))
     map_c = _widest(bank.get(map_name))
+    # halo - feather must cover the receptive radius: the feathered band borrows a neighbour's
+    # halo pixels, which are exact only that far from its box edge.
     return (
-        TileSpec(tile=tile, halo=48, align=4 * align, out_scale=0.25, bytes_per_pixel=enc_c * 4 * 4, feather=16),
-        TileSpec(tile=latent_tile, halo=24, align=align, bytes_per_pixel=map_c * 4 * 6, feather=4),
-        TileSpec(tile=latent_tile, halo=12 if mode is not Mode.HR else 16, align=align, out_scale=4,
-                 bytes_per_pixel=16 * enc_c * 4 * 4, feather=4),
+        TileSpec(tile=tile, halo=48, align=4 * align, out_scale=0.25, bytes_per_pixel=enc_c * 4 * 4, feather=4),
+        TileSpec(tile=latent_tile, halo=24, align=align, bytes_per_pixel=map_c * 4 * 6, feather=2),
+        TileSpec(tile=latent_tile, halo=16, align=align, out_scale=4, bytes_per_pixel=16 * enc_c * 4 * 4, feather=4),
     )
 
 

@@ -48,7 +48,8 @@ def test_tiled_restoration_matches_untiled_without_seams(restorer):
     tiled = restorer.restore(image, RestoreOptions(tile=64))
     assert untiled.tiling["tile"] is None and tiled.tiling["tile"] == 64
     diff = np.abs(tiled.image - untiled.image) * 255
-    assert diff.max() <= 2.0 and diff.mean() <= 0.5, (diff.max(), diff.mean())
+    # the issue asks for <= 2 and <= 0.5 levels; with exact shared statistics we get ~0.02
+    assert diff.max() <= 0.5 and diff.mean() <= 0.05, (diff.max(), diff.mean())
     tiles = plan_tiles(160, 224, 64, 48, 4)
     rows = sorted({t.core[0] for t in tiles} - {0})
     cols = sorted({t.core[2] for t in tiles} - {0})
