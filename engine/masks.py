@@ -1,0 +1,113 @@
+"""Masks the user brushed, kept per photo in the user data directory.
+
+A brushed mask belongs to a photo's *content*, not its path: the store keys masks by the photo's
+SHA-256, so a renamed or moved scan keeps its mask, and an edited scan (new content) does not
+inherit a mask drawn for other pixels. The originals' folders are never written to (they may be
+read-only archive shares). The restore view saves here, the album queue and the detector
+fine-tuning read from here.
+
+Layout::
+
+    <root>/<sha256>.png    white = damage, same size as the photo
+    <root>/index.json      sha256 -> {"path": last known photo path, "name": file name}
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from .durable import sha256_file
+from .imageio import read_mask, write_bytes_atomic
+
+
+@dataclass(frozen=True)
+class BrushedMask:
+    photo: Path  # where the photo was last seen
+    mask: Path
+
+
+class MaskStore:
+    """Load and save brushed masks for photos; thread-safe enough for one writer (atomic files)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def default(cls) -> "MaskStore":
+        from .weights import user_data_dir
+
+        return cls(user_data_dir() / "masks")
+
+    def _index_path(self) -> Path:
+        return self.root / "index.json"
+
+    def _index(self) -> dict[str, dict[str, str]]:
+        try:
+            data = json.loads(self._index_path().read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def mask_path(self, photo: Path, digest: str | None = None) -> Path:
+        return self.root / f"{digest or sha256_file(Path(photo))}.png"
+
+    def save(self, photo: Path, mask: np.ndarray) -> Path:
+        """Store ``mask`` (HxW, true/nonzero = damage) for ``photo``; an empty mask deletes it."""
+        photo = Path(photo)
+        digest = sha256_file(photo)
+        target = self.mask_path(photo, digest)
+        index = self._index()
+        binary = np.asarray(mask).astype(bool)
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not binary.any():
+            target.unlink(missing_ok=True)
+            index.pop(digest, None)
+        else:
+            buffer = io.BytesIO()
+            Image.fromarray(binary.astype(np.uint8) * 255, mode="L").save(buffer, format="PNG")
+            write_bytes_atomic(target, buffer.getvalue())
+            index[digest] = {"path": str(photo.resolve()), "name": photo.name}
+        write_bytes_atomic(self._index_path(), json.dumps(index, indent=1, sort_keys=True).encode("utf-8"))
+        return target
+
+    def load(self, photo: Path, shape: tuple[int, int] | None = None) -> np.ndarray | None:
+        """The mask brushed for ``photo`` (HxW bool), or None. A mask whose size no longer matches
+        ``shape`` (the photo was cropped or rescaled outside Heirloom) is ignored."""
+        path = self.mask_path(Path(photo))
+        if not path.is_file():
+            return None
+        mask = read_mask(path)
+        if shape is not None and mask.shape != tuple(shape[:2]):
+            return None
+        return mask
+
+    def find(self, photo: Path) -> Path | None:
+        path = self.mask_path(Path(photo))
+        return path if path.is_file() else None
+
+    def entries(self) -> list[BrushedMask]:
+        """Every stored mask whose photo still exists at its last known path (for fine-tuning)."""
+        found = []
+        for digest, info in sorted(self._index().items()):
+            mask = self.root / f"{digest}.png"
+            photo = Path(info.get("path", ""))
+            if mask.is_file() and photo.is_file():
+                found.append(BrushedMask(photo, mask))
+        return found
+
+    def export_folder(self, dest: Path) -> int:
+        """Write ``<photo stem>.png`` masks into ``dest`` (the layout ``finetune detector --masks``
+        reads); returns how many were written."""
+        dest.mkdir(parents=True, exist_ok=True)
+        count = 0
+        for entry in self.entries():
+            write_bytes_atomic(dest / f"{entry.photo.stem}.png", entry.mask.read_bytes())
+            count += 1
+        return count
+
