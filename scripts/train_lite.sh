@@ -6,6 +6,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+# CORES=0 pins the run to one core (two stages can then train side by side without thrashing)
+PIN=()
+[ -n "${CORES:-}" ] && PIN=(taskset -c "$CORES")
 RUNS=${RUNS:-training-runs/lite}  # committed, so a later session resumes
 mkdir -p "$RUNS"
 stages=("$@")
@@ -14,6 +17,6 @@ for stage in "${stages[@]}"; do
   resume=()
   [ -f "$RUNS/$stage/checkpoint.pt" ] && resume=(--resume)
   echo "== $(date -Is) $stage ${resume[*]}" >> "$RUNS/$stage.log"
-  $PY -m engine.training.cli train "$stage" --config lite --out "$RUNS/$stage" --device cpu "${resume[@]}" \
+  "${PIN[@]}" $PY -m engine.training.cli train "$stage" --config lite --out "$RUNS/$stage" --device cpu "${resume[@]}" \
       >> "$RUNS/$stage.log" 2>&1 || { echo "stage $stage failed, see $RUNS/$stage.log"; exit 1; }
 done

@@ -32,6 +32,23 @@ class Architecture:
 
 
 @dataclass(frozen=True)
+class LossWeights:
+    """Weights of a stage's loss terms. ``recon`` compares the tone-anchored output (see
+    ``engine.tone``: what the instance-normalised networks can represent), ``raw`` the output as
+    is; ``gan``/``fm`` are the LSGAN and discriminator feature-matching terms (0 = no
+    discriminator is trained at all), ``latent`` the mapping's latent L1, ``kl`` the VAE prior,
+    ``align`` VAE_A's latent domain alignment."""
+
+    recon: float = 10.0
+    raw: float = 0.0
+    gan: float = 1.0
+    fm: float = 5.0
+    kl: float = 0.05
+    latent: float = 10.0
+    align: float = 1.0
+
+
+@dataclass(frozen=True)
 class StageConfig:
     crop: int = 128
     batch: int = 4
@@ -40,6 +57,7 @@ class StageConfig:
     ckpt_every: int = 200
     sample_every: int = 500
     log_every: int = 10
+    loss: LossWeights = LossWeights()
 
 
 @dataclass(frozen=True)
@@ -57,17 +75,20 @@ class TrainConfig:
                 "stages": {k: asdict(v) for k, v in self.stages.items()}, "image_cache_side": self.image_cache_side}
 
 
-_LITE_STAGE = StageConfig(crop=128, batch=4, steps=4000, lr=2e-4)
+# Lite: minutes of CPU, so reconstruction dominates; a discriminator only for the mapping, gently
+# (adversarial terms need far longer runs to pay off and make short runs unstable).
+_LITE_STAGE = StageConfig(crop=128, batch=4, steps=4000, lr=5e-4, loss=LossWeights(raw=1.0, gan=0.0, fm=0.0))
 
 CONFIGS: dict[str, TrainConfig] = {
     "full": TrainConfig("full", Architecture(), {
-        s: StageConfig(crop=256, batch=4, steps=100_000, ckpt_every=1000, sample_every=2000)
+        s: StageConfig(crop=256, batch=4, steps=100_000, ckpt_every=1000, sample_every=2000,
+                       loss=LossWeights(recon=0.0, raw=10.0))
         for s in ("vae-a", "vae-b", "mapping", "detector")}, image_cache_side=1024),
-    "lite": TrainConfig("lite", Architecture(mapping_width=128, mapping_blocks=3, nl_blocks=2, detector_width_log2=4), {
+    "lite": TrainConfig("lite", Architecture(mapping_width=128, mapping_blocks=3, nl_blocks=2, detector_width_log2=3), {
         "vae-a": replace(_LITE_STAGE, steps=3000),
         "vae-b": replace(_LITE_STAGE, steps=3000),
-        "mapping": replace(_LITE_STAGE, steps=3000),
-        "detector": StageConfig(crop=192, batch=4, steps=3000, lr=5e-4),
+        "mapping": replace(_LITE_STAGE, steps=3000, loss=LossWeights(raw=1.0, recon=4.0, gan=0.05, fm=0.5)),
+        "detector": StageConfig(crop=128, batch=8, steps=3000, lr=5e-4),
     }),
     "tiny": TrainConfig("tiny", Architecture(vae_channels=8, mapping_width=16, mapping_blocks=1, nl_blocks=1,
                                              detector_width_log2=2), {

@@ -16,7 +16,8 @@ from torch import nn
 from ..models.networks.mapping import QualityMapping, ScratchMapping
 from ..models.networks.unet import ScratchUNet
 from ..models.networks.vae import VAEGenerator
-from .config import TrainConfig
+from ..tone import match_tone
+from .config import LossWeights, TrainConfig
 from .data import PhotoPool, step_rng, synthetic_batch
 from .losses import LatentDiscriminator, PatchDiscriminator, feature_matching, focal_loss, kl_to_unit, lsgan
 
@@ -35,6 +36,26 @@ def to_images(t: torch.Tensor) -> np.ndarray:
 
 def adam(params, lr: float) -> torch.optim.Adam:
     return torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
+
+
+def uses_image_discriminator(weights: LossWeights) -> bool:
+    return weights.gan > 0 or weights.fm > 0
+
+
+def discriminator_step(D: nn.Module, optim: torch.optim.Optimizer, real: torch.Tensor,
+                       fakes: list[torch.Tensor]) -> float:
+    """One LSGAN update of the image discriminator: real photos vs (detached) generated ones."""
+    loss = lsgan(D(real)[-1], True) + sum(lsgan(D(f.detach())[-1], False) for f in fakes) / len(fakes)
+    optim.zero_grad(set_to_none=True)
+    loss.backward()
+    optim.step()
+    return loss.item()
+
+
+def adversarial_terms(D: nn.Module, fake: torch.Tensor, real: torch.Tensor, weights: LossWeights) -> torch.Tensor:
+    """Generator side: fool the discriminator, and match its features on real photos."""
+    fake_feats, real_feats = D(fake), D(real)
+    return weights.gan * lsgan(fake_feats[-1], True) + weights.fm * feature_matching(fake_feats, real_feats)
 
 
 class Trainer:
@@ -70,10 +91,10 @@ class VAETrainer(Trainer):
     """VAE_A on real old photos R and synthetic old photos X (with a latent discriminator aligning
     the two domains), or VAE_B on clean photos Y.
 
-    Weights: L1 reconstruction 10, KL 0.05 (latent noise std 0.1 during training: the fixed-variance
-    VAE of the official code, with less noise than its std 1 because our runs are short and a decoder
-    fighting strong noise stays blurry for thousands of steps), LSGAN 1, feature matching 5; latent
-    alignment 1 (VAE_A only).
+    Loss: L1 reconstruction (tone-anchored and/or raw), KL, optional LSGAN + feature matching,
+    and the latent alignment (VAE_A only), weighted by the stage's ``LossWeights``. The latent
+    noise (std 0.1) is the official fixed-variance VAE's, smaller than its std 1 because our runs
+    are short and a decoder fighting strong noise stays blurry for thousands of steps.
     """
 
     def __init__(self, config: TrainConfig, device: torch.device, clean: PhotoPool, old: PhotoPool | None,
@@ -82,12 +103,14 @@ class VAETrainer(Trainer):
         super().__init__(config, device, seed)
         self.clean, self.old, self.domain = clean, old, domain
         ch = config.arch.vae_channels
-        self.nets = {"G": VAEGenerator(ch).to(device), "D": PatchDiscriminator().to(device)}
+        self.nets = {"G": VAEGenerator(ch).to(device)}
+        self.optims = {"G": adam(self.nets["G"].parameters(), self.cfg.lr)}
+        if uses_image_discriminator(self.cfg.loss):
+            self.nets["D"] = PatchDiscriminator().to(device)
+            self.optims["D"] = adam(self.nets["D"].parameters(), self.cfg.lr)
         if domain == "A":
             self.nets["DL"] = LatentDiscriminator(ch).to(device)
-        self.optims = {"G": adam(self.nets["G"].parameters(), self.cfg.lr),
-                       "D": adam(list(self.nets["D"].parameters()) +
-                                 (list(self.nets["DL"].parameters()) if domain == "A" else []), self.cfg.lr)}
+            self.optims["DL"] = adam(self.nets["DL"].parameters(), self.cfg.lr)
 
     def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
         b, size = self.cfg.batch, self.cfg.crop
@@ -99,27 +122,28 @@ class VAETrainer(Trainer):
         return to_tensor(np.concatenate([real_old, synthetic]), self.device), n_real
 
     def step(self, step: int) -> dict[str, float]:
-        G, D = self.nets["G"], self.nets["D"]
+        G, w = self.nets["G"], self.cfg.loss
         x, n_real = self.batch(self.rng(step))
         z = G.encode(x)
         recon = G.decode(z + LATENT_NOISE * torch.randn_like(z))
-        # discriminators
-        d_loss = lsgan(D(x)[-1], True) + lsgan(D(recon.detach())[-1], False)
-        if self.domain == "A":
-            DL = self.nets["DL"]
-            zd = z.detach()
-            d_loss = d_loss + lsgan(DL(zd[:n_real]), True) + lsgan(DL(zd[n_real:]), False)
-        self.optims["D"].zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.optims["D"].step()
-        # generator
-        fake_feats, real_feats = D(recon), D(x)
-        l1 = (recon - x).abs().mean()
-        g_loss = 10 * l1 + 0.05 * kl_to_unit(z) + lsgan(fake_feats[-1], True) + 5 * feature_matching(fake_feats, real_feats)
-        metrics = {"l1": l1.item(), "kl": kl_to_unit(z).item(), "d": d_loss.item()}
+        metrics: dict[str, float] = {}
+        if "D" in self.nets:
+            metrics["d"] = discriminator_step(self.nets["D"], self.optims["D"], x, [recon])
+        if self.domain == "A":  # the latent discriminator learns to tell real (R) from synthetic (X) codes
+            DL, zd = self.nets["DL"], z.detach()
+            dl_loss = lsgan(DL(zd[:n_real]), True) + lsgan(DL(zd[n_real:]), False)
+            self.optims["DL"].zero_grad(set_to_none=True)
+            dl_loss.backward()
+            self.optims["DL"].step()
+            metrics["dl"] = dl_loss.item()
+        l1 = (match_tone(recon, x) - x).abs().mean()
+        g_loss = w.recon * l1 + w.raw * (recon - x).abs().mean() + w.kl * kl_to_unit(z)
+        if "D" in self.nets:
+            g_loss = g_loss + adversarial_terms(self.nets["D"], recon, x, w)
+        metrics.update(l1=l1.item(), kl=kl_to_unit(z).item())
         if self.domain == "A":  # make synthetic latents indistinguishable from real ones (and vice versa)
             align = lsgan(self.nets["DL"](z[n_real:]), True) + lsgan(self.nets["DL"](z[:n_real]), False)
-            g_loss = g_loss + align
+            g_loss = g_loss + w.align * align
             metrics["align"] = align.item()
         self.optims["G"].zero_grad(set_to_none=True)
         g_loss.backward()
@@ -139,9 +163,10 @@ class MappingTrainer(Trainer):
     """Both latent mappings with the VAEs frozen: ``quality`` on unstructured damage, ``scratch``
     (partial non-local block, hole mask) on structured damage.
 
-    Weights: latent L1 10, image L1 2, LSGAN 1, feature matching 5 (the feature-matching term of
-    the image discriminator stands in for the paper's VGG perceptual loss, which needs ImageNet
-    weights that are not available offline).
+    Loss: latent L1 to VAE_B's code of the clean photo, image L1 after VAE_B's decoder
+    (tone-anchored and/or raw), optional LSGAN + feature matching (the feature-matching term of the
+    image discriminator stands in for the paper's VGG perceptual loss, which needs ImageNet weights
+    that are not available offline), weighted by the stage's ``LossWeights``.
     """
 
     stage = "mapping"
@@ -156,11 +181,12 @@ class MappingTrainer(Trainer):
         self.nets = {
             "quality": QualityMapping(a.mapping_width, a.mapping_blocks, a.vae_channels).to(device),
             "scratch": ScratchMapping(a.mapping_width, a.mapping_blocks, a.nl_blocks, a.vae_channels).to(device),
-            "D": PatchDiscriminator().to(device),
         }
         self.optims = {"quality": adam(self.nets["quality"].parameters(), self.cfg.lr),
-                       "scratch": adam(self.nets["scratch"].parameters(), self.cfg.lr),
-                       "D": adam(self.nets["D"].parameters(), self.cfg.lr)}
+                       "scratch": adam(self.nets["scratch"].parameters(), self.cfg.lr)}
+        if uses_image_discriminator(self.cfg.loss):
+            self.nets["D"] = PatchDiscriminator().to(device)
+            self.optims["D"] = adam(self.nets["D"].parameters(), self.cfg.lr)
 
     def step(self, step: int) -> dict[str, float]:
         rng = self.rng(step)
@@ -174,22 +200,20 @@ class MappingTrainer(Trainer):
             target = self.vae_b.encode(y)
             inputs = {"quality": self.vae_a.encode(to_tensor(plain_np, self.device)),
                       "scratch": self.vae_a.encode(to_tensor(scratched_np, self.device))}
-        D = self.nets["D"]
+        w = self.cfg.loss
         outputs = {}
         for name in ("quality", "scratch"):
             mapped = self.nets[name](inputs[name], mask if name == "scratch" else None)
             outputs[name] = (mapped, self.vae_b.decode(mapped))
-        d_loss = lsgan(D(y)[-1], True) + sum(lsgan(D(img.detach())[-1], False) for _, img in outputs.values()) / 2
-        self.optims["D"].zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.optims["D"].step()
-        real_feats = D(y)
-        metrics = {"d": d_loss.item()}
+        metrics: dict[str, float] = {}
+        if "D" in self.nets:
+            metrics["d"] = discriminator_step(self.nets["D"], self.optims["D"], y, [img for _, img in outputs.values()])
         for name, (mapped, img) in outputs.items():
-            fake_feats = D(img)
             latent_l1 = (mapped - target).abs().mean()
-            image_l1 = (img - y).abs().mean()
-            loss = 10 * latent_l1 + 2 * image_l1 + lsgan(fake_feats[-1], True) + 5 * feature_matching(fake_feats, real_feats)
+            image_l1 = (match_tone(img, y) - y).abs().mean()
+            loss = w.latent * latent_l1 + w.recon * image_l1 + w.raw * (img - y).abs().mean()
+            if "D" in self.nets:
+                loss = loss + adversarial_terms(self.nets["D"], img, y, w)
             self.optims[name].zero_grad(set_to_none=True)
             loss.backward()
             self.optims[name].step()
