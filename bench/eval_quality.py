@@ -8,7 +8,7 @@ of ../shared/data/clean_train), each downscaled to ``--side`` and damaged with `
 (seed = index). Reports PSNR / SSIM of
   (a) the degraded input,
   (b) the classical peer: OpenCV non-local-means denoising, then Telea inpainting given the TRUE mask,
-  (c) Heirloom (scratch mode, its own detected mask),
+  (c) Heirloom (scratch mode, its own detected mask), and (d) Heirloom given the true mask,
 and the detector's precision / recall / F1 / ROC-AUC on the held-out synthetic scratches. Also writes
 before/after images for every photo in ../shared/data/real_old/. Prints Markdown; asserts nothing.
 """
@@ -64,15 +64,16 @@ def main() -> None:
     args = parser.parse_args()
     device = choose_device("auto").device
     restorer = Restorer(ModelBank(resolve_weights(args.weights), device))
-    rows = {"degraded": [], "classical (NLM + Telea, true mask)": [], "heirloom": []}
+    rows = {"degraded": [], "classical (NLM + Telea, true mask)": [], "heirloom": [], "heirloom (true mask)": []}
     probs, truths = [], []
     args.out.mkdir(parents=True, exist_ok=True)
     photos = held_out(args.side, args.limit)
     for i, (name, clean) in enumerate(photos):
         d = degrade(clean, seed=10_000 + i)
         result = restorer.restore(d.degraded, RestoreOptions(scratch=True))
+        given = restorer.restore(d.degraded, RestoreOptions(scratch=False), user_mask=d.mask)
         for key, img in (("degraded", d.degraded), ("classical (NLM + Telea, true mask)", classical(d.degraded, d.mask)),
-                         ("heirloom", result.image)):
+                         ("heirloom", result.image), ("heirloom (true mask)", given.image)):
             rows[key].append((psnr(img, clean), ssim(img, clean)))
         probs.append(result.detected.ravel())
         truths.append(d.mask.ravel())

@@ -23,8 +23,8 @@ from typing import Any, Callable, Sequence, TextIO
 import numpy as np
 
 from . import provenance
-from .imageio import (ImageReadError, encode, encode_png, finish, list_images, output_format, output_suffix,
-                      read_mask, read_photo, stale_temps, write_bytes_atomic)
+from .imageio import (ImageReadError, PhotoFile, encode, encode_png, finish, list_images, output_format,
+                      output_suffix, read_mask, read_photo, stale_temps, write_bytes_atomic)
 from .models.checkpoints import CheckpointError
 from .pipeline import RestoreOptions, Restorer, required_networks
 from .progress import Cancelled, Progress
@@ -143,7 +143,7 @@ def plan(config: BatchConfig) -> tuple[list[Item], list[tuple[Path, str]]]:
     taken: dict[Path, Path] = {}
     for src in sources:
         fmt = output_format(src, config.fmt)
-        out = outdir / f"{src.stem}{output_suffix(src, fmt)}"
+        out = outdir / output_name(src, fmt)
         written = [out, provenance.sidecar_path(out)]
         if config.save_mask:
             written.append(outdir / f"{src.stem}_mask.png")
@@ -229,6 +229,136 @@ class WriteFailed(Exception):
     """An output could not be written; nothing partial was left behind."""
 
 
+def recorded_output_intact(out: Path, output_sha256: str | None, output_stat: list[int] | None) -> bool:
+    """The output a state file recorded as done is still there, unchanged (size and time spare
+    re-hashing a large output; otherwise its sha256 must match)."""
+    if not output_sha256 or not out.is_file():
+        return False
+    stat = out.stat()
+    return output_stat == [stat.st_size, stat.st_mtime_ns] or provenance.sha256_file(out) == output_sha256
+
+
+def interrupted_write(out: Path, writing_sha256: str | None) -> bool:
+    """``out`` holds exactly the bytes a killed run was renaming into place: ours to finish."""
+    return bool(writing_sha256) and out.is_file() and provenance.sha256_file(out) == writing_sha256
+
+
+def sidecar_vouches(out: Path, input_sha256: str) -> bool:
+    """``out`` is a restoration of the photo whose content hashes to ``input_sha256``: its
+    provenance sidecar says so and the output still holds the bytes the sidecar recorded."""
+    try:
+        record = json.loads(provenance.sidecar_path(out).read_text(encoding="utf-8"))
+        recorded_in, recorded_out = record["input"]["sha256"], record["output"]["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return recorded_in == input_sha256 and out.is_file() and provenance.sha256_file(out) == recorded_out
+
+
+def output_name(src: Path, fmt: str, suffix: str = "") -> str:
+    """The restored file's name: the photo's stem (plus ``suffix``) and the format's extension."""
+    return f"{src.stem}{suffix}{output_suffix(src, fmt)}"
+
+
+def write_output(path: Path, data: bytes) -> None:
+    try:
+        write_bytes_atomic(path, data)
+    except OSError as exc:
+        raise WriteFailed(f"cannot write {path}: {describe_os_error(exc)}") from None
+
+
+def faces_record(options: RestoreOptions, result: Any) -> dict[str, Any]:
+    """The sidecar's ``faces`` entry: what the face stage did, or why it did not run."""
+    if result.faces is not None:
+        return result.faces.describe()
+    skipped = [w for w in result.warnings if w.startswith("faces were not refined")]
+    reason = ("off (--no-faces)" if options.faces is False else skipped[0] if skipped
+              else "off: the weights have no face generator")
+    return {"ran": False, "reason": reason}
+
+
+@dataclass(frozen=True)
+class Written:
+    """One finished photo: what was written and what the user should hear about it."""
+
+    sha256: str
+    stat: list[int]  # [size, mtime_ns] of the output
+    mode: str
+    seconds: float
+    notes: list[str]
+    faces: tuple[int, int] | None = None  # (refined, found) when the face stage ran
+
+
+class PhotoProcessor:
+    """Restores one decoded photo into an output file and its provenance sidecar. The CLI batch and
+    the GUI album queue both use it, so every output is encoded, written atomically and recorded the
+    same way whichever front end made it."""
+
+    def __init__(self, config: BatchConfig, restorer: Restorer) -> None:
+        self.config, self.restorer = config, restorer
+        self.hashes = provenance.WeightHashes(restorer.bank.source)
+        self.env = provenance.environment()
+
+    def process(self, photo: PhotoFile, out: Path, fmt: str, *, user_mask: np.ndarray | None = None,
+                mask_file: Path | None = None, progress: Progress | None = None,
+                before_write: Callable[[str], None] | None = None, read_seconds: float = 0.0) -> Written:
+        """Restore, encode, then write ``out`` (and the sidecar). ``before_write(sha256)`` runs just
+        before the rename, so a caller can persist which bytes it is writing (crash recovery)."""
+        cfg, src = self.config, Path(photo.path)
+        t_start = time.perf_counter() - read_seconds
+        timings: dict[str, float] = {"read": read_seconds}
+        result = self.restorer.restore(photo.pixels, cfg.options, user_mask, progress or Progress())
+        timings.update(result.timings)
+        t0 = time.perf_counter()
+        notes = list(photo.warnings) + list(result.warnings)
+        pixels, alpha = finish(photo, result.image)
+        data = encode(photo, pixels, alpha, fmt, cfg.quality, notes)
+        digest = provenance.sha256_bytes(data)
+        mask_out = out.with_name(f"{src.stem}_mask.png") if cfg.save_mask and result.mask is not None else None
+        mask_data = encode_png(result.mask.astype(np.uint8) * 255) if mask_out is not None else None
+        timings["encode"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        if before_write is not None:
+            before_write(digest)
+        write_output(out, data)
+        if mask_out is not None:
+            write_output(mask_out, mask_data)
+        timings["write"] = time.perf_counter() - t0
+        timings["total"] = time.perf_counter() - t_start
+        record = self._record(photo, out, fmt, result, digest, mask_file, mask_out, timings, notes)
+        try:
+            provenance.write_sidecar(out, record)
+        except OSError as exc:
+            raise WriteFailed(f"cannot write {provenance.sidecar_path(out)}: {describe_os_error(exc)}") from None
+        stat = out.stat()
+        faces = (result.faces.refined, result.faces.found) if result.faces is not None else None
+        return Written(digest, [stat.st_size, stat.st_mtime_ns], result.mode.value,
+                       sum(result.timings.values()), notes, faces)
+
+    def _record(self, photo: PhotoFile, out: Path, fmt: str, result: Any, digest: str, mask_file: Path | None,
+                mask_out: Path | None, timings: dict[str, float], notes: list[str]) -> dict[str, Any]:
+        """The provenance sidecar's content for one finished photo."""
+        cfg = self.config
+        brushed = mask_file is not None
+        source = self.restorer.bank.source
+        networks = required_networks(cfg.options, brushed)
+        if result.faces is not None and result.faces.refined:
+            networks.append(result.faces.network)
+        return provenance.build_record(
+            input_path=Path(photo.path), input_sha256=photo.sha256, input_info=photo.describe(),
+            output_path=out, output_sha256=digest, output_format=fmt,
+            weights={"choice": cfg.weights, "label": getattr(source, "label", None),
+                     "files": self.hashes.describe(networks),
+                     "card": self.hashes.card()},
+            options={**cfg.settings(), "mode": result.mode.value}, device=provenance.device_info(self.restorer.device),
+            mask={"source": provenance.mask_source(cfg.options.detect, brushed),
+                  "file": str(Path(mask_file).resolve()) if brushed else None,
+                  "file_sha256": provenance.sha256_file(Path(mask_file)) if brushed else None,
+                  "saved": str(mask_out.resolve()) if mask_out is not None else None},
+            timings=timings, warnings=notes, command=list(cfg.argv), environment_info=self.env,
+            tile=result.tiling or None, faces=faces_record(cfg.options, result))
+
+
 ProgressFactory = Callable[[str], Any]
 
 
@@ -245,97 +375,51 @@ class Batch:
     counts: dict[str, int] = field(default_factory=lambda: {DONE: 0, FAILED: 0, SKIPPED: 0})
 
     def __post_init__(self) -> None:
-        self.hashes = provenance.WeightHashes(self.restorer.bank.source)
-        self.env = provenance.environment()
+        self.photos = PhotoProcessor(self.config, self.restorer)
 
     def _skip_reason(self, item: Item) -> str | None:
         out = Path(item.output)
         if not out.exists():
             return None
-        if self.config.resume and item.status == DONE and out.is_file() and item.output_sha256:
-            stat = out.stat()  # unchanged size and time: no need to re-read a large output
-            unchanged = item.output_stat == [stat.st_size, stat.st_mtime_ns]
-            if unchanged or provenance.sha256_file(out) == item.output_sha256:
-                return f"already restored in an earlier run ({out})"
-        digest = provenance.sha256_file(out) if out.is_file() and item.writing_sha256 else None
-        if item.writing_sha256 and digest == item.writing_sha256:
+        if self.config.resume and item.status == DONE and recorded_output_intact(out, item.output_sha256,
+                                                                                  item.output_stat):
+            return f"already restored in an earlier run ({out})"
+        if interrupted_write(out, item.writing_sha256):
             return None  # our own output from an interrupted run: finish the item (same bytes again)
         if not self.config.overwrite:
             return f"{out} exists (use --overwrite to replace it)"
         return None
 
-    def _write(self, path: Path, data: bytes) -> None:
-        try:
-            write_bytes_atomic(path, data)
-        except OSError as exc:
-            raise WriteFailed(f"cannot write {path}: {describe_os_error(exc)}") from None
-
     def process(self, item: Item, index: int, total: int) -> None:
-        cfg, src, out = self.config, Path(item.input), Path(item.output)
+        src, out = Path(item.input), Path(item.output)
         t_start = time.perf_counter()
-        timings: dict[str, float] = {}
-        photo = read_photo(src, cfg.allow_huge)
+        photo = read_photo(src, self.config.allow_huge)
         user_mask = None
         if item.mask is not None:
             if not Path(item.mask).is_file():
                 raise ImageReadError(f"mask {item.mask} not found")
             user_mask = read_mask(Path(item.mask))
-        timings["read"] = time.perf_counter() - t_start
+        read_seconds = time.perf_counter() - t_start
+
+        def before_write(digest: str) -> None:
+            item.writing_sha256 = digest
+            self.state.save()
+
         bar = self.make_bar(f"[{index}/{total}] {src.name[:24]}") if self.make_bar else None
         try:
-            result = self.restorer.restore(photo.pixels, cfg.options, user_mask, Progress(bar))
+            written = self.photos.process(photo, out, item.format, user_mask=user_mask,
+                                          mask_file=Path(item.mask) if item.mask else None,
+                                          progress=Progress(bar), before_write=before_write,
+                                          read_seconds=read_seconds)
         finally:
             if bar is not None:
                 bar.close()
-        timings.update(result.timings)
-        t0 = time.perf_counter()
-        notes = list(photo.warnings)
-        pixels, alpha = finish(photo, result.image)
-        data = encode(photo, pixels, alpha, item.format, cfg.quality, notes)
-        digest = provenance.sha256_bytes(data)
-        mask_out = out.with_name(f"{src.stem}_mask.png") if cfg.save_mask and result.mask is not None else None
-        mask_data = encode_png(result.mask.astype(np.uint8) * 255) if mask_out is not None else None
-        timings["encode"] = time.perf_counter() - t0
-
-        t0 = time.perf_counter()
-        item.writing_sha256 = digest
-        self.state.save()
-        self._write(out, data)
-        if mask_out is not None:
-            self._write(mask_out, mask_data)
-        timings["write"] = time.perf_counter() - t0
-        timings["total"] = time.perf_counter() - t_start
-        record = self._record(item, photo, result, digest, mask_out, timings, notes)
-        try:
-            provenance.write_sidecar(out, record)
-        except OSError as exc:
-            raise WriteFailed(f"cannot write {provenance.sidecar_path(out)}: {describe_os_error(exc)}") from None
-        stat = out.stat()
-        item.status, item.error, item.output_sha256 = DONE, None, digest
-        item.output_stat = [stat.st_size, stat.st_mtime_ns]
-        for note in notes:
+        item.status, item.error, item.output_sha256 = DONE, None, written.sha256
+        item.output_stat = written.stat
+        for note in written.notes:
             print(f"warning: {src}: {note}", file=self.err)
-        print(f"OK {src} -> {out} ({result.mode.value}, {sum(result.timings.values()):.1f} s)", file=self.out)
-
-    def _record(self, item: Item, photo: Any, result: Any, digest: str, mask_out: Path | None,
-                timings: dict[str, float], notes: list[str]) -> dict[str, Any]:
-        """The provenance sidecar's content for one finished photo."""
-        cfg = self.config
-        brushed = item.mask is not None
-        source = self.restorer.bank.source
-        return provenance.build_record(
-            input_path=Path(item.input), input_sha256=photo.sha256, input_info=photo.describe(),
-            output_path=Path(item.output), output_sha256=digest, output_format=item.format,
-            weights={"choice": cfg.weights, "label": getattr(source, "label", None),
-                     "files": self.hashes.describe(required_networks(cfg.options, brushed)),
-                     "card": self.hashes.card()},
-            options={**cfg.settings(), "mode": result.mode.value}, device=provenance.device_info(self.restorer.device),
-            mask={"source": provenance.mask_source(cfg.options.detect, brushed),
-                  "file": str(Path(item.mask).resolve()) if brushed else None,
-                  "file_sha256": provenance.sha256_file(Path(item.mask)) if brushed else None,
-                  "saved": str(mask_out.resolve()) if mask_out is not None else None},
-            timings=timings, warnings=notes, command=list(cfg.argv), environment_info=self.env,
-            tile=result.tiling or None)
+        faces = f", faces refined: {written.faces[0]} of {written.faces[1]}" if written.faces is not None else ""
+        print(f"OK {src} -> {out} ({written.mode}, {written.seconds:.1f} s{faces})", file=self.out)
 
     def _failed(self, item: Item, message: str) -> None:
         item.status, item.error = FAILED, message

@@ -1,13 +1,16 @@
 """Command line front end over the same engine the GUI drives.
 
-    python main.py restore INPUT... -o OUTDIR [--scratch | --no-scratch] [--hr]
-                   [--mask FILE | --mask-dir DIR] [--weights default|official|PATH]
+    python main.py restore INPUT... -o OUTDIR [--scratch | --no-scratch] [--hr] [--faces | --no-faces]
+                   [--mask FILE | --mask-dir DIR] [--weights default|official|profile:NAME|PATH]
                    [--device auto|cpu|cuda|cuda:N|mps] [--save-mask] [--overwrite]
                    [--format auto|png|tiff|jpeg [--quality N]] [--allow-huge]
                    [--resume] [--state FILE] [--shard K/N]
     python main.py models                      list weights and whether they validate
-    python main.py models import PATH.zip      validate and install the official weights
-    python main.py models download official    download (resumable), validate and install them
+    python main.py models import PATH.zip      validate and install global_checkpoints.zip or face_checkpoints.zip
+    python main.py models download official    download (resumable), validate and install both
+    python main.py models download faces       only the face weights (face_checkpoints.zip)
+    python main.py finetune detector|domain|mapping ... --profile NAME   (engine.training.finetune_cli)
+    python main.py profiles [list | delete NAME | export NAME FILE | import FILE]
 
 Exit status: 0 every photo succeeded, 1 any failed (each printed as ``FAILED <path>: <reason>``
 while the rest go on), 2 usage errors.
@@ -87,7 +90,7 @@ def cmd_restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     config = BatchConfig(
         inputs=tuple(args.inputs), outdir=outdir,
         options=RestoreOptions(scratch=args.scratch, hr=args.hr, tile=args.tile, max_memory_gb=args.max_memory,
-                               detection_scale=args.detect_scale, precision=args.precision),
+                               detection_scale=args.detect_scale, precision=args.precision, faces=args.faces),
         mask=Path(args.mask) if args.mask else None, mask_dir=Path(args.mask_dir) if args.mask_dir else None,
         weights=args.weights, fmt=args.format, quality=args.quality if args.quality is not None else 95,
         save_mask=args.save_mask, overwrite=args.overwrite, allow_huge=args.allow_huge, resume=args.resume,
@@ -111,39 +114,56 @@ def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if not path.exists():
             raise UsageError(f"{path} not found")
         try:
-            target = import_official(path)
+            target, names = import_official(path)
         except CheckpointError as exc:
             print(f"error: {exc}", file=err)
             return EXIT_FAILED
-        print(f"imported the official weights into {target}; use --weights official", file=out)
+        print(f"imported the official {describe_import(names)} into {target}; use --weights official", file=out)
         return EXIT_OK
     if args.models_command == "download":
         return download_official(args, out, err)
     raise UsageError(f"unknown models command {args.models_command}")
 
 
+def describe_import(names: list[str]) -> str:
+    from .models.registry import FACE_NETWORKS
+
+    faces = [n for n in names if n in {spec.name for spec in FACE_NETWORKS}]
+    parts = (["global weights"] if len(faces) < len(names) else []) + ([f"face weights ({', '.join(faces)})"]
+                                                                        if faces else [])
+    return " and ".join(parts)
+
+
 def download_official(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """``official``: global_checkpoints.zip then face_checkpoints.zip; ``faces``: only the latter.
+    Each is imported as soon as it is complete, so a failed face download keeps the global weights."""
     from .download import OFFICIAL_RELEASE_URLS, DownloadError, download
     from .weights import import_official, user_data_dir
 
-    url = args.url or OFFICIAL_RELEASE_URLS["global"]
-    dest = user_data_dir() / "downloads" / "global_checkpoints.zip"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    bar = ProgressBar("download", err)
+    wanted = ([("global", args.url)] if args.which == "official" else []) + [("face", args.face_url)]
+    for kind, override in wanted:
+        url = override or OFFICIAL_RELEASE_URLS[kind]
+        dest = user_data_dir() / "downloads" / f"{kind}_checkpoints.zip"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        bar = ProgressBar("download" if kind == "global" else "download faces", err)
 
-    def report(done: int, total: int | None) -> None:
-        bar(done / total if total else 0.0, f"{done / 2**20:.1f} of {total / 2**20:.1f} MiB" if total
-            else f"{done / 2**20:.1f} MiB")
+        def report(done: int, total: int | None) -> None:
+            bar(done / total if total else 0.0, f"{done / 2**20:.1f} of {total / 2**20:.1f} MiB" if total
+                else f"{done / 2**20:.1f} MiB")
 
-    try:
-        download(url, dest, progress=report)
-        bar.close()
-        target = import_official(dest)
-    except (DownloadError, CheckpointError) as exc:
-        bar.close()
-        print(f"error: {exc}", file=err)
-        return EXIT_FAILED
-    print(f"downloaded and imported the official weights into {target}; use --weights official", file=out)
+        try:
+            download(url, dest, progress=report)
+            bar.close()
+            target, names = import_official(dest)
+        except (DownloadError, CheckpointError) as exc:
+            bar.close()
+            print(f"error: {exc}", file=err)
+            if kind == "face" and args.which == "official":
+                print("the global weights are installed; get the face weights later with "
+                      "`python main.py models download faces`", file=err)
+            return EXIT_FAILED
+        print(f"downloaded and imported the official {describe_import(names)} into {target}; "
+              "use --weights official", file=out)
     return EXIT_OK
 
 
@@ -179,10 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
     scratch.add_argument("--scratch", dest="scratch", action="store_true", help="detect and repair scratches")
     scratch.add_argument("--no-scratch", dest="scratch", action="store_false", help="quality restoration only")
     r.add_argument("--hr", action="store_true", help="patch-attention mode for high-resolution scratched photos")
+    faces = r.add_mutually_exclusive_group()
+    faces.add_argument("--faces", dest="faces", action="store_true",
+                       help="refine every face (needs the official face weights); default: on when the weights "
+                            "have them")
+    faces.add_argument("--no-faces", dest="faces", action="store_false", help="do not refine faces")
     masks = r.add_mutually_exclusive_group()
     masks.add_argument("--mask", metavar="FILE", help="damage mask PNG (white = damage) for a single photo")
     masks.add_argument("--mask-dir", metavar="DIR", help="folder of masks named <photo stem>.png")
-    r.add_argument("--weights", default="default", help="default, official, or an official zip / weights folder")
+    r.add_argument("--weights", default="default",
+                   help="default, official, profile:NAME (a fine-tuned profile), or an official zip / weights folder")
     r.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     r.add_argument("--save-mask", action="store_true", help="also write <stem>_mask.png with the mask used")
     r.add_argument("--overwrite", action="store_true", help="replace existing outputs (inputs are never replaced)")
@@ -202,20 +228,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fp32 (exact, default); bf16/fp16 are faster where the hardware supports them natively")
     r.add_argument("--detect-scale", type=parse_detect_scale, default="official", metavar="official|full|N",
                    help="resolution the scratch detector sees: official (256 px short side), full, or N px")
-    r.set_defaults(func=cmd_restore, scratch=False)
+    r.set_defaults(func=cmd_restore, scratch=False, faces=None)
 
     m = sub.add_parser("models", help="list, import or download weights")
     msub = m.add_subparsers(dest="models_command")
-    imp = msub.add_parser("import", help="validate and install the official global_checkpoints.zip")
+    imp = msub.add_parser("import", help="validate and install the official global_checkpoints.zip "
+                                         "or face_checkpoints.zip")
     imp.add_argument("path", metavar="PATH")
     dl = msub.add_parser("download", help="download the official weights (resumable) and install them")
-    dl.add_argument("which", choices=["official"])
-    dl.add_argument("--url", help=argparse.SUPPRESS)  # tests and mirrors
+    dl.add_argument("which", choices=["official", "faces"], help="official: global and face weights; faces: face only")
+    dl.add_argument("--url", help=argparse.SUPPRESS)  # tests and mirrors: global_checkpoints.zip
+    dl.add_argument("--face-url", help=argparse.SUPPRESS)  # tests and mirrors: face_checkpoints.zip
     m.set_defaults(func=cmd_models)
 
     from .training.cli import add_parser as add_train_parser
+    from .training.finetune_cli import add_parsers as add_finetune_parsers
 
     add_train_parser(sub)
+    add_finetune_parsers(sub)  # finetune ... and profiles ...
     return parser
 
 

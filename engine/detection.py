@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -74,3 +75,33 @@ def detect_scratches(bank: ModelBank, image: np.ndarray, short_side: int = OFFIC
         prob = torch.sigmoid(F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False))
     progress.report(1.0)
     return prob[0, 0].cpu().numpy()
+
+
+def scratch_probability(bank: ModelBank, image: np.ndarray, scale: str | int = "official",
+                        progress: Progress | None = None) -> np.ndarray:
+    """HxWx3 uint8 / uint16 / float photo -> HxW float32 damage probability in [0, 1].
+
+    The expensive half of detection, kept apart so an interactive view can run it once and then
+    re-threshold with :func:`mask_from_probability` as often as a slider moves.
+    """
+    if image.ndim != 3 or image.shape[2] < 3:
+        raise ValueError(f"expected an HxWx3 photo, got shape {image.shape}")
+    if image.dtype == np.uint8:
+        rgb = image[..., :3].astype(np.float32) / 255.0
+    elif image.dtype == np.uint16:
+        rgb = image[..., :3].astype(np.float32) / 65535.0
+    else:
+        rgb = np.clip(image[..., :3].astype(np.float32), 0.0, 1.0)
+    h, w = rgb.shape[:2]
+    return detect_scratches(bank, rgb, detection_short_side(scale, h, w), progress)
+
+
+def mask_from_probability(probability: np.ndarray, threshold: float = OFFICIAL_THRESHOLD,
+                          dilation: int = 0) -> np.ndarray:
+    """HxW probability -> HxW bool damage mask: ``probability >= threshold`` grown by ``dilation``
+    3x3 dilations, exactly the rule :class:`engine.pipeline.Restorer` applies to detected holes.
+    Cheap (milliseconds on a scan), so a threshold or dilation slider can call it on every move."""
+    mask = np.asarray(probability) >= threshold
+    if dilation > 0 and mask.any():
+        mask = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=int(dilation)).astype(bool)
+    return mask

@@ -476,7 +476,12 @@ def read_photo(path: Path, allow_huge: bool = False) -> PhotoFile:
 
 def read_rgb(path: Path) -> np.ndarray:
     """HxWx3 uint8, EXIF orientation applied (for display: 16-bit photos are reduced to 8 bits)."""
-    px = read_photo(Path(path)).pixels
+    return rgb8(read_photo(Path(path)).pixels)
+
+
+def rgb8(pixels: np.ndarray) -> np.ndarray:
+    """A decoded photo's pixels (HxW or HxWx3, uint8 or uint16) -> HxWx3 uint8 for display."""
+    px = pixels
     if px.dtype == np.uint16:
         px = ((px.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
     return np.repeat(px[..., None], 3, axis=2) if px.ndim == 2 else px

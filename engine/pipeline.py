@@ -1,7 +1,8 @@
 """Heirloom's restoration pipeline: photo (+ optional user mask) -> restored photo of the same size.
 
 Stages: scratch detection (scratch/HR modes) -> merge with the user's mask -> global restoration
-in latent space (quality, scratch or HR patch attention) -> result.
+in latent space (quality, scratch or HR patch attention) -> face refinement (when the weights have
+the face generator, or when asked for; see ``engine.faces.stage``) -> result.
 
 Where the official stage 1 harms the photo we do better (the official behaviour stays available,
 number for number, in ``engine.official``):
@@ -23,10 +24,12 @@ import torch
 import torch.nn.functional as F
 
 from .detection import OFFICIAL_THRESHOLD, detect_scratches, detection_short_side
+from .faces.stage import FaceReport, FacesUnavailable, choose_face_network, refine_faces, require_detector
 from .models.checkpoints import ModelBank
 from .progress import Progress
 from .device import choose_precision, memory_budget
 from .restoration import NETWORKS, SPATIAL_MULTIPLE, Mode, tile_specs, translate, translate_tiled
+from .tone import match_tone
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,7 @@ class RestoreOptions:
     tile: int | str = "auto"  # "auto": untiled when it fits the memory budget; "off"; or a tile size in px
     max_memory_gb: float | None = None  # memory budget; None = a safe share of what the device has free
     precision: str = "fp32"  # fp32 (exact), bf16, fp16 (GPU) or auto (reduced where the hardware is native)
+    faces: bool | None = None  # refine faces: True = required, False = off, None = if the weights have the generator
 
     @property
     def detect(self) -> bool:
@@ -66,6 +70,8 @@ class RestoreResult:
     detected: np.ndarray | None = None  # HxW float32 detector probability, if detection ran
     timings: dict[str, float] = field(default_factory=dict)
     tiling: dict = field(default_factory=dict)  # tile size used (None = untiled), shrinks on low memory
+    faces: FaceReport | None = None  # None: the face stage did not run
+    warnings: list[str] = field(default_factory=list)  # things the user should know; the photo is still restored
 
 
 def as_float_rgb(image: np.ndarray) -> np.ndarray:
@@ -120,9 +126,16 @@ class Restorer:
         return self.bank.device
 
     def prepare(self, options: RestoreOptions, has_user_mask: bool = False) -> None:
-        """Load every network the options need now, so bad weights fail before any photo."""
+        """Load every network the options need now, so bad weights fail before any photo. Faces
+        asked for explicitly are checked too; automatic faces load lazily, at the first face found
+        (a photo without faces never pays for the face generator)."""
+        face_net = choose_face_network(self.bank.source, options.faces, options.hr)
+        if face_net is not None and options.faces:
+            require_detector()
         for name in required_networks(options, has_user_mask):
             self.bank.get(name)
+        if face_net is not None and options.faces:
+            self.bank.get(face_net)
 
     def restore(self, image: np.ndarray, options: RestoreOptions = RestoreOptions(),
                 user_mask: np.ndarray | None = None, progress: Progress | None = None) -> RestoreResult:
@@ -133,6 +146,8 @@ class Restorer:
             raise ValueError(f"the mask is {user_mask.shape[1]}x{user_mask.shape[0]} but the photo is {w}x{h}; "
                              "a mask must have exactly the photo's size")
         mode = options.mode(user_mask is not None)
+        face_net = choose_face_network(self.bank.source, options.faces, options.hr)  # required + absent: fail now
+        global_progress = progress.sub(0.0, 0.8) if face_net else progress
         timings: dict[str, float] = {}
         detected = None
         holes = None
@@ -140,7 +155,7 @@ class Restorer:
         if options.detect:
             t0 = time.perf_counter()
             short_side = detection_short_side(options.detection_scale, h, w)
-            detected = detect_scratches(self.bank, rgb, short_side, progress.sub(0.0, 0.1))
+            detected = detect_scratches(self.bank, rgb, short_side, global_progress.sub(0.0, 0.1))
             timings["detection"] = time.perf_counter() - t0
             holes = detected >= options.threshold
             restore_start = 0.1
@@ -162,7 +177,7 @@ class Restorer:
         if mode.uses_mask:
             mask_t, _ = pad_to_multiple(torch.from_numpy(holes.astype(np.float32))[None, None], multiple)
         tile = self.choose_tile(options, mode, x.shape[-2], x.shape[-1])
-        stage_progress = progress.sub(restore_start, 1.0 - restore_start)
+        stage_progress = global_progress.sub(restore_start, 1.0 - restore_start)
         precision = choose_precision(self.device, options.precision)
         if tile is None:
             generated = translate(self.bank, x, mask_t, mode, stage_progress, precision=precision).generated
@@ -173,11 +188,32 @@ class Restorer:
                                                 precision=precision)
         tiling["precision"] = str(precision or torch.float32).removeprefix("torch.")
         with torch.inference_mode():
-            result = ((generated[0, :, :h, :w] + 1.0) / 2.0).clamp_(0.0, 1.0)
+            generated = generated[:1, :, :h, :w].float()
+            if self.bank.source.output_tone() == "match-input":  # see engine.tone: why and cost
+                valid = None if holes is None else torch.from_numpy(~holes)[None, None].to(generated.device)
+                generated = match_tone(generated, x[:1, :, :h, :w].to(generated.device), valid)
+            result = ((generated[0] + 1.0) / 2.0).clamp_(0.0, 1.0)
             result = result.permute(1, 2, 0).float().cpu().numpy()
         timings["restoration"] = time.perf_counter() - t0
+        out = RestoreResult(np.ascontiguousarray(result), mode, holes, detected, timings, tiling)
+        if face_net is not None:
+            self._face_stage(out, face_net, required=bool(options.faces), progress=progress.sub(0.8, 0.2))
         progress.report(1.0, "done")
-        return RestoreResult(np.ascontiguousarray(result), mode, holes, detected, timings, tiling)
+        return out
+
+    def _face_stage(self, result: RestoreResult, network: str, required: bool, progress: Progress) -> None:
+        """Run the face stage on ``result`` in place. When the stage cannot run at all (no detector,
+        unloadable generator) that is an error only if faces were asked for; otherwise a warning."""
+        t0 = time.perf_counter()
+        try:
+            result.image, result.faces = refine_faces(result.image, self.bank, network, progress)
+        except FacesUnavailable as exc:
+            if required:
+                raise
+            result.warnings.append(f"faces were not refined: {exc}")
+        else:
+            result.warnings.extend(result.faces.warnings)
+        result.timings["faces"] = time.perf_counter() - t0
 
     def choose_tile(self, options: RestoreOptions, mode: Mode, h: int, w: int) -> int | None:
         """Tile policy: an explicit size wins; "off" never tiles; "auto" runs untiled (exact,

@@ -3,7 +3,7 @@
 An archive must be able to say what made a file and make it again: the record holds the input's
 path and sha256, the output's sha256, the engine and library versions, the weights (name and sha256
 of each file), every option, the device and thread count, the tile size, where the damage mask came
-from, timings and warnings.
+from, whether faces were refined (detector, generator, each face found), timings and warnings.
 """
 
 from __future__ import annotations
@@ -118,8 +118,10 @@ def mask_source(detected: bool, brushed: bool) -> str | None:
 def build_record(*, input_path: Path, input_sha256: str, input_info: dict[str, Any], output_path: Path,
                  output_sha256: str, output_format: str, weights: dict[str, Any], options: dict[str, Any],
                  device: dict[str, Any], mask: dict[str, Any], timings: dict[str, float], warnings: list[str],
-                 command: list[str], environment_info: dict[str, Any], tile: Any = None) -> dict[str, Any]:
-    """One sidecar's content (plain JSON types). ``tile``: the tiling facts (tile size, None = untiled)."""
+                 command: list[str], environment_info: dict[str, Any], tile: Any = None,
+                 faces: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One sidecar's content (plain JSON types). ``tile``: the tiling facts (tile size, None = untiled);
+    ``faces``: what the face stage did (``{"ran": False, ...}`` when it did not run)."""
     return {
         "schema": SCHEMA,
         "engine_version": __version__,
@@ -130,6 +132,7 @@ def build_record(*, input_path: Path, input_sha256: str, input_info: dict[str, A
         "device": device,
         "tile": tile,
         "mask": mask,
+        "faces": faces,
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
         "warnings": list(warnings),
         "command": list(command),

@@ -2,8 +2,10 @@
 
 * ``default``: Heirloom's own weights, shipped in ``resources/weights/default`` (safetensors);
 * ``official``: the official release, imported into the user data directory by
-  ``python main.py models import global_checkpoints.zip`` (or downloaded);
+  ``python main.py models import global_checkpoints.zip`` and, for face refinement,
+  ``python main.py models import face_checkpoints.zip`` (or both downloaded);
 * any path: an official zip, its unzipped folder, or a folder of our safetensors files.
+* ``profile:NAME``: a fine-tuned profile (``engine.profiles``), a complete safetensors folder.
 
 Nothing is ever written next to the program (not writable once installed): imports and
 downloads go to the per-user data directory from platformdirs.
@@ -20,7 +22,7 @@ from pathlib import Path
 import platformdirs
 
 from .models.checkpoints import CheckpointError, OfficialSource, SafetensorsSource, WeightSource, open_source
-from .models.registry import GLOBAL_NETWORKS, manifest_for
+from .models.registry import FACE_NETWORKS, GLOBAL_NETWORKS, NetworkSpec, manifest_for
 
 APP_NAME = "Heirloom"
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
@@ -42,7 +44,8 @@ def official_dir() -> Path:
 
 
 # Quality and scratch restoration need these; the HR patch-attention mapping is optional
-# (Heirloom's lite weights do not include one).
+# (Heirloom's lite weights do not include one). The face generators (FACE_NETWORKS, from the separate
+# face_checkpoints.zip) are optional too: without them the face stage is simply off.
 OPTIONAL_NETWORKS = ("mapping_Patch_Attention",)
 
 
@@ -52,7 +55,11 @@ def _missing(source: WeightSource, include_optional: bool = False) -> list[str]:
 
 
 def resolve_weights(choice: str) -> WeightSource:
-    """``default``, ``official`` or a path -> a weight source (errors say what to do)."""
+    """``default``, ``official``, ``profile:NAME`` or a path -> a weight source (errors say what to do)."""
+    if choice.startswith("profile:"):  # a fine-tuned profile in the user data directory (engine.profiles)
+        from .profiles import profile_source
+
+        return profile_source(choice.removeprefix("profile:"))
     if choice == "default":
         source = SafetensorsSource(DEFAULT_WEIGHTS_DIR, label="Heirloom default weights")
         missing = _missing(source)
@@ -89,29 +96,65 @@ def validate_source(source: WeightSource, require_all: bool = True) -> list[str]
     return problems
 
 
-def import_official(archive: Path) -> Path:
-    """Validate an official zip (or folder) completely, then install its checkpoints into the user
-    data directory. Nothing is installed unless every file validates."""
-    source = OfficialSource(Path(archive))
-    problems = validate_source(source)
+def archive_networks(source: OfficialSource) -> list[NetworkSpec]:
+    """The networks an official archive brings, after checking it is complete and valid:
+    global_checkpoints.zip must hold every Global network; face_checkpoints.zip (or its folder)
+    one or both face generators; an archive holding both sets is fine. Raises CheckpointError."""
+    faces = [spec for spec in FACE_NETWORKS if source.has(spec)]
+    has_global = any(source.has(spec) for spec in GLOBAL_NETWORKS)
+    if not has_global and not faces:
+        raise CheckpointError(f"not imported: {source.path} holds none of the official checkpoints; expected "
+                              "global_checkpoints.zip or face_checkpoints.zip (or the folder either unzips to)")
+    problems = validate_source(source) if has_global else []
+    for spec in faces:
+        try:
+            source.state_dict(spec)
+        except CheckpointError as exc:
+            problems.append(str(exc))
     if problems:
         raise CheckpointError("not imported: " + " | ".join(problems))
+    return (list(GLOBAL_NETWORKS) if has_global else []) + faces
+
+
+def _place(src: Path, dest: Path) -> None:
+    """Hard-link (no copy of hundreds of MB) or, across file systems, copy."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
+
+
+def import_official(archive: Path) -> tuple[Path, list[str]]:
+    """Validate an official zip (or folder) completely, then install its checkpoints into the user
+    data directory; returns the folder and the names of the networks imported. Nothing is installed
+    unless every file validates. Files of the other archive already installed are kept, so the
+    global and the face archives can be imported in either order."""
+    source = OfficialSource(Path(archive))
+    specs = archive_networks(source)
     target = official_dir()
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".official-", dir=target.parent))
     try:
-        for spec in GLOBAL_NETWORKS:
+        new = set()
+        for spec in specs:
             data, _ = source.read_bytes(spec)
             dest = staging / manifest_for(spec).path_in_zip
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.write_bytes(data)
-        if target.exists():
+            new.add(spec.name)
+        if target.is_dir():
+            installed = OfficialSource(target)
+            for spec in GLOBAL_NETWORKS + FACE_NETWORKS:
+                member = installed.member(spec)
+                if spec.name not in new and member is not None:
+                    _place(target / member, staging / manifest_for(spec).path_in_zip)
             shutil.rmtree(target)
         staging.replace(target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return target
+    return target, [spec.name for spec in specs]
 
 
 @dataclass(frozen=True)
@@ -133,8 +176,17 @@ def list_weights() -> list[WeightsEntry]:
             continue
         source = make()
         problems = validate_source(source, require_all=name == "official")
+        faces = [spec for spec in FACE_NETWORKS if source.has(spec)]
+        for spec in faces:
+            try:
+                source.state_dict(spec)
+            except CheckpointError as exc:
+                problems.append(str(exc))
         detail = "valid" if not problems else f"{len(problems)} problem(s): " + problems[0]
         if not problems and _missing(source, include_optional=True):
             detail += " (no HR network: --hr needs the official weights)"
+        if not problems:
+            detail += (f" (faces: {', '.join(spec.name for spec in faces)})" if faces else
+                       " (no face generator: faces stay off; import face_checkpoints.zip to refine faces)")
         entries.append(WeightsEntry(name, str(location), not problems, detail))
     return entries

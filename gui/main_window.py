@@ -1,571 +1,423 @@
-"""Heirloom's main window (first version): open a photo, restore it in the background, compare, save.
+"""Heirloom's main window: the four tabs, menus and shortcuts, drops, recent files, status bar.
 
-Every action has a plain method (``load_image``, ``start_restore``, ``cancel_restore``,
-``save_result``) so tests and later features can drive the window without dialogs; menus and
-buttons only add the file dialogs around them. Errors never open modal boxes: they go to the
-red ``error_label`` above the controls and to the status bar, so the window stays usable.
+The window only wires things together. The tabs do the work; :class:`gui.settings.Settings` holds
+every choice; one :class:`gui.workers.RestorerCache` serves the Restore tab and the album queue.
+The device is one lane: while the Restore tab runs a job the queue is held, and while the queue
+runs the Restore tab waits (its buttons say why).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-import numpy as np
-from PySide6.QtCore import QSize, Qt, QThread, Signal, Slot
-from PySide6.QtGui import (QAction, QDragEnterEvent, QDropEvent, QImage, QKeySequence, QPixmap,
-                           QResizeEvent)
-from PySide6.QtWidgets import (QCheckBox, QComboBox, QFileDialog, QFrame, QHBoxLayout, QLabel,
-                               QMainWindow, QMenu, QProgressBar, QPushButton, QSizePolicy,
-                               QToolButton, QVBoxLayout, QWidget)
+import shiboken6
+from PySide6.QtCore import Slot
+from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
+from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox, QTabWidget, QWidget
 
-from engine.device import DeviceError, choose_device
-from engine.imageio import IMAGE_SUFFIXES, ImageReadError, read_rgb, to_u8, write_png
+from engine.device import DeviceError, DeviceInfo, choose_device, list_devices
+from engine.imageio import IMAGE_SUFFIXES
+from engine.masks import MaskStore
 from engine.models.checkpoints import CheckpointError
-from engine.pipeline import RestoreOptions, RestoreResult, Restorer
-from engine.progress import EtaEstimator, format_seconds
+from engine.pipeline import RestoreOptions, Restorer
 from engine.weights import resolve_weights
 
-from .workers import RestoreJob, RestoreWorker, describe_error
+from .errors import show_details_dialog
+from .models_tab import ModelsTab, weights_title
+from .queue_tab import QueueTab
+from .restore_tab import RestoreTab
+from .settings import Settings
+from .train_tab import TrainTab
+from .workers import RestorerCache
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
-WEIGHT_CHOICES = ("default", "official")
-PROGRESS_STEPS = 1000
-
-
-def array_to_pixmap(image: np.ndarray) -> QPixmap:
-    """HxWx3 uint8 -> QPixmap (QImage copies the buffer, so the array may be freed afterwards)."""
-    rgb = np.ascontiguousarray(image[..., :3], dtype=np.uint8)
-    h, w = rgb.shape[:2]
-    qimage = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888)
-    return QPixmap.fromImage(qimage.copy())
-
-
-def open_shortcut_text() -> str:
-    """The platform's Open shortcut as users see it (Ctrl+O here, ⌘O on macOS)."""
-    text = QKeySequence(QKeySequence.StandardKey.Open).toString(QKeySequence.SequenceFormat.NativeText)
-    return text or "Ctrl+O"
-
-
-class ImageView(QLabel):
-    """Shows one photo scaled to fit (re-scaled on resize), or a hint when there is none."""
-
-    def __init__(self, hint: str, parent: QWidget | None = None) -> None:
-        super().__init__(parent)
-        self.hint = hint
-        self.source_pixmap: QPixmap | None = None
-        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        # Ignored: the label must not grow to the pixmap's size, or resizing would feed back into itself.
-        self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Ignored)
-        self.setMinimumSize(320, 240)
-        self.setFrameShape(QFrame.Shape.StyledPanel)
-        self.setStyleSheet("ImageView { background: #2b2b2b; color: #b0b0b0; font-size: 16px; }")
-        self.set_image(None)
-
-    def set_image(self, pixmap: QPixmap | None) -> None:
-        self.source_pixmap = pixmap
-        if pixmap is None:
-            self.clear()
-            self.setText(self.hint)
-        else:
-            self._rescale()
-
-    def sizeHint(self) -> QSize:  # noqa: N802 (Qt API)
-        return QSize(720, 540)
-
-    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802 (Qt API)
-        super().resizeEvent(event)
-        if self.source_pixmap is not None:
-            self._rescale()
-
-    def _rescale(self) -> None:
-        assert self.source_pixmap is not None
-        ratio = self.devicePixelRatioF()
-        target = self.contentsRect().size() * ratio
-        if target.width() < 1 or target.height() < 1:
-            return
-        # Small photos are enlarged to fit too, but with nearest-neighbour so the pixels stay honest.
-        upscale = (self.source_pixmap.width() < target.width() and self.source_pixmap.height() < target.height())
-        mode = Qt.TransformationMode.FastTransformation if upscale else Qt.TransformationMode.SmoothTransformation
-        scaled = self.source_pixmap.scaled(target, Qt.AspectRatioMode.KeepAspectRatio, mode)
-        scaled.setDevicePixelRatio(ratio)
-        self.setPixmap(scaled)
+TAB_KEYS = ("restore", "queue", "train", "models")
+DEFAULT_SIZE = (1320, 820)
+QUEUE_BUSY = "The album queue is using the device. Pause it in the Album queue tab to restore here."
 
 
 class MainWindow(QMainWindow):
-    """Open -> options -> Restore (background thread) -> Before/After -> Save."""
+    """Tabs: Restore, Album queue, Train, Models & settings."""
 
-    # Emitted once the worker thread has fully stopped, with "finished", "failed" or "cancelled".
-    restore_done = Signal(str)
-
-    def __init__(self) -> None:
+    def __init__(self, settings: Settings | None = None, masks: MaskStore | None = None,
+                 queue_state: Path | None = None, download_url: str | None = None,
+                 devices: list[DeviceInfo] | None = None, restorers: RestorerCache | None = None) -> None:
         super().__init__()
         self.setWindowTitle("Heirloom")
         self.setAcceptDrops(True)
-        self.image_path: Path | None = None
-        self.image: np.ndarray | None = None
-        self.result: RestoreResult | None = None
-        self._original_pixmap: QPixmap | None = None
-        self._result_pixmap: QPixmap | None = None
-        self._restorers: dict[tuple[str, str], Restorer] = {}
-        self._thread: QThread | None = None
-        self._worker: RestoreWorker | None = None
-        self._job_key: tuple[str, str] | None = None
-        self._outcome = ""
-        self._eta = EtaEstimator()
-        self._build_menu()
-        self._build_ui()
-        self._update_device_label()
-        self._check_weights()
-        self._update_actions()
-        self.resize(1000, 760)
+        self.settings = settings if settings is not None else Settings()
+        self.masks = masks if masks is not None else MaskStore.default()
+        self.restorers = restorers if restorers is not None else RestorerCache()
+        devices = devices if devices is not None else list_devices()
+        self._error_box: QMessageBox | None = None
 
-    # ----------------------------------------------------------------- construction
+        self.restore_tab = RestoreTab(self.settings, self.restorers, self.masks, devices, self)
+        self.queue_tab = QueueTab(self.queue_restorer, self.queue_options, self.masks, queue_state, self)
+        self.train_tab = TrainTab(self.masks, self)
+        self.models_tab = ModelsTab(self.settings, self.restorers, download_url, devices, self)
+        self.tabs = QTabWidget(self)
+        self.tabs.setDocumentMode(True)
+        for widget, title in ((self.restore_tab, "Restore"), (self.queue_tab, "Album queue"),
+                              (self.train_tab, "Train"), (self.models_tab, "Models && settings")):
+            self.tabs.addTab(widget, title)
+        self.setCentralWidget(self.tabs)
 
-    def _build_menu(self) -> None:
+        self.status_label = QLabel("Open a photo to begin, or drop photos and folders on the window.", self)
+        self.weights_label = QLabel(self)
+        self.device_label = QLabel(self)
+        self.statusBar().addWidget(self.status_label, 1)
+        self.statusBar().addPermanentWidget(self.weights_label)
+        self.statusBar().addPermanentWidget(self.device_label)
+
+        self._build_menus()
+        self._connect()
+        self._update_engine_labels()
+        self._rebuild_recent_menu()
+        self._sync_actions()
+        if not self.settings.window_geometry or not self.restoreGeometry(self.settings.window_geometry):
+            self._default_size()
+
+    # ------------------------------------------------------------------ construction
+
+    def _default_size(self) -> None:
+        """First start: large, but inside the screen's free area (1366 x 768 laptops included)."""
+        screen = self.screen().availableGeometry() if self.screen() is not None else None
+        width, height = DEFAULT_SIZE
+        if screen is not None:
+            width, height = min(width, int(screen.width() * 0.95)), min(height, int(screen.height() * 0.92))
+        self.resize(width, height)
+
+    def _action(self, text: str, slot, shortcut: QKeySequence | str | list | None = None, tip: str = "",
+                checkable: bool = False) -> QAction:
+        action = QAction(text, self)
+        if isinstance(shortcut, list):
+            action.setShortcuts([QKeySequence(s) for s in shortcut])
+        elif shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        if tip:
+            action.setStatusTip(tip)
+        action.setCheckable(checkable)
+        action.triggered.connect(slot)
+        return action
+
+    def _build_menus(self) -> None:
+        tab = self.restore_tab
+        self.open_action = self._action("&Open photo…", tab.open_dialog, QKeySequence.StandardKey.Open,
+                                        "Open a photo in the Restore tab")
         file_menu = self.menuBar().addMenu("&File")
-        self.open_action = QAction("&Open…", self, shortcut=QKeySequence.StandardKey.Open,
-                                   statusTip="Open a photo to restore")
-        self.open_action.triggered.connect(self.open_dialog)
-        self.save_action = QAction("&Save result…", self, shortcut=QKeySequence.StandardKey.Save,
-                                   statusTip="Save the restored photo as PNG")
-        self.save_action.triggered.connect(self.save_dialog)
-        self.quit_action = QAction("&Quit", self, shortcut=QKeySequence.StandardKey.Quit)
-        self.quit_action.triggered.connect(self.close)
+        self.recent_menu = QMenu("Open &recent", self)
+        self.save_action = self._action("&Save result…", tab.save_dialog, QKeySequence.StandardKey.Save,
+                                        "Save the restored photo as a new file")
+        self.add_files_action = self._action("Add photos to album &queue…", self.add_files_dialog,
+                                             tip="Queue photos to restore in the background")
+        self.add_folder_action = self._action("Add &folder to album queue…", self.add_folder_dialog,
+                                              tip="Queue every photo in a folder")
+        self.load_mask_action = self._action("&Load mask…", tab.mask_panel.load_mask_dialog)
+        self.save_mask_action = self._action("Save &mask…", tab.mask_panel.save_mask_dialog)
+        self.quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         file_menu.addAction(self.open_action)
+        file_menu.addMenu(self.recent_menu)
         file_menu.addAction(self.save_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.add_files_action)
+        file_menu.addAction(self.add_folder_action)
+        file_menu.addSeparator()
+        file_menu.addAction(self.load_mask_action)
+        file_menu.addAction(self.save_mask_action)
         file_menu.addSeparator()
         file_menu.addAction(self.quit_action)
 
-    def _build_ui(self) -> None:
-        central = QWidget(self)
-        layout = QVBoxLayout(central)
+        stack = tab.canvas.undo_stack
+        self.undo_action = self._action("&Undo", stack.undo, QKeySequence.StandardKey.Undo)
+        self.redo_action = self._action("&Redo", stack.redo, ["Ctrl+Shift+Z", QKeySequence.StandardKey.Redo])
+        self.clear_mask_action = self._action("&Clear mask", tab.canvas.clear_mask, tip="Remove the whole mask")
+        self.detect_action = self._action("&Detect scratches", tab.start_detect, "Ctrl+D")
+        self.restore_action = self._action("&Restore", tab.start_restore, "Ctrl+R")
+        self.cancel_action = self._action("&Cancel", tab.cancel, "Ctrl+.")
+        edit_menu = self.menuBar().addMenu("&Edit")
+        for action in (self.undo_action, self.redo_action, self.clear_mask_action, None,
+                       self.detect_action, self.restore_action, self.cancel_action):
+            edit_menu.addSeparator() if action is None else edit_menu.addAction(action)
 
-        options = QHBoxLayout()
-        self.scratch_checkbox = QCheckBox("Repair scratches", central)
-        self.scratch_checkbox.setToolTip("Detect scratches and tears and fill them in")
-        self.hr_checkbox = QCheckBox("High resolution (HR)", central)
-        self.hr_checkbox.setToolTip("Patch-attention restoration for large scans (includes scratch repair; slower)")
-        self.weights_combo = QComboBox(central)
-        self.weights_combo.setEditable(True)
-        self.weights_combo.addItems(WEIGHT_CHOICES)
-        self.weights_combo.setCurrentText("default")
-        self.weights_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        self.weights_combo.setMinimumContentsLength(18)
-        self.weights_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
-        self.weights_combo.setToolTip("default, official, or the path of global_checkpoints.zip / a weights folder")
-        self.weights_edit = self.weights_combo.lineEdit()
-        self.weights_edit.editingFinished.connect(self._check_weights)
-        self.weights_combo.activated.connect(self._on_weights_activated)
-        self.browse_button = QToolButton(central)
-        self.browse_button.setText("Browse…")
-        self.browse_button.setPopupMode(QToolButton.ToolButtonPopupMode.InstantPopup)
-        self.browse_button.setStyleSheet("QToolButton::menu-indicator { image: none; width: 0px; }")
-        self.browse_button.setToolTip("Pick global_checkpoints.zip or a folder of weights")
-        browse_menu = QMenu(self.browse_button)
-        browse_menu.addAction("Weights zip file…", self._browse_weights_zip)
-        browse_menu.addAction("Weights folder…", self._browse_weights_folder)
-        self.browse_button.setMenu(browse_menu)
-        self.device_combo = QComboBox(central)
-        self.device_combo.addItems(DEVICES)
-        self.device_combo.setToolTip("auto picks a CUDA or Apple GPU when there is one, else the CPU")
-        self.device_combo.currentTextChanged.connect(self._on_device_changed)
-        options.addWidget(self.scratch_checkbox)
-        options.addWidget(self.hr_checkbox)
-        options.addSpacing(16)
-        options.addWidget(QLabel("Weights:", central))
-        options.addWidget(self.weights_combo, 1)
-        options.addWidget(self.browse_button)
-        options.addSpacing(16)
-        options.addWidget(QLabel("Device:", central))
-        options.addWidget(self.device_combo)
-        layout.addLayout(options)
+        self.zoom_in_action = self._action("Zoom &in", tab.zoom_in, [QKeySequence.StandardKey.ZoomIn, "Ctrl+="])
+        self.zoom_out_action = self._action("Zoom &out", tab.zoom_out, QKeySequence.StandardKey.ZoomOut)
+        self.zoom_fit_action = self._action("&Fit to window", tab.zoom_fit, "Ctrl+0")
+        self.zoom_100_action = self._action("&Actual pixels (100%)", tab.zoom_100, "Ctrl+1")
+        self.original_action = self._action("Show &original", tab.original_button.toggle, "O")
+        self.compare_action = self._action("&Compare before | after", tab.compare_button.toggle, "C")
+        self.brush_smaller_action = self._action("Brush &smaller", tab.mask_panel.shrink_brush, "[")
+        self.brush_bigger_action = self._action("Brush &bigger", tab.mask_panel.grow_brush, "]")
+        view_menu = self.menuBar().addMenu("&View")
+        for action in (self.zoom_in_action, self.zoom_out_action, self.zoom_fit_action, self.zoom_100_action,
+                       None, self.original_action, self.compare_action, None,
+                       self.brush_smaller_action, self.brush_bigger_action):
+            view_menu.addSeparator() if action is None else view_menu.addAction(action)
+        view_menu.addSeparator()
+        for index, key in enumerate(("Restore", "Album queue", "Train", "Models && settings")):
+            action = self._action(key, self._on_tab_action, f"Alt+{index + 1}")
+            action.setData(index)
+            view_menu.addAction(action)
 
-        self.caption_label = QLabel(central)
-        self.caption_label.setStyleSheet("color: #555555;")
-        layout.addWidget(self.caption_label)
-        self.image_view = ImageView(f"Drop a photo here or press {open_shortcut_text()}", central)
-        layout.addWidget(self.image_view, 1)
+        help_menu = self.menuBar().addMenu("&Help")
+        help_menu.addAction(self._action("&Keyboard shortcuts", self.show_shortcuts))
+        help_menu.addAction(self._action("&About Heirloom", self.show_about))
+        # Restore-tab actions live in the window so their shortcuts work anywhere in the tab.
+        self.restore_actions = [self.save_action, self.load_mask_action, self.save_mask_action, self.undo_action,
+                                self.redo_action, self.clear_mask_action, self.detect_action, self.restore_action,
+                                self.cancel_action, self.zoom_in_action, self.zoom_out_action,
+                                self.zoom_fit_action, self.zoom_100_action, self.original_action,
+                                self.compare_action, self.brush_smaller_action, self.brush_bigger_action]
 
-        self.error_label = QLabel(central)
-        self.error_label.setWordWrap(True)
-        self.error_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        self.error_label.setStyleSheet("QLabel { color: #b00020; background: #fdecee; border: 1px solid #f3b7bf;"
-                                       " border-radius: 4px; padding: 6px; }")
-        self.error_label.setVisible(False)
-        layout.addWidget(self.error_label)
-
-        controls = QHBoxLayout()
-        self.compare_button = QPushButton("Show before", central)
-        self.compare_button.setCheckable(True)
-        metrics = self.compare_button.fontMetrics()
-        self.compare_button.setMinimumWidth(max(metrics.horizontalAdvance(t) for t in ("Show before", "Show after")) + 24)
-        self.compare_button.setToolTip("Switch the view between the original (before) and the restored photo (after)")
-        self.compare_button.toggled.connect(self._on_compare_toggled)
-        self.progress_bar = QProgressBar(central)
-        self.progress_bar.setRange(0, PROGRESS_STEPS)
-        self.progress_bar.setValue(0)
-        self.progress_bar.setTextVisible(True)
-        self.restore_button = QPushButton("Restore", central)
-        self.restore_button.setDefault(True)
-        self.restore_button.clicked.connect(self._on_restore_clicked)
-        self.cancel_button = QPushButton("Cancel", central)
-        self.cancel_button.clicked.connect(self._on_cancel_clicked)
-        controls.addWidget(self.compare_button)
-        controls.addWidget(self.progress_bar, 1)
-        controls.addWidget(self.restore_button)
-        controls.addWidget(self.cancel_button)
-        layout.addLayout(controls)
-        self.setCentralWidget(central)
-
-        # Parented explicitly: Qt owns every widget, so nothing is deleted twice at shutdown.
-        self.status_label = QLabel("Open a photo to begin.", self.statusBar())
-        self.device_label = QLabel(self.statusBar())
-        self.statusBar().addWidget(self.status_label, 1)
-        self.statusBar().addPermanentWidget(self.device_label)
-
-    # Signal handlers are bound methods, not lambdas: a lambda holding ``self`` keeps the window
-    # alive in a reference cycle until interpreter shutdown, where PySide's cleanup then crashes.
-
-    @Slot(int)
-    def _on_weights_activated(self, _index: int) -> None:
-        self._check_weights()
-
-    @Slot(str)
-    def _on_device_changed(self, _text: str) -> None:
-        self._update_device_label()
-
-    @Slot(bool)
-    def _on_compare_toggled(self, _checked: bool) -> None:
-        self._show_current()
+    def _connect(self) -> None:
+        tab = self.restore_tab
+        tab.status_message.connect(self.set_status)
+        tab.image_opened.connect(self._on_image_opened)
+        tab.busy_changed.connect(self._on_restore_busy)
+        tab.models_requested.connect(self._show_models_tab)
+        tab.runner.busy_changed.connect(self._sync_actions)
+        for signal in (tab.restore_done, tab.detect_done):
+            signal.connect(self._sync_actions)
+        stack = tab.canvas.undo_stack
+        for signal in (stack.canUndoChanged, stack.canRedoChanged, stack.undoTextChanged, stack.redoTextChanged):
+            signal.connect(self._sync_actions)
+        self.queue_tab.running_changed.connect(self._on_queue_running)
+        self.models_tab.status_message.connect(self.set_status)
+        self.settings.changed.connect(self._on_setting_changed)
+        self.tabs.currentChanged.connect(self._on_tab_changed)
 
     @Slot()
-    def _on_restore_clicked(self) -> None:
-        self.start_restore()
+    def _show_models_tab(self) -> None:
+        self.tabs.setCurrentWidget(self.models_tab)
 
-    @Slot()
-    def _on_cancel_clicked(self) -> None:
-        self.cancel_restore()
-
-    # ----------------------------------------------------------------- state helpers
-
-    @property
-    def busy(self) -> bool:
-        return self._thread is not None
-
-    def _update_actions(self) -> None:
-        """Enable exactly what makes sense now (one restore at a time; save needs a result)."""
-        busy = self.busy
-        self.restore_button.setEnabled(not busy and self.image is not None)
-        self.cancel_button.setEnabled(busy)
-        self.save_action.setEnabled(not busy and self.result is not None)
-        self.open_action.setEnabled(not busy)
-        self.compare_button.setEnabled(self.result is not None)
-        for widget in (self.scratch_checkbox, self.hr_checkbox, self.weights_combo, self.browse_button,
-                       self.device_combo):
-            widget.setEnabled(not busy)
+    # ------------------------------------------------------------------ status
 
     def set_status(self, text: str) -> None:
         self.status_label.setText(text)
 
-    def show_error(self, message: str) -> None:
-        """Errors go to the visible red label and the status bar; no modal dialog blocks the window."""
-        self.error_label.setText(message)
-        self.error_label.setVisible(True)
-        first = message.split(". ")[0]
-        self.set_status(first if len(first) <= 120 else first[:117] + "…")
-
-    def clear_error(self) -> None:
-        self.error_label.clear()
-        self.error_label.setVisible(False)
-
-    def _update_device_label(self) -> None:
+    def _update_engine_labels(self) -> None:
+        weights = self.settings.weights
+        name = weights_title(weights)
         try:
-            choice = choose_device(self.device_combo.currentText())
+            resolve_weights(weights)
+        except CheckpointError as exc:
+            self.weights_label.setText(f"Weights: {name} (missing)")
+            self.weights_label.setToolTip(str(exc))
+        else:
+            self.weights_label.setText(f"Weights: {name}")
+            self.weights_label.setToolTip(weights)
+        try:
+            choice = choose_device(self.settings.device)
         except DeviceError as exc:
             self.device_label.setText("Device: ?")
             self.device_label.setToolTip(str(exc))
             return
-        text = f"Device: {choice.device}"
-        if choice.note:
-            text += " ⚠"
-        self.device_label.setText(text)
+        self.device_label.setText(f"Device: {choice.device}" + (" ⚠" if choice.note else ""))
         self.device_label.setToolTip(choice.note or f"Restoration runs on {choice.device}")
 
-    def _check_weights(self) -> None:
-        """Cheap up-front check (files exist) so missing weights are explained before any Restore."""
-        if self.busy:
+    @Slot(str)
+    def _on_setting_changed(self, key: str) -> None:
+        if key in ("engine/weights", "engine/device"):
+            self._update_engine_labels()
+        elif key == "files/recent":
+            self._rebuild_recent_menu()
+
+    @Slot(int)
+    def _on_tab_changed(self, _index: int) -> None:
+        self._sync_actions()
+        if self.tabs.currentWidget() is self.train_tab:
+            self.train_tab.refresh()
+
+    @Slot()
+    def _sync_actions(self, *_args: object) -> None:
+        """Restore-tab actions only act while that tab is shown (and when they make sense)."""
+        tab = self.restore_tab
+        stack = tab.canvas.undo_stack
+        if not shiboken6.isValid(stack):  # the window is being torn down and the stack said goodbye
             return
-        try:
-            resolve_weights(self.weights_combo.currentText().strip() or "default")
-        except CheckpointError as exc:
-            self.show_error(describe_error(exc))
-        else:
-            self.clear_error()
+        here = self.tabs.currentWidget() is tab
+        for action in self.restore_actions:
+            action.setEnabled(here)
+        self.undo_action.setEnabled(here and stack.canUndo() and not tab.busy)
+        self.redo_action.setEnabled(here and stack.canRedo() and not tab.busy)
+        self.undo_action.setText(f"&Undo {stack.undoText()}".strip())
+        self.redo_action.setText(f"&Redo {stack.redoText()}".strip())
+        self.save_action.setEnabled(here and tab.result is not None and not tab.busy)
+        self.cancel_action.setEnabled(here and tab.busy)
+        self.open_action.setEnabled(not tab.busy)
 
-    def _weights_key(self, choice: str) -> str:
-        if choice in WEIGHT_CHOICES:
-            return choice
-        return str(Path(choice).expanduser().resolve())
+    # ------------------------------------------------------------------ device lane
 
-    # ----------------------------------------------------------------- view
+    @Slot(bool)
+    def _on_restore_busy(self, busy: bool) -> None:
+        self.queue_tab.set_held(busy)
 
-    def _show_current(self) -> None:
-        """Before/After: the result when there is one (unless 'before' is pressed), else the original."""
-        before = self.compare_button.isChecked() or self._result_pixmap is None
-        self.compare_button.setText("Show after" if self.compare_button.isChecked() else "Show before")
-        if self._original_pixmap is None:
-            self.image_view.set_image(None)
-            self.caption_label.setText("")
-            return
-        assert self.image is not None and self.image_path is not None
-        h, w = self.image.shape[:2]
-        if before:
-            self.image_view.set_image(self._original_pixmap)
-            label = "Before (original)" if self._result_pixmap is not None else "Original"
-        else:
-            self.image_view.set_image(self._result_pixmap)
-            label = f"After (restored, {self.result.mode.value} mode)" if self.result else "After"
-        self.caption_label.setText(f"{label} — {self.image_path.name}, {w}×{h}")
+    @Slot(bool)
+    def _on_queue_running(self, running: bool) -> None:
+        self.restore_tab.set_device_reserved(QUEUE_BUSY if running else "")
 
-    # ----------------------------------------------------------------- open
+    def queue_restorer(self) -> Restorer:
+        """The album queue's networks: the same cache, weights and device as the Restore tab."""
+        return self.restorers.get(self.settings.weights, choose_device(self.settings.device).device)
 
-    def open_dialog(self) -> None:
-        patterns = " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES))
-        start = str(self.image_path.parent) if self.image_path else ""
-        path, _ = QFileDialog.getOpenFileName(self, "Open photo", start,
-                                              f"Images ({patterns});;All files (*)")
-        if path:
-            self.load_image(Path(path))
+    def queue_options(self) -> RestoreOptions:
+        """The album queue restores with the Restore tab's options as they are now."""
+        panel = self.restore_tab.mask_panel
+        return self.restore_tab.options_panel.options(panel.threshold, panel.dilation)
 
-    def load_image(self, path: str | os.PathLike[str]) -> bool:
-        """Read a photo and show it; a previous result is dropped. Returns False (with a message) on failure."""
-        path = Path(path)
-        if self.busy:
-            self.show_error("A restore is running; cancel it or wait before opening another photo.")
-            return False
-        try:
-            image = read_rgb(path)
-        except ImageReadError as exc:
-            self.show_error(f"Cannot open {path.name}: {exc}")
-            return False
-        except OSError as exc:
-            self.show_error(f"Cannot open {path.name}: {exc.strerror or exc}")
-            return False
-        self.image_path, self.image = path, image
-        self.result, self._result_pixmap = None, None
-        self._original_pixmap = array_to_pixmap(image)
-        self.compare_button.setChecked(False)
-        self.progress_bar.setValue(0)
-        self._check_weights()
-        self._show_current()
-        self.set_status(f"Opened {path.name} ({image.shape[1]}×{image.shape[0]}). Choose options and press Restore.")
-        self._update_actions()
-        return True
+    # ------------------------------------------------------------------ files
+
+    def open_paths(self, paths: list[Path]) -> str:
+        """Route dropped or opened paths: one photo -> Restore tab; folders or several files ->
+        Album queue. Returns the tab used ("restore", "queue") or "" when nothing could be opened."""
+        paths = [Path(p) for p in paths]
+        if not paths:
+            return ""
+        if len(paths) == 1 and not paths[0].is_dir():
+            path = paths[0]
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                self.set_status(f"{path.name} is not a photo Heirloom can open "
+                                f"({', '.join(sorted(s.lstrip('.') for s in IMAGE_SUFFIXES))}).")
+                return ""
+            self.tabs.setCurrentWidget(self.restore_tab)
+            return "restore" if self.restore_tab.load_image(path) else ""
+        self.queue_tab.add_paths(paths)
+        self.tabs.setCurrentWidget(self.queue_tab)
+        return "queue"
 
     @staticmethod
-    def _dropped_file(event: QDragEnterEvent | QDropEvent) -> Path | None:
+    def _dropped_paths(event: QDragEnterEvent | QDropEvent) -> list[Path]:
         mime = event.mimeData()
         if not mime.hasUrls():
-            return None
-        files = [Path(u.toLocalFile()) for u in mime.urls() if u.isLocalFile()]
-        if len(files) != 1 or files[0].suffix.lower() not in IMAGE_SUFFIXES:
-            return None
-        return files[0]
+            return []
+        return [Path(u.toLocalFile()) for u in mime.urls() if u.isLocalFile()]
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 (Qt API)
-        if not self.busy and self._dropped_file(event) is not None:
+        if self._dropped_paths(event):
             event.acceptProposedAction()
         else:
             event.ignore()
 
     def dragMoveEvent(self, event) -> None:  # noqa: N802 (Qt API)
-        if not self.busy and self._dropped_file(event) is not None:
-            event.acceptProposedAction()
-        else:
-            event.ignore()
+        self.dragEnterEvent(event)
 
     def dropEvent(self, event: QDropEvent) -> None:  # noqa: N802 (Qt API)
-        path = self._dropped_file(event)
-        if path is None:
+        paths = self._dropped_paths(event)
+        if not paths:
             event.ignore()
             return
         event.acceptProposedAction()
-        self.load_image(path)
+        self.open_paths(paths)
 
-    # ----------------------------------------------------------------- restore
+    def add_files_dialog(self) -> None:
+        patterns = " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES))
+        files, _ = QFileDialog.getOpenFileNames(self, "Add photos to the album queue",
+                                                str(self.settings.last_open_folder or ""),
+                                                f"Images ({patterns});;All files (*)")
+        if files:
+            self.queue_tab.add_paths([Path(f) for f in files])
+            self.tabs.setCurrentWidget(self.queue_tab)
 
-    def _browse_weights_zip(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Choose weights zip", "", "Zip files (*.zip);;All files (*)")
-        if path:
-            self.weights_combo.setCurrentText(path)
-            self._check_weights()
-
-    def _browse_weights_folder(self) -> None:
-        path = QFileDialog.getExistingDirectory(self, "Choose weights folder")
-        if path:
-            self.weights_combo.setCurrentText(path)
-            self._check_weights()
-
-    def options(self) -> RestoreOptions:
-        return RestoreOptions(scratch=self.scratch_checkbox.isChecked(), hr=self.hr_checkbox.isChecked())
-
-    def start_restore(self) -> bool:
-        """Start restoring the open photo in a worker thread. Returns False if it could not start."""
-        if self.busy:
-            return False
-        if self.image is None:
-            self.show_error("Open a photo first (File > Open or drop one on the window).")
-            return False
-        self.clear_error()
-        try:
-            choice = choose_device(self.device_combo.currentText())
-        except DeviceError as exc:
-            self.show_error(str(exc))
-            return False
-        self._update_device_label()
-        weights = self.weights_combo.currentText().strip() or "default"
-        self._job_key = (self._weights_key(weights), str(choice.device))
-        job = RestoreJob(self.image, self.options(), weights, choice.device, self._restorers.get(self._job_key))
-
-        thread = QThread()
-        worker = RestoreWorker(job)
-        worker.moveToThread(thread)
-        thread.started.connect(worker.run)
-        worker.progress.connect(self._on_progress)
-        worker.loaded.connect(self._on_loaded)
-        worker.ready.connect(self._on_ready)
-        worker.finished.connect(self._on_finished)
-        worker.failed.connect(self._on_failed)
-        worker.cancelled.connect(self._on_cancelled)
-        for signal in (worker.finished, worker.failed, worker.cancelled):
-            # Direct: quit from the worker thread itself, so the thread ends even while the GUI is blocked.
-            signal.connect(thread.quit, Qt.ConnectionType.DirectConnection)
-        thread.finished.connect(self._on_thread_finished)
-        # Both stay referenced until the thread has stopped: dropping a running QThread aborts the process.
-        self._thread, self._worker = thread, worker
-        self._outcome = ""
-        self._eta = EtaEstimator()
-        self.progress_bar.setValue(0)
-        note = f" ({choice.note})" if choice.note else ""
-        self.set_status(f"Preparing on {choice.device}{note}…")
-        self._update_actions()
-        thread.start()
-        return True
-
-    def cancel_restore(self) -> None:
-        """Ask the engine to stop; it raises Cancelled at its next check and the worker reports back."""
-        if self._worker is not None and not self._worker.is_cancelled:
-            self._worker.cancel()
-            self.cancel_button.setEnabled(False)
-            self.set_status("Cancelling…")
-
-    @Slot(float, str)
-    def _on_progress(self, fraction: float, message: str) -> None:
-        if self._worker is None or self._worker.is_cancelled:
-            return
-        self.progress_bar.setValue(int(round(fraction * PROGRESS_STEPS)))
-        eta = format_seconds(self._eta.remaining(fraction))
-        self.set_status(f"Restoring: {message} — {fraction * 100:.0f}% — ETA {eta}")
+    def add_folder_dialog(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Add a folder to the album queue",
+                                                  str(self.settings.last_open_folder or ""))
+        if folder:
+            self.queue_tab.add_paths([Path(folder)])
+            self.tabs.setCurrentWidget(self.queue_tab)
 
     @Slot(object)
-    def _on_loaded(self, restorer: Restorer) -> None:
-        if self._job_key is not None:
-            self._restorers[self._job_key] = restorer
+    def _on_image_opened(self, path: Path) -> None:
+        self.settings.add_recent_file(path)
+        self.setWindowTitle(f"{path.name} — Heirloom")
+        self._sync_actions()
+
+    # Menu actions carry their target in data(), not in a lambda: a lambda holding ``self`` keeps
+    # the window alive in a reference cycle until interpreter shutdown, where PySide's cleanup crashes.
+    @Slot()
+    def _on_recent_action(self) -> None:
+        action = self.sender()
+        if isinstance(action, QAction) and action.data():
+            self.open_paths([Path(action.data())])
 
     @Slot()
-    def _on_ready(self) -> None:
-        self._eta = EtaEstimator()  # loading weights is not representative of the restore's pace
+    def _on_tab_action(self) -> None:
+        action = self.sender()
+        if isinstance(action, QAction):
+            self.tabs.setCurrentIndex(int(action.data()))
 
-    @Slot(object)
-    def _on_finished(self, result: RestoreResult) -> None:
-        self._outcome = "finished"
-        self.result = result
-        self._result_pixmap = array_to_pixmap(to_u8(result.image))
-        self.compare_button.setChecked(False)
-        self._show_current()
-        self.progress_bar.setValue(PROGRESS_STEPS)
-        total = sum(result.timings.values())
-        self.set_status(f"Restored in {total:.1f} s ({result.mode.value} mode). "
-                        "Use Show before to compare, File > Save result to keep it.")
+    def _rebuild_recent_menu(self) -> None:
+        menu = self.recent_menu
+        menu.clear()
+        recent = self.settings.recent_files
+        for index, path in enumerate(recent, 1):
+            action = menu.addAction(f"&{index % 10}  {path.name}")
+            action.setData(str(path))
+            action.triggered.connect(self._on_recent_action)
+            action.setToolTip(str(path))
+            action.setStatusTip(str(path))
+            action.setEnabled(path.is_file())
+        if recent:
+            menu.addSeparator()
+            menu.addAction("Clear recent files", self.settings.clear_recent_files)
+        else:
+            menu.addAction("No recent photos").setEnabled(False)
 
-    @Slot(str)
-    def _on_failed(self, message: str) -> None:
-        self._outcome = "failed"
-        self.progress_bar.setValue(0)
-        self.show_error(message)
+    # ------------------------------------------------------------------ dialogs and errors
 
-    @Slot()
-    def _on_cancelled(self) -> None:
-        self._outcome = "cancelled"
-        self.progress_bar.setValue(0)
-        self.set_status("Cancelled. The photo is unchanged; press Restore to try again.")
-
-    @Slot()
-    def _on_thread_finished(self) -> None:
-        thread = self._thread
-        if thread is not None:
-            thread.wait()  # 'finished' is emitted just before the thread really ends
-        self._thread, self._worker = None, None
-        self._update_actions()
-        self.restore_done.emit(self._outcome or "failed")
-
-    # ----------------------------------------------------------------- save
-
-    def default_save_path(self) -> Path | None:
-        if self.image_path is None:
-            return None
-        return self.image_path.with_name(f"{self.image_path.stem}_restored.png")
-
-    def save_dialog(self) -> None:
-        if self.result is None:
+    @Slot(str, str)
+    def show_unexpected_error(self, message: str, details: str) -> None:
+        """The global exception hook's report: status line plus one non-blocking dialog with
+        copyable details (a burst of errors extends the open dialog instead of stacking boxes)."""
+        self.set_status(message if len(message) <= 140 else message[:137] + "…")
+        box = self._error_box
+        if box is not None and box.isVisible():
+            box.setDetailedText(f"{box.detailedText()}\n\n{details}".strip())
             return
-        default = self.default_save_path()
-        path, _ = QFileDialog.getSaveFileName(self, "Save restored photo", str(default or ""),
-                                              "PNG image (*.png)")
-        if path:
-            self.save_result(Path(path))
+        self._error_box = show_details_dialog(self, message, details, "Heirloom — unexpected error")
+        self._error_box.destroyed.connect(self._forget_error_box)
 
-    def _is_original(self, path: Path) -> bool:
-        if self.image_path is None:
-            return False
-        try:
-            if path.exists() and self.image_path.exists():
-                return os.path.samefile(path, self.image_path)
-        except OSError:
-            pass
-        return path.resolve() == self.image_path.resolve()
+    @Slot()
+    def _forget_error_box(self) -> None:
+        self._error_box = None
 
-    def save_result(self, path: str | os.PathLike[str]) -> bool:
-        """Write the result as PNG (atomically). The original photo is never overwritten."""
-        if self.result is None:
-            self.show_error("There is no restored photo to save yet.")
-            return False
-        path = Path(path).expanduser()
-        if path.suffix.lower() != ".png":
-            # The file is always PNG; keep its name honest.
-            known = path.suffix.lower() in IMAGE_SUFFIXES
-            path = path.with_suffix(".png") if known else path.with_name(path.name + ".png")
-        if self._is_original(path):
-            self.show_error(f"Not saved: {path.name} is the original photo, which Heirloom never overwrites. "
-                            "Choose another file name.")
-            return False
-        try:
-            write_png(path, to_u8(self.result.image))
-        except (OSError, ValueError) as exc:
-            self.show_error(f"Could not save {path}: {exc}")
-            return False
-        self.clear_error()
-        self.set_status(f"Saved {path}")
-        return True
+    def show_shortcuts(self) -> None:
+        rows = [("Open photo", self.open_action), ("Save result", self.save_action), ("Undo", self.undo_action),
+                ("Redo", self.redo_action), ("Detect scratches", self.detect_action),
+                ("Restore", self.restore_action), ("Zoom in / out", self.zoom_in_action),
+                ("Fit / 100%", self.zoom_fit_action), ("Show original", self.original_action),
+                ("Brush smaller / bigger", self.brush_smaller_action)]
+        lines = []
+        for name, action in rows:
+            keys = action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+            if action is self.zoom_in_action:
+                keys += " / " + self.zoom_out_action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+            elif action is self.zoom_fit_action:
+                keys += " / " + self.zoom_100_action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+            elif action is self.brush_smaller_action:
+                keys += " / " + self.brush_bigger_action.shortcut().toString(QKeySequence.SequenceFormat.NativeText)
+            lines.append(f"<tr><td>{name}</td><td><b>{keys}</b></td></tr>")
+        lines.append("<tr><td>Pan / Paint / Erase</td><td><b>H / B / E</b></td></tr>")
+        lines.append("<tr><td>Pan while painting</td><td><b>hold Space</b>, or the middle button</td></tr>")
+        lines.append("<tr><td>Zoom at the cursor</td><td><b>mouse wheel</b></td></tr>")
+        QMessageBox.information(self, "Keyboard shortcuts", "<table cellspacing=6>" + "".join(lines) + "</table>")
 
-    # ----------------------------------------------------------------- closing
+    def show_about(self) -> None:
+        from engine import __version__
 
-    def closeEvent(self, event) -> None:  # noqa: N802 (Qt API)
-        """Stop a running restore before the window (and the thread objects) go away."""
-        if self._thread is not None:
-            self.cancel_restore()
-            self._thread.quit()
-            self._thread.wait()
-            self._thread, self._worker = None, None
+        QMessageBox.about(self, "About Heirloom",
+                          f"<b>Heirloom {__version__}</b><p>Restores old photos on your own computer: "
+                          "scratches, fading and grain, offline, on the CPU or a GPU.</p>")
+
+    # ------------------------------------------------------------------ closing
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
+        """Stop every background job before the window (and the thread objects) go away."""
+        self.settings.window_geometry = self.saveGeometry()
+        self.restore_tab.shutdown()
+        self.queue_tab.shutdown()
+        self.models_tab.shutdown()
+        self.settings.sync()
         super().closeEvent(event)
+
+    def tab_widget(self, key: str) -> QWidget:
+        """The tab for ``restore``, ``queue``, ``train`` or ``models``."""
+        return {"restore": self.restore_tab, "queue": self.queue_tab, "train": self.train_tab,
+                "models": self.models_tab}[key]

@@ -1,76 +1,87 @@
-"""Background restoration for the GUI.
+"""Background work for the GUI: engine calls in a QThread, results back as queued signals.
 
-Loading weights and running the networks take seconds to minutes, so they run in a QObject moved
-to a QThread. The worker talks to the window only through signals (queued across threads); the
-one shared object is the engine's ``Progress``, whose cancel flag is a thread-safe Event, so the
-Cancel button can stop the engine between steps while the worker thread is busy computing.
+A :class:`Task` is a QObject moved to its own QThread; it talks to the window only through
+signals. The one object shared with the engine is its ``Progress``, whose cancel flag is a
+thread-safe Event, so Cancel stops the engine at its next check while the thread is computing.
+:class:`TaskRunner` owns one thread at a time and keeps the Python references alive until the
+thread has really ended (dropping a running QThread aborts the process).
+
+:class:`RestorerCache` holds one :class:`Restorer` per (weights, device) for the Restore tab and
+the album queue alike, so a network is built once however many photos use it.
 """
 
 from __future__ import annotations
 
-import traceback
+import threading
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
-from PySide6.QtCore import QObject, Signal, Slot
+from PySide6.QtCore import QObject, QThread, Qt, Signal, Slot
 
-from engine.imageio import ImageReadError
-from engine.models.checkpoints import CheckpointError, ModelBank
-from engine.pipeline import RestoreOptions, Restorer
+from engine.detection import mask_from_probability, scratch_probability
+from engine.models.checkpoints import ModelBank
+from engine.pipeline import RestoreOptions, RestoreResult, Restorer, required_networks
 from engine.progress import Cancelled, Progress
-from engine.weights import WeightsNotFound, resolve_weights
+from engine.weights import resolve_weights
 
-GUI_WEIGHTS_HINT = ("In the Weights box choose “official” once the official weights are imported, "
-                    "or use Browse… to pick global_checkpoints.zip or a weights folder.")
+from .errors import describe_error, error_details  # describe_error: also imported from here (queue tab)
 
-
-@dataclass(frozen=True)
-class RestoreJob:
-    """Everything one restore needs, captured in the GUI thread before the worker starts."""
-
-    image: np.ndarray  # HxWx3 uint8
-    options: RestoreOptions
-    weights: str  # "default", "official" or a path
-    device: torch.device
-    restorer: Restorer | None = None  # from the window's cache; None = load the weights
+FINISHED, FAILED, CANCELLED = "finished", "failed", "cancelled"
 
 
-def describe_error(exc: BaseException, device: torch.device | None = None) -> str:
-    """One readable sentence per failure kind (the user never sees a bare traceback)."""
-    if isinstance(exc, WeightsNotFound):
-        return f"Weights not found: {exc}. {GUI_WEIGHTS_HINT}"
-    if isinstance(exc, CheckpointError):
-        return f"Weights problem: {exc}"
-    if isinstance(exc, ImageReadError):
-        return f"Cannot read the photo: {exc}"
-    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-        where = f" on {device}" if device is not None else ""
-        return (f"Not enough memory to restore this photo{where}. Try a smaller photo, turn off HR, "
-                "or choose the CPU device.")
-    if isinstance(exc, ValueError):
-        return f"Cannot restore this photo: {exc}"
-    return f"Unexpected error ({type(exc).__name__}): {exc}"
+def weights_key(choice: str) -> str:
+    """``default`` / ``official`` stay words; a path is made absolute so two spellings share a cache entry."""
+    if choice in ("default", "official") or choice.startswith("profile:"):
+        return choice
+    return str(Path(choice).expanduser().resolve())
 
 
-class RestoreWorker(QObject):
-    """Loads the weights (unless the window had them cached) and restores one photo."""
+class RestorerCache:
+    """One Restorer per (weights, device), shared by every tab; safe to use from worker threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[tuple[str, str], Restorer] = {}
+
+    def get(self, weights: str, device: torch.device) -> Restorer:
+        """The cached Restorer, or a new one (resolving the weights may raise WeightsNotFound)."""
+        key = (weights_key(weights), str(device))
+        with self._lock:
+            restorer = self._items.get(key)
+            if restorer is None:
+                restorer = Restorer(ModelBank(resolve_weights(weights), device))
+                self._items[key] = restorer
+            return restorer
+
+    def clear(self) -> None:
+        """Forget every network (after new weights were imported over old ones)."""
+        with self._lock:
+            self._items.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)
+
+
+class Task(QObject):
+    """One piece of background work: exactly one of finished / failed / cancelled is emitted."""
 
     progress = Signal(float, str)  # overall fraction 0..1, stage message
-    loaded = Signal(object)  # the Restorer, for the window's cache (emitted only after a fresh load)
-    ready = Signal()  # weights are ready, restoration starts now (restarts the ETA clock)
-    finished = Signal(object)  # RestoreResult
-    failed = Signal(str)  # readable message
+    finished = Signal(object)  # whatever work() returned
+    failed = Signal(str, str)  # readable message, copyable details
     cancelled = Signal()
 
-    def __init__(self, job: RestoreJob) -> None:
+    def __init__(self, device: torch.device | None = None) -> None:
         super().__init__()
-        self.job = job
+        self.device = device
         # Created here, in the GUI thread, so a cancel right after start is never lost.
         self._progress = Progress(callback=self._report)
 
     def cancel(self) -> None:
-        """Called from the GUI thread: sets the engine's cancel flag; the engine stops at its next check."""
+        """Called from the GUI thread: the engine raises Cancelled at its next check."""
         self._progress.cancel()
 
     @property
@@ -80,25 +91,184 @@ class RestoreWorker(QObject):
     def _report(self, fraction: float, message: str) -> None:
         self.progress.emit(float(fraction), message)
 
+    def work(self, progress: Progress) -> object:
+        raise NotImplementedError
+
     @Slot()
     def run(self) -> None:
-        """Thread entry point: exactly one of finished / failed / cancelled is emitted."""
-        job = self.job
+        """Thread entry point. Every failure reaches the user as a message; none kills the thread."""
         try:
-            restorer = job.restorer
-            self._progress.report(0.0, "loading weights" if restorer is None else "starting")
-            if restorer is None:
-                restorer = Restorer(ModelBank(resolve_weights(job.weights), job.device))
-                self.loaded.emit(restorer)
-            restorer.prepare(job.options)  # builds missing networks now: bad weights fail before the photo
             self._progress.check()
-            self.ready.emit()
-            result = restorer.restore(job.image, job.options, user_mask=None, progress=self._progress)
+            result = self.work(self._progress)
         except Cancelled:
             self.cancelled.emit()
-        except Exception as exc:  # every failure must reach the user as a message, never kill the thread
-            if not isinstance(exc, (CheckpointError, ImageReadError, ValueError)):
-                traceback.print_exc()
-            self.failed.emit(describe_error(exc, job.device))
+        except Exception as exc:
+            self.failed.emit(describe_error(exc, self.device), error_details(exc))
         else:
             self.finished.emit(result)
+
+
+class FunctionTask(Task):
+    """A task around a plain function of the Progress (imports, downloads, listings)."""
+
+    def __init__(self, fn: Callable[[Progress], object], device: torch.device | None = None) -> None:
+        super().__init__(device)
+        self.fn = fn
+
+    def work(self, progress: Progress) -> object:
+        return self.fn(progress)
+
+
+@dataclass(frozen=True)
+class DetectJob:
+    image: np.ndarray  # HxWx3 (uint8 or uint16) or HxW
+    weights: str
+    device: torch.device
+    scale: str | int = "official"
+
+
+class DetectTask(Task):
+    """Runs the scratch detector once; returns the HxW probability map (thresholded in the GUI)."""
+
+    def __init__(self, job: DetectJob, restorers: RestorerCache) -> None:
+        super().__init__(job.device)
+        self.job, self.restorers = job, restorers
+
+    def work(self, progress: Progress) -> np.ndarray:
+        progress.report(0.0, "loading the detector")
+        restorer = self.restorers.get(self.job.weights, self.job.device)
+        restorer.bank.get("detector")
+        return scratch_probability(restorer.bank, as_rgb(self.job.image), self.job.scale, progress)
+
+
+@dataclass(frozen=True)
+class RestoreJob:
+    """Everything one restore needs, captured in the GUI thread before the worker starts."""
+
+    image: np.ndarray  # HxW or HxWx3, uint8 / uint16 (the photo at its own depth)
+    options: RestoreOptions
+    weights: str  # "default", "official" or a path
+    device: torch.device
+    user_mask: np.ndarray | None = None  # HxW bool: the reviewed mask, or the brushed strokes
+    # Detect first and add the detector's mask (threshold, dilation) to ``user_mask``, so the mask
+    # used is one the view can show afterwards. None = the mask is final as it is.
+    detect: tuple[float, int] | None = None
+
+
+@dataclass(frozen=True)
+class RestoreOutcome:
+    result: RestoreResult
+    mask: np.ndarray | None  # what was passed as user_mask
+    probability: np.ndarray | None  # the detector's map when this run detected
+
+
+class RestoreTask(Task):
+    """Loads the weights (once per cache entry), optionally detects, restores one photo."""
+
+    ready = Signal()  # weights are loaded; restoration starts now (restarts the ETA clock)
+
+    def __init__(self, job: RestoreJob, restorers: RestorerCache) -> None:
+        super().__init__(job.device)
+        self.job, self.restorers = job, restorers
+
+    def work(self, progress: Progress) -> RestoreOutcome:
+        job = self.job
+        progress.report(0.0, "loading weights")
+        restorer = self.restorers.get(job.weights, job.device)
+        has_mask = job.user_mask is not None or job.detect is not None
+        names = required_networks(job.options, has_mask) + (["detector"] if job.detect is not None else [])
+        for name in names:  # one by one, so Cancel is heard between (large) networks
+            progress.check()
+            restorer.bank.get(name)
+        restorer.prepare(job.options, has_user_mask=has_mask)  # the rest (faces): bad weights fail now
+        mask, probability, start = job.user_mask, None, 0.0
+        progress.check()
+        self.ready.emit()
+        if job.detect is not None:
+            threshold, dilation = job.detect
+            probability = scratch_probability(restorer.bank, as_rgb(job.image), job.options.detection_scale,
+                                              progress.sub(0.0, 0.1))
+            detected = mask_from_probability(probability, threshold, dilation)
+            mask = detected if mask is None else (detected | mask)
+            start = 0.1
+        user_mask = mask if mask is not None and mask.any() else None
+        result = restorer.restore(job.image, job.options, user_mask=user_mask, progress=progress.sub(start, 1.0 - start))
+        return RestoreOutcome(result, user_mask, probability)
+
+
+def as_rgb(image: np.ndarray) -> np.ndarray:
+    """HxW grey -> HxWx3 (the detector wants three channels; the values are unchanged)."""
+    return np.repeat(image[..., None], 3, axis=2) if image.ndim == 2 else image
+
+
+class TaskRunner(QObject):
+    """Runs one Task at a time in its own QThread. ``done(outcome)`` fires once the thread has
+    fully stopped, with "finished", "failed" or "cancelled"."""
+
+    busy_changed = Signal(bool)
+    done = Signal(str)
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._thread: QThread | None = None
+        self.task: Task | None = None
+        self._outcome = ""
+
+    @property
+    def busy(self) -> bool:
+        return self._thread is not None
+
+    def start(self, task: Task) -> bool:
+        """Start ``task`` (connect its signals first). False if another task is still running."""
+        if self.busy:
+            return False
+        thread = QThread()
+        task.moveToThread(thread)
+        thread.started.connect(task.run)
+        task.finished.connect(self._on_finished)
+        task.failed.connect(self._on_failed)
+        task.cancelled.connect(self._on_cancelled)
+        for signal in (task.finished, task.failed, task.cancelled):
+            # Direct: quit from the worker thread itself, so the thread ends even while the GUI is busy.
+            signal.connect(thread.quit, Qt.ConnectionType.DirectConnection)
+        thread.finished.connect(self._on_thread_finished)
+        self._thread, self.task, self._outcome = thread, task, ""
+        thread.start()
+        self.busy_changed.emit(True)
+        return True
+
+    def cancel(self) -> bool:
+        """Ask the running task to stop; True if there was one to ask."""
+        if self.task is None or self.task.is_cancelled:
+            return False
+        self.task.cancel()
+        return True
+
+    def stop(self) -> None:
+        """Cancel and wait for the thread (window closing): nothing may outlive its owner."""
+        if self._thread is not None:
+            self.cancel()
+            self._thread.quit()
+            self._thread.wait()
+            self._thread, self.task = None, None
+
+    @Slot(object)
+    def _on_finished(self, _result: object) -> None:
+        self._outcome = FINISHED
+
+    @Slot(str, str)
+    def _on_failed(self, _message: str, _details: str) -> None:
+        self._outcome = FAILED
+
+    @Slot()
+    def _on_cancelled(self) -> None:
+        self._outcome = CANCELLED
+
+    @Slot()
+    def _on_thread_finished(self) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.wait()  # 'finished' is emitted just before the thread really ends
+        self._thread, self.task = None, None
+        self.busy_changed.emit(False)
+        self.done.emit(self._outcome or FAILED)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from engine.models.checkpoints import ModelBank, WeightSource, validate_state_dict
-from engine.models.registry import NetworkSpec, manifest_for
+from engine.models.registry import BY_NAME, NetworkSpec, manifest_for
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
@@ -93,14 +93,19 @@ def write_official_zip(path: Path, skip: tuple[str, ...] = ()) -> Path:
 
 
 class RecipeSource(WeightSource):
-    """Recipe-built weights, validated against our shipped manifests like any real file."""
+    """Recipe-built weights, validated against our shipped manifests like any real file.
 
-    def __init__(self, salts: dict[str, str]) -> None:
+    Every network can be read, but the face generators are announced (``has``) only with ``faces``:
+    the pipeline runs its face stage automatically when the weights have them, and the stage-1
+    tests must not pay for (or be changed by) face refinement."""
+
+    def __init__(self, salts: dict[str, str], faces: bool = False) -> None:
         self.salts = salts
+        self.faces = faces
         self.label = "recipe"
 
     def has(self, spec: NetworkSpec) -> bool:
-        return True
+        return self.faces or spec.name not in FACE_FILES
 
     def state_dict(self, spec: NetworkSpec) -> dict[str, torch.Tensor]:
         state = recipe_state(RECIPE_FILES[spec.name][0], self.salts.get(spec.name, ""))
@@ -108,19 +113,46 @@ class RecipeSource(WeightSource):
         return state
 
 
-_BANKS: dict[tuple[str, str], ModelBank] = {}
+_BANKS: dict[tuple[str, str, bool], ModelBank] = {}
 
 
-def bank_for(salt: str = "", detector_salt: str = DETECTOR_SALT) -> ModelBank:
-    """Networks with recipe weights (built once per salt pair and shared by the tests)."""
-    key = (salt, detector_salt)
+def bank_for(salt: str = "", detector_salt: str = DETECTOR_SALT, faces: bool = False) -> ModelBank:
+    """Networks with recipe weights (built once per salt pair and shared by the tests); ``faces``:
+    the weights announce the face generators, so the pipeline's automatic face stage runs."""
+    key = (salt, detector_salt, faces)
     if key not in _BANKS:
         salts = {name: salt for name in RECIPE_FILES}
         salts["detector"] = detector_salt
-        _BANKS[key] = ModelBank(RecipeSource(salts), torch.device("cpu"))
+        _BANKS[key] = ModelBank(RecipeSource(salts, faces), torch.device("cpu"))
     return _BANKS[key]
+
+
+def layout_only_state(name: str) -> dict[str, torch.Tensor]:
+    """Every key, shape and dtype of ``name``'s official checkpoint, all values zero and each tensor a
+    stride-0 view of one element: it passes validation and loads, yet saves to a few kB. For tests
+    of importing and downloading, where the values never reach a network."""
+    manifest = manifest_for(BY_NAME[name])
+    return {t.key: torch.zeros((), dtype=getattr(torch, t.dtype)).expand(t.shape) for t in manifest.tensors}
+
+
+def write_face_zip(path: Path, names: tuple[str, ...] = ("face_256",)) -> Path:
+    """A face_checkpoints.zip laid out like the official release (members and state-dict layout),
+    holding layout-only weights for ``names``."""
+    import io
+
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
+        for name in names:
+            buf = io.BytesIO()
+            torch.save(layout_only_state(name), buf)
+            zf.writestr(FACE_FILES[name][1], buf.getvalue())
+    return path
 
 
 @pytest.fixture(scope="session")
 def official_zip(tmp_path_factory) -> Path:
     return write_official_zip(tmp_path_factory.mktemp("weights") / "global_checkpoints.zip")
+
+
+@pytest.fixture(scope="session")
+def face_zip(tmp_path_factory) -> Path:
+    return write_face_zip(tmp_path_factory.mktemp("face_weights") / "face_checkpoints.zip")

@@ -5,16 +5,20 @@ from __future__ import annotations
 import functools
 import http.server
 import io
+import json
 import threading
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DATA, GLOBAL_FILES
+from conftest import DATA, FACE_FILES, GLOBAL_FILES
+from engine import batch, pipeline
 from engine.cli import main
+from engine.pipeline import Restorer
 
 SCRATCHED = DATA / "real_old" / "scratched_a.png"
 
@@ -127,15 +131,22 @@ def test_wrong_and_truncated_checkpoint_zips_give_one_clear_line(tmp_path, offic
     assert not (tmp_path / "out" / "p.png").exists()
 
 
-def test_models_import_then_list_then_restore_with_official(tmp_path, official_zip, data_dir):
+def test_models_import_then_list_then_restore_with_official(tmp_path, official_zip, face_zip, data_dir):
     code, out, _ = run("models")
     assert code == 0 and "MISSING official" in out
+    code, out, _ = run("models", "import", face_zip)  # either archive first: the other one's files are kept
+    assert code == 0 and "imported the official face weights (face_256)" in out
     code, out, _ = run("models", "import", official_zip)
-    assert code == 0 and "imported" in out
+    assert code == 0 and "imported the official global weights" in out
+    installed = data_dir / "weights" / "official"
+    assert (installed / FACE_FILES["face_256"][1]).is_file()
+    assert (installed / GLOBAL_FILES["VAE_A_quality"][1]).is_file()
     code, out, _ = run("models")
-    assert "OK      official" in out
+    assert "OK      official" in out and "faces: face_256" in out
     code, out, _ = run("restore", small_photo(tmp_path / "p.png"), "-o", tmp_path / "out", "--weights", "official")
     assert code == 0, out
+    record = json.loads((tmp_path / "out" / "p.png.heirloom.json").read_text(encoding="utf-8"))
+    assert record["faces"]["ran"] and record["faces"]["found"] == 0  # auto: on, and noise has no face
 
 
 def test_models_import_refuses_a_broken_zip_and_installs_nothing(tmp_path, data_dir):
@@ -145,19 +156,77 @@ def test_models_import_refuses_a_broken_zip_and_installs_nothing(tmp_path, data_
     code, _, err = run("models", "import", bad)
     assert code == 1 and "not imported" in err
     assert not (data_dir / "weights" / "official").exists()
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    code, _, err = run("models", "import", bad)
+    assert code == 1 and "global_checkpoints.zip or face_checkpoints.zip" in err and len(err.strip().splitlines()) == 1
 
 
-def test_models_download_from_a_local_server(tmp_path, official_zip, data_dir):
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(official_zip.parent))
+def test_models_download_from_a_local_server(tmp_path, official_zip, face_zip, data_dir):
+    served = tmp_path / "served"
+    served.mkdir()
+    for archive in (official_zip, face_zip):
+        (served / archive.name).symlink_to(archive)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
     handler.log_message = lambda *a, **k: None
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/{official_zip.name}"
-        code, out, err = run("models", "download", "official", "--url", url)
+        code, out, err = run("models", "download", "official", "--url", f"{base}/{official_zip.name}",
+                             "--face-url", f"{base}/{face_zip.name}")
+        missing_faces = run("models", "download", "faces", "--face-url", f"{base}/nothing.zip")
     finally:
         server.shutdown()
     assert code == 0, err
-    assert "downloaded and imported" in out and "download [" in err
+    assert "downloaded and imported the official global weights" in out and "download [" in err
+    assert "downloaded and imported the official face weights (face_256)" in out
     assert (data_dir / "weights" / "official" / GLOBAL_FILES["mapping_scratch"][1]).is_file()
+    assert (data_dir / "weights" / "official" / FACE_FILES["face_256"][1]).is_file()
+    code, _, err = missing_faces
+    assert code == 1 and "404" in err and "models import" in err
+
+
+def stand_in_restorer(monkeypatch):
+    """The CLI over a restorer whose global stage is the identity and whose face generator is the
+    stand-in of test_face_stage (the flags and the records are under test, not the networks)."""
+    from test_face_stage import StandInBank, StandInFace
+
+    monkeypatch.setattr(pipeline, "translate", lambda bank, x, *args, **kwargs: SimpleNamespace(generated=x))
+    monkeypatch.setattr(batch, "build_restorer", lambda config, device=None: Restorer(StandInBank(StandInFace())))
+
+
+def test_faces_flags_reach_the_pipeline_and_the_sidecar(tmp_path, monkeypatch, capsys):
+    import cv2
+    import skimage.data
+
+    stand_in_restorer(monkeypatch)
+    photo = tmp_path / "astronaut.png"
+    Image.fromarray(cv2.resize(skimage.data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)).save(photo)
+    records = {}
+    for flag in ("--faces", "--no-faces", None):
+        outdir = tmp_path / f"out{flag}"
+        code, out, err = run("restore", photo, "-o", outdir, "--tile", "off", *([flag] if flag else []))
+        assert code == 0, out + err
+        records[flag] = json.loads((outdir / "astronaut.png.heirloom.json").read_text(encoding="utf-8"))
+        assert ("faces refined: 1 of 1" in out) == (flag != "--no-faces")
+    for flag in ("--faces", None):  # None: auto, on because the weights have the face generator
+        faces = records[flag]["faces"]
+        assert faces["ran"] and (faces["found"], faces["refined"], faces["network"]) == (1, 1, "face_256")
+        assert faces["detector"]["name"].startswith("MTCNN") and faces["detector"]["weights"]["sha256"]
+        assert len(faces["faces"]) == 1 and faces["faces"][0]["refined"]
+    assert records["--faces"]["options"]["restore"]["faces"] is True
+    assert records[None]["options"]["restore"]["faces"] is None
+    assert records["--no-faces"]["faces"] == {"ran": False, "reason": "off (--no-faces)"}
+    assert records["--no-faces"]["options"]["restore"]["faces"] is False
+    code, _, _ = run("restore", photo, "-o", tmp_path / "x", "--faces", "--no-faces")
+    assert code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+def test_faces_without_face_weights_is_one_clear_error(tmp_path, official_zip):
+    code, out, err = run("restore", small_photo(tmp_path / "p.png"), "-o", tmp_path / "out", "--weights",
+                         official_zip, "--faces")
+    assert code == 1 and len(err.strip().splitlines()) == 1, out + err
+    assert "face_checkpoints.zip" in err and "models download official" in err and "--faces" in err
+    assert not (tmp_path / "out" / "p.png").exists()

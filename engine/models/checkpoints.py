@@ -25,7 +25,7 @@ from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
-from .registry import BY_NAME, Manifest, NetworkSpec, manifest_for
+from .registry import BY_NAME, FACE_NETWORKS, Manifest, NetworkSpec, manifest_for
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "int64": torch.int64}
 _MAX_KEYS_SHOWN = 8
@@ -112,6 +112,11 @@ class WeightSource:
         """Constructor arguments for ``spec`` (empty: the official shapes)."""
         return {}
 
+    def output_tone(self) -> str:
+        """"model" (the decoder's own global tone, as officially) or "match-input" (weights trained
+        tone-anchored: the pipeline gives the output the input photo's tone, see engine.tone)."""
+        return "model"
+
 
 class OfficialSource(WeightSource):
     """The official release: ``global_checkpoints.zip`` or the folder it unzips to."""
@@ -138,14 +143,19 @@ class OfficialSource(WeightSource):
     def has(self, spec: NetworkSpec) -> bool:
         return self._member(spec) is not None
 
+    def member(self, spec: NetworkSpec) -> str | None:
+        """The archive member (or path inside the folder) holding ``spec``'s checkpoint, if any."""
+        return self._member(spec)
+
     def files(self) -> dict[str, str]:
         return {s.name: f"{self.path}:{m}" for s in BY_NAME.values() if (m := self._member(s))}
 
     def read_bytes(self, spec: NetworkSpec) -> tuple[bytes, str]:
         member = self._member(spec)
         if member is None:
+            archive = "face_checkpoints.zip" if spec in FACE_NETWORKS else "global_checkpoints.zip"
             raise CheckpointError(f"{self.path} has no {manifest_for(spec).path_in_zip} "
-                                  f"(the {spec.purpose}); is this the official global_checkpoints.zip?")
+                                  f"(the {spec.purpose}); is this the official {archive}?")
         origin = f"{self.path}:{member}"
         try:
             if self.path.is_dir():
@@ -183,6 +193,13 @@ class SafetensorsSource(WeightSource):
 
     def network_kwargs(self, spec: NetworkSpec) -> dict:
         return dict(self.card.get("networks", {}).get(spec.name, {}))
+
+    def output_tone(self) -> str:
+        tone = self.card.get("output_tone", "model")
+        if tone not in ("model", "match-input"):
+            raise CheckpointError(f"{self.folder / self.CARD}: unknown output_tone {tone!r} "
+                                  "(expected 'model' or 'match-input')")
+        return tone
 
     def _file(self, spec: NetworkSpec) -> Path:
         return self.folder / f"{spec.name}.safetensors"

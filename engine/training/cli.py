@@ -101,7 +101,7 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
         raise ValueError(f"the runs mix configurations {sorted(config_names)}")
     config = CONFIGS[config_names.pop()]
     kwargs = config.arch.network_kwargs()
-    card = {"name": args.name, "config": config.to_json(), "steps": steps,
+    card = {"name": args.name, "config": config.to_json(), "steps": steps, "output_tone": config.output_tone,
             "networks": {name: kwargs[name] for name in parts},
             "data": {"clean": [str(p) for p in args.clean], "old": [str(p) for p in args.old]}}
     card = export_weights(parts, args.dest, card)

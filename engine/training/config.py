@@ -1,5 +1,5 @@
 """Training configurations. ``full`` keeps the official shapes (so official weights can be
-fine-tuned); ``lite`` narrows the mapping and the detector so each stage trains on 2 CPU cores in
+fine-tuned); ``lite`` narrows the VAEs, the mapping and the detector so each stage trains on 2 CPU cores in
 about 45 minutes; ``tiny`` exists for tests."""
 
 from __future__ import annotations
@@ -66,13 +66,17 @@ class TrainConfig:
     arch: Architecture
     stages: dict[str, StageConfig] = field(default_factory=dict)
     image_cache_side: int = 512  # photos are downscaled once to this long side and kept in memory
+    # "model": the decoder's own global tone (official); "match-input": the weights were trained
+    # tone-anchored and the pipeline must give their output the input photo's tone (engine.tone)
+    output_tone: str = "model"
 
     def stage(self, name: str) -> StageConfig:
         return self.stages[name]
 
     def to_json(self) -> dict:
         return {"name": self.name, "arch": asdict(self.arch),
-                "stages": {k: asdict(v) for k, v in self.stages.items()}, "image_cache_side": self.image_cache_side}
+                "stages": {k: asdict(v) for k, v in self.stages.items()}, "image_cache_side": self.image_cache_side,
+                "output_tone": self.output_tone}
 
 
 # Lite: minutes of CPU, so reconstruction dominates; a discriminator only for the mapping, gently
@@ -84,14 +88,14 @@ CONFIGS: dict[str, TrainConfig] = {
         s: StageConfig(crop=256, batch=4, steps=100_000, ckpt_every=1000, sample_every=2000,
                        loss=LossWeights(recon=0.0, raw=10.0))
         for s in ("vae-a", "vae-b", "mapping", "detector")}, image_cache_side=1024),
-    "lite": TrainConfig("lite", Architecture(mapping_width=128, mapping_blocks=3, nl_blocks=2, detector_width_log2=3), {
+    "lite": TrainConfig("lite", Architecture(vae_channels=32, mapping_width=128, mapping_blocks=3, nl_blocks=2, detector_width_log2=3), {
         "vae-a": replace(_LITE_STAGE, steps=3000),
         "vae-b": replace(_LITE_STAGE, steps=3000),
         "mapping": replace(_LITE_STAGE, steps=3000, loss=LossWeights(raw=1.0, recon=4.0, gan=0.05, fm=0.5)),
         "detector": StageConfig(crop=128, batch=8, steps=3000, lr=5e-4),
-    }),
+    }, output_tone="match-input"),
     "tiny": TrainConfig("tiny", Architecture(vae_channels=8, mapping_width=16, mapping_blocks=1, nl_blocks=1,
                                              detector_width_log2=2), {
         s: StageConfig(crop=64, batch=2, steps=4, ckpt_every=2, sample_every=2, log_every=1)
-        for s in ("vae-a", "vae-b", "mapping", "detector")}, image_cache_side=96),
+        for s in ("vae-a", "vae-b", "mapping", "detector")}, image_cache_side=96, output_tone="match-input"),
 }

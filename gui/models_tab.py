@@ -1,0 +1,649 @@
+"""The Models & settings tab: which weights restore photos, getting the official ones, device and memory.
+
+Checking weights means reading every file (hundreds of megabytes for the official set), so the
+listing runs in a worker like imports and downloads; the tab never blocks the window. Every choice
+here is a :class:`gui.settings.Settings` property, shared with the Restore tab and the status bar.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+from functools import partial
+from pathlib import Path
+
+from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout,
+                               QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar,
+                               QPushButton, QRadioButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from engine.device import DeviceInfo, list_devices
+from engine.download import OFFICIAL_RELEASE_URLS, download
+from engine.models.checkpoints import CheckpointError, OfficialSource, SafetensorsSource, WeightSource, open_source
+from engine.models.registry import GLOBAL_NETWORKS
+from engine.profiles import PREFIX as PROFILE_PREFIX
+from engine.profiles import list_profiles
+from engine.progress import EtaEstimator, Progress, format_seconds
+from engine.weights import DEFAULT_WEIGHTS_DIR, import_official, list_weights, official_dir, user_data_dir, validate_source
+
+from .errors import ErrorBanner
+from .restore_options import device_label, fill_device_combo, fill_tile_combo
+from .settings import Settings, parse_tile
+from .workers import FINISHED, FunctionTask, RestorerCache, TaskRunner
+
+PROGRESS_STEPS = 1000
+# What a weight set can do, by the networks it holds (names from engine.models.registry).
+CAPABILITIES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("quality", ("VAE_A_quality", "mapping_quality", "VAE_B_quality")),
+    ("scratch repair", ("VAE_A_quality", "mapping_scratch", "VAE_B_scratch")),
+    ("HR", ("VAE_A_quality", "mapping_Patch_Attention", "VAE_B_scratch")),
+    ("scratch detection", ("detector",)),
+)
+TITLES = {"default": "Heirloom default", "official": "Official (Microsoft)"}
+
+
+@dataclass(frozen=True)
+class WeightsRow:
+    """One weight set as the table shows it."""
+
+    choice: str  # "default", "official" or a path: what Settings.weights takes
+    title: str
+    location: str
+    installed: bool
+    ok: bool
+    contents: str
+    detail: str
+
+    @property
+    def status(self) -> str:
+        if not self.installed:
+            return "Not installed"
+        return "Complete" if self.ok else "Incomplete or damaged"
+
+
+def describe_contents(source: WeightSource) -> str:
+    """“quality, scratch repair, scratch detection; no HR”: what the set can do."""
+    present = {spec.name for spec in GLOBAL_NETWORKS if source.has(spec)}
+    can = [name for name, needs in CAPABILITIES if set(needs) <= present]
+    cannot = [name for name, needs in CAPABILITIES if not set(needs) <= present]
+    text = ", ".join(can) if can else "nothing usable"
+    return text + (f"; no {', '.join(cannot)}" if cannot and can else "")
+
+
+def weights_title(choice: str) -> str:
+    """How a weights choice is named to the user: “Heirloom default”, “Profile my-album”, a file name."""
+    if choice in TITLES:
+        return TITLES[choice]
+    if choice.startswith(PROFILE_PREFIX):
+        return f"Profile {choice.removeprefix(PROFILE_PREFIX)}"
+    return Path(choice).name or choice
+
+
+def gather_weights(custom: str | None) -> list[WeightsRow]:
+    """Every weight set we know of, validated against the manifests (slow: run it in a worker):
+    default, official, each fine-tuned profile, and ``custom`` (a path) when one is chosen."""
+    rows = []
+    for entry in list_weights():
+        title = TITLES.get(entry.name, entry.name)
+        if entry.detail == "not installed":
+            rows.append(WeightsRow(entry.name, title, entry.location, False, False, "—", entry.detail))
+            continue
+        source = (SafetensorsSource(DEFAULT_WEIGHTS_DIR) if entry.name == "default" else OfficialSource(official_dir()))
+        rows.append(WeightsRow(entry.name, title, entry.location, True, entry.ok, describe_contents(source), entry.detail))
+    for profile in list_profiles():
+        choice = PROFILE_PREFIX + profile.name
+        if profile.problem:
+            rows.append(WeightsRow(choice, weights_title(choice), str(profile.folder), True, False, "—",
+                                   profile.problem))
+        else:
+            rows.append(checked_row(choice, weights_title(choice), profile.folder, profile.source, profile.describe()))
+    if custom and not custom.startswith(PROFILE_PREFIX):
+        path = Path(custom).expanduser()
+        if not path.exists():
+            rows.append(WeightsRow(custom, "Custom", custom, False, False, "—", "the file or folder does not exist"))
+        else:
+            rows.append(checked_row(custom, "Custom", path, lambda: open_source(path)))
+    return rows
+
+
+# Weight sets are re-checked only when their files change: switching between them must not
+# re-read a gigabyte each time.
+_CHECKED: dict[tuple, WeightsRow] = {}
+
+
+def files_signature(path: Path) -> tuple:
+    """(name, size, mtime) of a file or of every file under a folder: changes when the weights do."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    return tuple((str(p), st.st_size, st.st_mtime_ns) for p in files for st in (p.stat(),))
+
+
+def checked_row(choice: str, title: str, path: Path, open_fn: Callable[[], WeightSource],
+                about: str = "") -> WeightsRow:
+    """A validated row for a path-backed weight set (cached by the files' signature)."""
+    key = (choice, files_signature(path))
+    if key not in _CHECKED:
+        try:
+            source = open_fn()
+            problems = validate_source(source, require_all=False)
+            detail = "valid" if not problems else problems[0]
+            row = WeightsRow(choice, title, str(path), True, not problems, describe_contents(source),
+                             f"{about} ({detail})" if about else detail)
+        except CheckpointError as exc:
+            row = WeightsRow(choice, title, str(path), True, False, "—", str(exc))
+        _CHECKED[key] = row
+    return _CHECKED[key]
+
+
+def official_download_path() -> Path:
+    """Where downloads go (the same file as ``python main.py models download``, so either resumes it)."""
+    return user_data_dir() / "downloads" / "global_checkpoints.zip"
+
+
+def fetch_and_import(url: str, progress: Progress) -> Path:
+    """Download the official zip (resuming a partial one), then validate and install it."""
+    def report(done: int, total: int | None) -> None:
+        if total:
+            progress.report(0.95 * done / total, f"{done / 2**20:.1f} of {total / 2**20:.1f} MB")
+        else:
+            progress.report(0.0, f"{done / 2**20:.1f} MB")
+
+    dest = download(url, official_download_path(), progress=report, cancel=progress.cancel_event)
+    progress.report(0.95, "checking and installing")
+    return import_official(dest)
+
+
+class ModelsTab(QWidget):
+    """Weights in use, the weight sets found, import / download, device, tile, memory, save folder."""
+
+    refreshed = Signal()  # the weights table was rebuilt
+    job_done = Signal(str, str)  # ("import" | "download", "finished" | "failed" | "cancelled")
+    status_message = Signal(str)
+
+    def __init__(self, settings: Settings, restorers: RestorerCache, download_url: str | None = None,
+                 devices: list[DeviceInfo] | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings, self.restorers = settings, restorers
+        self.download_url = download_url or OFFICIAL_RELEASE_URLS["global"]
+        self.devices = devices if devices is not None else list_devices()
+        self.rows: list[WeightsRow] = []
+        self._list_runner = TaskRunner(self)
+        self._list_runner.done.connect(self._on_list_done)
+        self._refresh_again = False
+        self._job_runner = TaskRunner(self)
+        self._job_runner.done.connect(self._on_job_done)
+        self._job_kind = ""
+        self._eta = EtaEstimator()
+        self._build()
+        self._set_job_widgets(False)
+        self._load_from_settings()
+        settings.changed.connect(self._on_setting_changed)
+        self.refresh()
+
+    # ------------------------------------------------------------------ construction
+
+    def _build(self) -> None:
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(10, 10, 10, 10)
+        left, right = QVBoxLayout(), QVBoxLayout()
+        left.addWidget(self._build_weights_group())
+        left.addWidget(self._build_official_group())
+        left.addStretch(1)
+        right.addWidget(self._build_device_group())
+        right.addWidget(self._build_saving_group())
+        right.addStretch(1)
+        layout.addLayout(left, 3)
+        layout.addLayout(right, 2)
+
+    def _build_weights_group(self) -> QGroupBox:
+        group = QGroupBox("Weights used for restoring", self)
+        self.weights_buttons = QButtonGroup(group)
+        self.default_radio = QRadioButton("Heirloom default (ships with the app)", group)
+        self.official_radio = QRadioButton("Official weights (imported or downloaded below)", group)
+        self.profile_radio = QRadioButton("Fine-tuned profile:", group)
+        self.profile_combo = QComboBox(group)
+        self.profile_combo.setToolTip("Weights fine-tuned on your own photos (python main.py finetune …)")
+        self.custom_radio = QRadioButton("Weights file or folder:", group)
+        for button in (self.default_radio, self.official_radio, self.profile_radio, self.custom_radio):
+            self.weights_buttons.addButton(button)
+        self.custom_edit = QLineEdit(group)
+        self.custom_edit.setPlaceholderText("global_checkpoints.zip, its unzipped folder, or a folder of .safetensors")
+        self.browse_zip_button = QPushButton("Zip…", group)
+        self.browse_zip_button.setToolTip("Choose an official global_checkpoints.zip")
+        self.browse_folder_button = QPushButton("Folder…", group)
+        self.browse_folder_button.setToolTip("Choose a folder of weights")
+        self.weights_status = QLabel(group)
+        self.weights_status.setWordWrap(True)
+        self.weights_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+        self.table = QTableWidget(0, 4, group)
+        self.table.setHorizontalHeaderLabels(["Weights", "Status", "Can do", "Location"])
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.setSelectionBehavior(QTableWidget.SelectionBehavior.SelectRows)
+        self.table.setWordWrap(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)
+        self.table.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAsNeeded)
+        self.table.itemDoubleClicked.connect(self.use_selected)
+        self.use_button = QPushButton("Use selected", group)
+        self.use_button.setToolTip("Restore with the weights selected in the list (or double-click a row)")
+        self.use_button.clicked.connect(self.use_selected)
+        self.refresh_button = QPushButton("Check again", group)
+        self.refresh_button.setToolTip("Read and check every weights file again")
+        self.refresh_button.clicked.connect(self.refresh)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        buttons.addWidget(self.use_button)
+        buttons.addWidget(self.refresh_button)
+
+        grid = QGridLayout(group)
+        grid.addWidget(self.default_radio, 0, 0, 1, 4)
+        grid.addWidget(self.official_radio, 1, 0, 1, 4)
+        grid.addWidget(self.profile_radio, 2, 0)
+        grid.addWidget(self.profile_combo, 2, 1, 1, 3)
+        grid.addWidget(self.custom_radio, 3, 0)
+        grid.addWidget(self.custom_edit, 3, 1)
+        grid.addWidget(self.browse_zip_button, 3, 2)
+        grid.addWidget(self.browse_folder_button, 3, 3)
+        grid.addWidget(self.weights_status, 4, 0, 1, 4)
+        grid.addWidget(self.table, 5, 0, 1, 4)
+        grid.addLayout(buttons, 6, 0, 1, 4)
+        grid.setColumnStretch(1, 1)
+        self.profile_combo.activated.connect(self._on_profile_chosen)
+
+        self.weights_buttons.buttonClicked.connect(self._on_weights_widget_changed)
+        self.custom_edit.editingFinished.connect(self._on_custom_edited)
+        self.browse_zip_button.clicked.connect(self._browse_zip)
+        self.browse_folder_button.clicked.connect(self._browse_folder)
+        return group
+
+    def _build_official_group(self) -> QGroupBox:
+        group = QGroupBox("Get the official weights", self)
+        intro = QLabel("The weights published with Microsoft's “Bringing Old Photos Back to Life” restore "
+                       "scratches and large scans (HR). Download them (a large file; an interrupted download "
+                       "resumes), or import global_checkpoints.zip you already have.", group)
+        intro.setWordWrap(True)
+        self.download_button = QPushButton("Download official weights", group)
+        self.download_button.setToolTip(self.download_url)
+        self.download_button.clicked.connect(self.start_download)
+        self.import_button = QPushButton("Import official zip…", group)
+        self.import_button.clicked.connect(self.import_dialog)
+        self.cancel_button = QPushButton("Cancel", group)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.progress_bar = QProgressBar(group)
+        self.progress_bar.setRange(0, PROGRESS_STEPS)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.setFormat("")
+        self.error_label = ErrorBanner(group)
+        self.job_status = QLabel(group)
+        self.job_status.setWordWrap(True)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.download_button)
+        buttons.addWidget(self.import_button)
+        buttons.addStretch(1)
+        row = QHBoxLayout()
+        row.addWidget(self.progress_bar, 1)
+        row.addWidget(self.cancel_button)
+        box = QVBoxLayout(group)
+        box.addWidget(intro)
+        box.addLayout(buttons)
+        box.addLayout(row)
+        box.addWidget(self.job_status)
+        box.addWidget(self.error_label)
+        return group
+
+    def _build_device_group(self) -> QGroupBox:
+        group = QGroupBox("Device and memory", self)
+        self.device_combo = QComboBox(group)
+        self.device_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.device_combo.setMinimumContentsLength(20)
+        self.device_combo.setToolTip("Where the networks run; memory is the total and what is free now")
+        self.tile_combo = QComboBox(group)
+        self.tile_combo.setEditable(True)
+        self.tile_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.tile_combo.setToolTip("auto: tiles only when the photo does not fit in memory; off: never; "
+                                   "or a tile size in pixels (at least 64)")
+        self.memory_spin = QDoubleSpinBox(group)
+        self.memory_spin.setRange(0.0, 1024.0)
+        self.memory_spin.setDecimals(1)
+        self.memory_spin.setSingleStep(0.5)
+        self.memory_spin.setSuffix(" GB")
+        self.memory_spin.setSpecialValueText("Automatic")
+        self.memory_spin.setToolTip("Most memory a restore may use. Automatic: a safe share of what is free.")
+        found = QLabel("Found on this computer:<br>" + "<br>".join(
+            f"<b>{d.name}</b>: {device_label(d)}" for d in self.devices), group)
+        found.setWordWrap(True)
+        form = QFormLayout(group)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("Device:", self.device_combo)
+        form.addRow("", found)
+        form.addRow("Tile size:", self.tile_combo)
+        form.addRow("Memory limit:", self.memory_spin)
+        self.device_combo.currentIndexChanged.connect(self._on_device_widget)
+        self.tile_combo.currentIndexChanged.connect(self._on_tile_widget)
+        self.tile_combo.lineEdit().editingFinished.connect(self._on_tile_widget)
+        self.memory_spin.valueChanged.connect(self._on_memory_widget)
+        return group
+
+    def _build_saving_group(self) -> QGroupBox:
+        group = QGroupBox("Saving from the Restore tab", self)
+        self.output_edit = QLineEdit(group)
+        self.output_edit.setReadOnly(True)
+        self.output_edit.setPlaceholderText("Next to the original photo")
+        self.output_button = QPushButton("Choose…", group)
+        self.output_button.clicked.connect(self._browse_output)
+        self.output_reset_button = QPushButton("Next to original", group)
+        self.output_reset_button.clicked.connect(self._reset_output)
+        note = QLabel("Restored photos are saved as new files; an original is never replaced. "
+                      "The album queue has its own output folder, in its tab.", group)
+        note.setWordWrap(True)
+        grid = QGridLayout(group)
+        grid.addWidget(QLabel("Suggest saving in:", group), 0, 0, 1, 3)
+        grid.addWidget(self.output_edit, 1, 0, 1, 3)
+        grid.addWidget(self.output_button, 2, 1)
+        grid.addWidget(self.output_reset_button, 2, 2)
+        grid.addWidget(note, 3, 0, 1, 3)
+        grid.setColumnStretch(0, 1)
+        return group
+
+    # ------------------------------------------------------------------ settings binding
+
+    def _load_from_settings(self) -> None:
+        s = self.settings
+        choice = s.weights
+        if choice.startswith(PROFILE_PREFIX):
+            radio = self.profile_radio
+            self._fill_profiles()
+        else:
+            radio = {"default": self.default_radio, "official": self.official_radio}.get(choice, self.custom_radio)
+        radio.setChecked(True)
+        if radio is self.custom_radio:
+            self.custom_edit.setText(choice)
+        if self.device_combo.currentData() != s.device:
+            fill_device_combo(self.device_combo, self.devices, s.device)
+        fill_tile_combo(self.tile_combo, s.tile)
+        self.memory_spin.blockSignals(True)
+        self.memory_spin.setValue(s.max_memory_gb or 0.0)
+        self.memory_spin.blockSignals(False)
+        self.output_edit.setText(str(s.output_folder) if s.output_folder else "")
+        self._update_weights_status()
+
+    @Slot(str)
+    def _on_setting_changed(self, key: str) -> None:
+        self._load_from_settings()
+        if key == "engine/weights":
+            self.refresh()
+
+    def set_weights(self, choice: str) -> None:
+        """Use ``choice`` (default / official / a path) from now on."""
+        self.settings.weights = choice
+
+    def _fill_profiles(self) -> None:
+        """The profile combo lists the profiles found (and the chosen one, even if it is gone)."""
+        names = [r.choice for r in self.rows if r.choice.startswith(PROFILE_PREFIX)]
+        if self.settings.weights.startswith(PROFILE_PREFIX) and self.settings.weights not in names:
+            names.append(self.settings.weights)
+        self.profile_combo.blockSignals(True)
+        self.profile_combo.clear()
+        for choice in names:
+            self.profile_combo.addItem(choice.removeprefix(PROFILE_PREFIX), choice)
+        if self.settings.weights in names:
+            self.profile_combo.setCurrentIndex(names.index(self.settings.weights))
+        self.profile_combo.blockSignals(False)
+        self.profile_radio.setEnabled(bool(names))
+        self.profile_combo.setEnabled(bool(names))
+        if not names:
+            self.profile_combo.addItem("none yet: fine-tuning makes them")
+
+    @Slot()
+    def _on_profile_chosen(self) -> None:
+        if self.profile_combo.currentData():
+            self.profile_radio.setChecked(True)
+            self.set_weights(self.profile_combo.currentData())
+
+    @Slot()
+    def use_selected(self) -> None:
+        """Use the weight set of the selected table row."""
+        row = self.table.currentRow()
+        if 0 <= row < len(self.rows):
+            self.set_weights(self.rows[row].choice)
+
+    @Slot()
+    def _on_weights_widget_changed(self) -> None:
+        if self.default_radio.isChecked():
+            self.set_weights("default")
+        elif self.official_radio.isChecked():
+            self.set_weights("official")
+        elif self.profile_radio.isChecked():
+            self._on_profile_chosen()
+        elif self.custom_edit.text().strip():
+            self.set_weights(self.custom_edit.text().strip())
+        else:
+            self.custom_edit.setFocus()
+
+    @Slot()
+    def _on_custom_edited(self) -> None:
+        if self.custom_edit.text().strip():
+            self.custom_radio.setChecked(True)
+            self.set_weights(self.custom_edit.text().strip())
+
+    def _browse_zip(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Choose weights zip", "", "Zip files (*.zip);;All files (*)")
+        if path:
+            self.custom_edit.setText(path)
+            self._on_custom_edited()
+
+    def _browse_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Choose weights folder")
+        if path:
+            self.custom_edit.setText(path)
+            self._on_custom_edited()
+
+    @Slot()
+    def _on_device_widget(self) -> None:
+        self.settings.device = self.device_combo.currentData() or "auto"
+
+    @Slot()
+    def _on_tile_widget(self) -> None:
+        try:
+            self.settings.tile = parse_tile(self.tile_combo.currentText())
+        except ValueError:
+            fill_tile_combo(self.tile_combo, self.settings.tile)
+
+    @Slot(float)
+    def _on_memory_widget(self, value: float) -> None:
+        self.settings.max_memory_gb = value or None
+
+    def _browse_output(self) -> None:
+        start = str(self.settings.output_folder or self.settings.last_save_folder or "")
+        path = QFileDialog.getExistingDirectory(self, "Save restored photos to", start)
+        if path:
+            self.settings.output_folder = Path(path)
+
+    def _reset_output(self) -> None:
+        self.settings.output_folder = None
+
+    # ------------------------------------------------------------------ weights listing
+
+    def refresh(self) -> None:
+        """Re-check every weight set in the background (the table fills in when done)."""
+        if self._list_runner.busy:
+            self._refresh_again = True
+            return
+        choice = self.settings.weights
+        custom = choice if choice not in ("default", "official") and not choice.startswith(PROFILE_PREFIX) else None
+        task = FunctionTask(lambda _progress: gather_weights(custom))
+        task.finished.connect(self._on_rows)
+        task.failed.connect(self._on_list_failed)
+        self.refresh_button.setEnabled(False)
+        self.weights_status.setText("Checking the weights…")
+        self._list_runner.start(task)
+
+    @property
+    def refreshing(self) -> bool:
+        return self._list_runner.busy
+
+    @Slot(object)
+    def _on_rows(self, rows: list[WeightsRow]) -> None:
+        self.rows = rows
+        self.table.setRowCount(len(rows))
+        in_use = self.settings.weights
+        for r, row in enumerate(rows):
+            title = row.title + ("  ✓ in use" if row.choice == in_use else "")
+            for c, text in enumerate((title, row.status, row.contents, row.location)):
+                item = QTableWidgetItem(text)
+                item.setToolTip(row.detail if c in (1, 2) else text)
+                self.table.setItem(r, c, item)
+        self._fit_table()
+        self._fill_profiles()
+        self._update_weights_status()
+
+    def _fit_table(self) -> None:
+        """As tall as its rows (three at most are listed), so the groups below stay in view."""
+        height = self.table.horizontalHeader().height() + 2 * self.table.frameWidth()
+        height += sum(self.table.rowHeight(r) for r in range(self.table.rowCount()))
+        self.table.setFixedHeight(max(height, self.table.horizontalHeader().height() + 60))
+
+    @Slot(str, str)
+    def _on_list_failed(self, message: str, _details: str) -> None:
+        self.weights_status.setText(message)
+
+    @Slot(str)
+    def _on_list_done(self, _outcome: str) -> None:
+        self.refresh_button.setEnabled(True)
+        if self._refresh_again:
+            self._refresh_again = False
+            self.refresh()
+        else:
+            self.refreshed.emit()
+
+    def _update_weights_status(self) -> None:
+        choice = self.settings.weights
+        row = next((r for r in self.rows if r.choice == choice), None)
+        name = weights_title(choice)
+        if row is None:
+            text = f"In use: {name}."
+        elif row.ok:
+            text = f"In use: {name} — complete; can do {row.contents}."
+        elif not row.installed:
+            text = (f"In use: {name} — not installed. Download or import the official weights below, "
+                    "or choose another set.")
+        else:
+            text = f"In use: {name} — has a problem: {row.detail}"
+        self.weights_status.setText(text)
+
+    # ------------------------------------------------------------------ import / download
+
+    @property
+    def busy(self) -> bool:
+        return self._job_runner.busy
+
+    def _set_job_widgets(self, running: bool) -> None:
+        """The progress bar and Cancel are shown only while an import or download runs."""
+        self.download_button.setEnabled(not running)
+        self.import_button.setEnabled(not running)
+        self.cancel_button.setEnabled(running)
+        self.progress_bar.setVisible(running)
+        self.cancel_button.setVisible(running)
+
+    def import_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Import official weights", "",
+                                              "global_checkpoints.zip (*.zip);;All files (*)")
+        if path:
+            self.start_import(Path(path))
+
+    def start_import(self, archive: Path) -> bool:
+        """Validate and install an official zip in the background."""
+        task = FunctionTask(partial(ModelsTab._import, archive))
+        self.progress_bar.setRange(0, 0)  # busy indicator: validation reports no fractions
+        return self._start_job("import", task, f"Checking and importing {archive.name}…")
+
+    @staticmethod
+    def _import(archive: Path, progress: Progress) -> Path:
+        progress.report(0.0, "checking")
+        return import_official(archive)
+
+    def start_download(self) -> bool:
+        """Download (resuming a partial download) and install the official weights."""
+        url = self.download_url
+        task = FunctionTask(lambda progress: fetch_and_import(url, progress))
+        self.progress_bar.setRange(0, PROGRESS_STEPS)
+        return self._start_job("download", task, "Connecting…")
+
+    def _start_job(self, kind: str, task: FunctionTask, text: str) -> bool:
+        if self.busy:
+            return False
+        task.progress.connect(self._on_job_progress)
+        task.finished.connect(self._on_job_finished)
+        task.failed.connect(self._on_job_failed)
+        task.cancelled.connect(self._on_job_cancelled)
+        self._job_kind = kind
+        self._eta = EtaEstimator()
+        self.error_label.clear()
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat(text)
+        self.job_status.setText(text)
+        self._set_job_widgets(True)
+        return self._job_runner.start(task)
+
+    @Slot()
+    def cancel(self) -> None:
+        if self._job_runner.cancel():
+            self.cancel_button.setEnabled(False)
+            self.job_status.setText("Cancelling…")
+
+    @Slot(float, str)
+    def _on_job_progress(self, fraction: float, message: str) -> None:
+        if self.progress_bar.maximum() == 0:
+            self.job_status.setText(message.capitalize() + "…")
+            return
+        self.progress_bar.setValue(int(round(fraction * PROGRESS_STEPS)))
+        eta = format_seconds(self._eta.remaining(fraction))
+        self.progress_bar.setFormat(f"{message} — {fraction * 100:.0f}% — ETA {eta}")
+        self.job_status.setText(f"Downloading: {message}" if fraction < 0.95 else "Checking and installing…")
+
+    @Slot(object)
+    def _on_job_finished(self, target: Path) -> None:
+        self.restorers.clear()  # networks built from older files must not be reused
+        self.progress_bar.setRange(0, PROGRESS_STEPS)
+        self.progress_bar.setValue(PROGRESS_STEPS)
+        self.progress_bar.setFormat("Installed")
+        if self.settings.weights != "official":
+            current = next((r for r in self.rows if r.choice == self.settings.weights), None)
+            if current is None or not current.ok:
+                self.settings.weights = "official"  # what the user evidently wants to use
+        self.job_status.setText(f"The official weights are installed in {target} and "
+                                f"{'are in use' if self.settings.weights == 'official' else 'can be chosen above'}.")
+        self.status_message.emit("Official weights installed.")
+
+    @Slot(str, str)
+    def _on_job_failed(self, message: str, details: str) -> None:
+        self.progress_bar.setRange(0, PROGRESS_STEPS)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("Failed")
+        self.job_status.setText("")
+        self.error_label.show_message(message, details)
+
+    @Slot()
+    def _on_job_cancelled(self) -> None:
+        self.progress_bar.setRange(0, PROGRESS_STEPS)
+        self.progress_bar.setFormat("Cancelled")
+        what = "Download" if self._job_kind == "download" else "Import"
+        more = " Download again to resume where it stopped." if self._job_kind == "download" else ""
+        self.job_status.setText(f"{what} cancelled; nothing was installed.{more}")
+
+    @Slot(str)
+    def _on_job_done(self, outcome: str) -> None:
+        kind, self._job_kind = self._job_kind, ""
+        self._set_job_widgets(False)
+        if outcome == FINISHED:
+            self.refresh()
+        self.job_done.emit(kind, outcome)
+
+    def shutdown(self) -> None:
+        self._job_runner.stop()
+        self._list_runner.stop()

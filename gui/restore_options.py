@@ -1,0 +1,175 @@
+"""The Restore tab's option controls, bound both ways to :class:`gui.settings.Settings`.
+
+Device and tile size also appear in the Models & settings tab; both views edit the same setting
+and follow each other through ``Settings.changed``, so there is one truth, not two copies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from PySide6.QtCore import Signal, Slot
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QWidget
+
+from engine.device import DeviceInfo, list_devices
+from engine.pipeline import RestoreOptions
+
+from .settings import Settings, parse_tile
+
+# RestoreOptions.faces arrives with face refinement; until then the control explains itself.
+FACES_SUPPORTED = "faces" in {f.name for f in dataclasses.fields(RestoreOptions)}
+FACE_VALUES: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
+TILE_CHOICES = ("auto", "off", "512", "1024", "2048")
+
+
+def format_bytes(count: int | None) -> str:
+    return "?" if count is None else f"{count / 2**30:.1f} GB"
+
+
+def device_label(info: DeviceInfo) -> str:
+    """“CPU (8 cores) — 15.6 GB, 9.2 GB free”: what the device is and how much memory it has."""
+    memory = format_bytes(info.total_bytes)
+    if info.free_bytes is not None:
+        memory += f", {format_bytes(info.free_bytes)} free"
+    return f"{info.description} — {memory}"
+
+
+def fill_device_combo(combo: QComboBox, devices: list[DeviceInfo], current: str) -> None:
+    """``auto`` first, then every device found; an unknown saved choice stays visible, marked."""
+    combo.blockSignals(True)
+    combo.clear()
+    combo.addItem("Automatic (best available)", "auto")
+    for info in devices:
+        combo.addItem(f"{info.name}: {device_label(info)}", info.name)
+    if combo.findData(current) < 0:
+        combo.addItem(f"{current} (not found on this computer)", current)
+    combo.setCurrentIndex(combo.findData(current))
+    combo.blockSignals(False)
+
+
+def fill_tile_combo(combo: QComboBox, current: int | str) -> None:
+    combo.blockSignals(True)
+    if combo.count() == 0:
+        combo.addItems(TILE_CHOICES)
+    combo.setCurrentText(str(current))
+    combo.blockSignals(False)
+
+
+class OptionsPanel(QGroupBox):
+    """Scratch mode, HR, faces, device and tile size; ``options()`` turns them into RestoreOptions."""
+
+    changed = Signal()
+
+    def __init__(self, settings: Settings, devices: list[DeviceInfo] | None = None,
+                 parent: QWidget | None = None) -> None:
+        super().__init__("Restoration", parent)
+        self.settings = settings
+        self.devices = devices if devices is not None else list_devices()
+
+        self.scratch_combo = QComboBox(self)
+        self.scratch_combo.addItem("Auto-detect", "auto")
+        self.scratch_combo.addItem("Off", "off")
+        self.scratch_combo.setToolTip("Auto-detect: find scratches and tears and fill them in.\n"
+                                      "Off: no automatic detection. A mask you brushed or detected "
+                                      "explicitly is always repaired.")
+        self.hr_checkbox = QCheckBox("High-resolution mode (HR)", self)
+        self.hr_checkbox.setToolTip("Patch-attention restoration for large scratched scans (slower; "
+                                    "needs weights with the HR network, e.g. the official ones)")
+        self.faces_combo = QComboBox(self)
+        for text, value in (("Auto", "auto"), ("On", "on"), ("Off", "off")):
+            self.faces_combo.addItem(text, value)
+        if FACES_SUPPORTED:
+            self.faces_combo.setToolTip("Sharpen faces with the face network. Auto: when faces are found.")
+        else:
+            self.faces_combo.setEnabled(False)
+            self.faces_combo.setToolTip("Face refinement is not available in this version of the engine")
+        self.device_combo = QComboBox(self)
+        self.device_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+        self.device_combo.setMinimumContentsLength(12)
+        self.device_combo.setToolTip("Where the networks run. Automatic picks a CUDA or Apple GPU when "
+                                     "there is one, else the CPU.")
+        self.tile_combo = QComboBox(self)
+        self.tile_combo.setEditable(True)
+        self.tile_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.tile_combo.setToolTip("auto: process in tiles only when the photo does not fit in memory; "
+                                   "off: never; or a tile size in pixels (at least 64)")
+
+        form = QFormLayout(self)
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        form.addRow("Repair scratches:", self.scratch_combo)
+        form.addRow("", self.hr_checkbox)
+        form.addRow("Refine faces:", self.faces_combo)
+        form.addRow("Device:", self.device_combo)
+        form.addRow("Tile size:", self.tile_combo)
+
+        self._writing = False
+        self._load_from_settings()
+        self.scratch_combo.currentIndexChanged.connect(self._on_widget_changed)
+        self.hr_checkbox.toggled.connect(self._on_widget_changed)
+        self.faces_combo.currentIndexChanged.connect(self._on_widget_changed)
+        self.device_combo.currentIndexChanged.connect(self._on_widget_changed)
+        self.tile_combo.currentIndexChanged.connect(self._on_widget_changed)
+        self.tile_combo.lineEdit().editingFinished.connect(self._on_widget_changed)
+        settings.changed.connect(self._on_setting_changed)
+
+    # ------------------------------------------------------------------ two-way binding
+
+    def _load_from_settings(self) -> None:
+        s = self.settings
+        for combo, value in ((self.scratch_combo, s.scratch_mode), (self.faces_combo, s.faces)):
+            combo.blockSignals(True)
+            combo.setCurrentIndex(max(0, combo.findData(value)))
+            combo.blockSignals(False)
+        self.hr_checkbox.blockSignals(True)
+        self.hr_checkbox.setChecked(s.hr)
+        self.hr_checkbox.blockSignals(False)
+        if self.device_combo.currentData() != s.device:
+            fill_device_combo(self.device_combo, self.devices, s.device)
+        fill_tile_combo(self.tile_combo, s.tile)
+
+    @Slot()
+    def _on_widget_changed(self) -> None:
+        s = self.settings
+        self._writing = True  # our own writes must not reload the widgets half-way through
+        try:
+            s.scratch_mode = self.scratch_combo.currentData()
+            s.hr = self.hr_checkbox.isChecked()
+            s.faces = self.faces_combo.currentData()
+            s.device = self.device_combo.currentData() or "auto"
+            try:
+                s.tile = parse_tile(self.tile_combo.currentText())
+            except ValueError:
+                fill_tile_combo(self.tile_combo, s.tile)  # back to the last valid value
+        finally:
+            self._writing = False
+        self.changed.emit()
+
+    @Slot(str)
+    def _on_setting_changed(self, key: str) -> None:
+        if not self._writing and key.startswith(("engine/", "restore/")):
+            self._load_from_settings()
+            self.changed.emit()
+
+    # ------------------------------------------------------------------ values
+
+    @property
+    def scratch_auto(self) -> bool:
+        return self.scratch_combo.currentData() == "auto"
+
+    @property
+    def hr(self) -> bool:
+        return self.hr_checkbox.isChecked()
+
+    def options(self, threshold: float, dilation: int) -> RestoreOptions:
+        """The options as shown, with the mask panel's threshold and dilation."""
+        kwargs: dict[str, object] = {}
+        if FACES_SUPPORTED:
+            kwargs["faces"] = FACE_VALUES[self.faces_combo.currentData()]
+        return RestoreOptions(scratch=self.scratch_auto, hr=self.hr, threshold=threshold, mask_dilation=dilation,
+                              tile=self.settings.tile, max_memory_gb=self.settings.max_memory_gb, **kwargs)
+
+    def set_locked(self, locked: bool) -> None:
+        """No option changes while a job runs (the running job would not see them anyway)."""
+        for widget in (self.scratch_combo, self.hr_checkbox, self.device_combo, self.tile_combo):
+            widget.setEnabled(not locked)
+        self.faces_combo.setEnabled(FACES_SUPPORTED and not locked)

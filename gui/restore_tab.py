@@ -1,0 +1,595 @@
+"""The Restore tab: one photo, its damage mask, a restore in the background, compare, save.
+
+Every action is a plain method (``load_image``, ``start_detect``, ``start_restore``,
+``cancel``, ``save_result``) so tests and the main window drive the tab without dialogs; buttons
+only add the file dialogs around them. Errors never open modal boxes: they go to the red banner
+above the buttons (with copyable details) and to the status bar.
+
+What is repaired is what the view shows: when Detect has run (or a previous restore detected),
+the canvas mask, with the user's strokes, is passed to the engine as ``user_mask`` and the engine's
+own detection is switched off; in auto-detect mode without a detection yet, the worker detects
+first with the panel's threshold and dilation, adds the strokes, and the view adopts that mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtWidgets import (QFileDialog, QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton,
+                               QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
+
+from engine.device import DeviceError, DeviceInfo, choose_device
+from engine.imageio import (IMAGE_SUFFIXES, ImageReadError, PhotoFile, encode, finish, output_format,
+                            output_suffix, read_photo, rgb8, to_u8, write_bytes_atomic)
+from engine.masks import MaskStore
+from engine.models.checkpoints import CheckpointError
+from engine.progress import EtaEstimator, format_seconds
+from engine.weights import resolve_weights
+
+from .canvas import PhotoCanvas
+from .errors import GUI_WEIGHTS_HINT, ErrorBanner, describe_error
+from .mask_panel import MaskPanel
+from .paths import same_file
+from .restore_options import OptionsPanel
+from .settings import Settings
+from .workers import (FINISHED, DetectJob, DetectTask, RestoreJob, RestoreOutcome,
+                      RestorerCache, RestoreTask, TaskRunner)
+
+PROGRESS_STEPS = 1000
+# A threshold no probability reaches: in HR mode the engine always runs its own detection, and a
+# reviewed mask must not get back the scratches the user erased.
+DETECTOR_OFF = 2.0
+SAVE_FORMATS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".jpeg": "jpeg"}
+SAVE_FILTERS = {"png": "PNG image (*.png)", "tiff": "TIFF image (*.tif *.tiff)", "jpeg": "JPEG image (*.jpg *.jpeg)"}
+JPEG_QUALITY = 95
+MASK_SAVE_DELAY_MS = 600
+HR_DILATION = 3  # the official HR mode grows detected scratches by 3 pixels
+ZOOM_STEP = 1.25
+
+
+def save_path_with_format(path: Path) -> tuple[Path, str]:
+    """Chosen file name -> (name to write, format): .png/.tif/.jpg keep theirs; any other image
+    suffix becomes .png (the file must say what it holds); no suffix gets .png added."""
+    suffix = path.suffix.lower()
+    if suffix in SAVE_FORMATS:
+        return path, SAVE_FORMATS[suffix]
+    if suffix in IMAGE_SUFFIXES:
+        return path.with_suffix(".png"), "png"
+    return path.with_name(path.name + ".png"), "png"
+
+
+class RestoreTab(QWidget):
+    """Open -> (detect, brush) -> Restore in the background -> compare -> Save."""
+
+    restore_done = Signal(str)  # "finished" / "failed" / "cancelled", once the thread has stopped
+    detect_done = Signal(str)
+    busy_changed = Signal(bool)
+    status_message = Signal(str)
+    image_opened = Signal(object)  # Path of a photo that opened successfully
+    models_requested = Signal()  # the user wants the Models & settings tab (to fix the weights)
+
+    def __init__(self, settings: Settings, restorers: RestorerCache, masks: MaskStore,
+                 devices: list[DeviceInfo] | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.settings, self.restorers, self.masks = settings, restorers, masks
+        self.image_path: Path | None = None
+        self.photo: PhotoFile | None = None
+        self.image: np.ndarray | None = None  # HxWx3 uint8, what the view shows as "before"
+        self.result = None  # RestoreResult of the last finished restore
+        self.last_status = ""
+        self._reserved_reason = ""  # why the device is not ours right now (the album queue runs)
+        self._job_kind = ""
+        self._weights_problem = False
+        self._mask_dirty = False  # strokes not yet in the MaskStore
+        self._eta = EtaEstimator()
+        self.runner = TaskRunner(self)
+        self.runner.busy_changed.connect(self._on_busy_changed)
+        self.runner.done.connect(self._on_runner_done)
+        self._mask_timer = QTimer(self)
+        self._mask_timer.setSingleShot(True)
+        self._mask_timer.setInterval(MASK_SAVE_DELAY_MS)
+        self._mask_timer.timeout.connect(self.store_mask)
+        self._build(devices)
+        self.check_weights()
+        self._update_actions()
+        settings.changed.connect(self._on_setting_changed)
+
+    # ------------------------------------------------------------------ construction
+
+    def _build(self, devices: list[DeviceInfo] | None) -> None:
+        self.canvas = PhotoCanvas(self)
+        self.canvas.mask_changed.connect(self._on_mask_changed)
+        self.canvas.zoom_changed.connect(self._on_zoom_changed)
+        self.options_panel = OptionsPanel(self.settings, devices, self)
+        self.options_panel.hr_checkbox.toggled.connect(self._on_hr_toggled)
+        self.mask_panel = MaskPanel(self.canvas, self)
+        self.mask_panel.detect_requested.connect(self.start_detect)
+        self.mask_panel.error.connect(self.show_error)
+        self.mask_panel.message.connect(self.set_status)
+
+        self.caption_label = QLabel(self)
+        self.caption_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.zoom_label = QLabel("", self)
+        self.zoom_label.setMinimumWidth(self.zoom_label.fontMetrics().horizontalAdvance("Zoom 1600%") + 6)
+        self.zoom_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.fit_button = self._tool_button("Fit", "Fit the photo in the view (Ctrl+0)", self.zoom_fit)
+        self.actual_button = self._tool_button("100%", "One photo pixel per screen pixel (Ctrl+1)", self.zoom_100)
+        caption_row = QHBoxLayout()
+        caption_row.addWidget(self.caption_label, 1)
+        caption_row.addWidget(self.zoom_label)
+        caption_row.addWidget(self.fit_button)
+        caption_row.addWidget(self.actual_button)
+
+        self.error_label = ErrorBanner(self)
+
+        self.compare_button = QPushButton("Compare", self)
+        self.compare_button.setCheckable(True)
+        self.compare_button.setChecked(True)
+        self.compare_button.setToolTip("Before | after split view: drag the line across the photo")
+        self.compare_button.toggled.connect(self._on_compare_toggled)
+        self.original_button = QPushButton("Show original", self)
+        self.original_button.setCheckable(True)
+        self.original_button.setToolTip("Show the original photo alone (O); press again to compare")
+        self.original_button.toggled.connect(self._on_original_toggled)
+        self.progress_bar = QProgressBar(self)
+        self.progress_bar.setRange(0, PROGRESS_STEPS)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.setFormat("")
+        self.restore_button = QPushButton("Restore", self)
+        self.restore_button.setDefault(True)
+        self.restore_button.setToolTip("Restore the photo with the options on the right")
+        self.restore_button.setStyleSheet("QPushButton { font-weight: bold; padding: 4px 18px; }")
+        self.restore_button.clicked.connect(self.start_restore)
+        self.cancel_button = QPushButton("Cancel", self)
+        self.cancel_button.setToolTip("Stop the running detection or restore")
+        self.cancel_button.clicked.connect(self.cancel)
+        self.save_button = QPushButton("Save…", self)
+        self.save_button.setToolTip("Save the restored photo (PNG, TIFF or JPEG); the original is never replaced")
+        self.save_button.clicked.connect(self.save_dialog)
+        for button in (self.compare_button, self.original_button):  # a pressed toggle must look pressed
+            button.setStyleSheet("QPushButton:checked { background: palette(highlight); "
+                                 "color: palette(highlighted-text); border: 1px solid palette(dark); "
+                                 "border-radius: 3px; padding: 4px 10px; }")
+        bottom = QHBoxLayout()
+        bottom.addWidget(self.compare_button)
+        bottom.addWidget(self.original_button)
+        bottom.addWidget(self.progress_bar, 1)
+        bottom.addWidget(self.restore_button)
+        bottom.addWidget(self.cancel_button)
+        bottom.addWidget(self.save_button)
+
+        left = QVBoxLayout()
+        left.addLayout(caption_row)
+        left.addWidget(self.canvas, 1)
+        left.addWidget(self.error_label)
+        left.addLayout(bottom)
+
+        side = QWidget(self)
+        side_layout = QVBoxLayout(side)
+        side_layout.setContentsMargins(0, 0, 4, 0)
+        side_layout.addWidget(self.options_panel)
+        side_layout.addWidget(self.mask_panel)
+        side_layout.addStretch(1)
+        self.side_scroll = QScrollArea(self)
+        self.side_scroll.setWidget(side)
+        self.side_scroll.setWidgetResizable(True)
+        self.side_scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self.side_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.side_scroll.setFixedWidth(max(300, side.sizeHint().width() + 16))
+
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addLayout(left, 1)
+        layout.addWidget(self.side_scroll)
+
+    def _tool_button(self, text: str, tip: str, slot) -> QToolButton:
+        button = QToolButton(self)
+        button.setText(text)
+        button.setToolTip(tip)
+        button.clicked.connect(slot)
+        return button
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def busy(self) -> bool:
+        return self.runner.busy
+
+    def _update_actions(self) -> None:
+        """Enable exactly what makes sense now (one job at a time; save needs a result)."""
+        busy, has_image, has_result = self.busy, self.image is not None, self.result is not None
+        free = not busy and not self._reserved_reason
+        self.restore_button.setEnabled(free and has_image)
+        self.cancel_button.setEnabled(busy and self.runner.task is not None and not self.runner.task.is_cancelled)
+        self.save_button.setEnabled(not busy and has_result)
+        self.compare_button.setEnabled(has_result)
+        self.original_button.setEnabled(has_result)
+        self.fit_button.setEnabled(has_image)
+        self.actual_button.setEnabled(has_image)
+        self.options_panel.set_locked(busy)
+        self.mask_panel.set_editable(not busy, has_image)
+        self.mask_panel.detect_button.setEnabled(free and has_image)
+        tip = self._reserved_reason or "Restore the photo with the options on the right"
+        self.restore_button.setToolTip(tip)
+
+    def set_status(self, text: str) -> None:
+        self.last_status = text
+        self.status_message.emit(text)
+
+    @Slot(str, str)
+    def show_error(self, message: str, details: str = "") -> None:
+        """Errors go to the red banner and the status bar; no modal dialog blocks the window.
+        A weights problem gets a button to the tab that fixes it."""
+        if GUI_WEIGHTS_HINT in message:
+            self.error_label.show_message(message, details, "Models && settings…", self.models_requested.emit)
+        else:
+            self.error_label.show_message(message, details)
+        first = message.split(". ")[0]
+        self.set_status(first if len(first) <= 120 else first[:117] + "…")
+
+    def clear_error(self) -> None:
+        self.error_label.clear()
+        self._weights_problem = False
+
+    def check_weights(self) -> bool:
+        """Cheap check (files exist) so missing weights are explained before any Restore."""
+        try:
+            resolve_weights(self.settings.weights)
+        except CheckpointError as exc:
+            self.show_error(describe_error(exc), str(exc))
+            self._weights_problem = True
+            return False
+        if self._weights_problem:
+            self.clear_error()
+        return True
+
+    def set_device_reserved(self, reason: str) -> None:
+        """Another part of the app (the album queue) is using the device: no new jobs here."""
+        self._reserved_reason = reason
+        self._update_actions()
+
+    @Slot(str)
+    def _on_setting_changed(self, key: str) -> None:
+        if key == "engine/weights" and not self.busy:
+            self.check_weights()
+
+    @Slot(bool)
+    def _on_busy_changed(self, busy: bool) -> None:
+        self._update_actions()
+        self.busy_changed.emit(busy)
+
+    @Slot(bool)
+    def _on_hr_toggled(self, hr: bool) -> None:
+        """HR's official dilation is 3 pixels, the scratch mode's 0: follow it unless the user chose."""
+        if self.mask_panel.dilation == (0 if hr else HR_DILATION):
+            self.mask_panel.set_params(self.mask_panel.threshold, HR_DILATION if hr else 0)
+
+    # Slots without arguments: a button's clicked(bool) must not reach the canvas as an anchor point.
+    @Slot()
+    def zoom_fit(self) -> None:
+        self.canvas.zoom_fit()
+
+    @Slot()
+    def zoom_100(self) -> None:
+        self.canvas.zoom_100()
+
+    @Slot()
+    def zoom_in(self) -> None:
+        self.canvas.zoom_by(ZOOM_STEP)
+
+    @Slot()
+    def zoom_out(self) -> None:
+        self.canvas.zoom_by(1 / ZOOM_STEP)
+
+    @Slot(float)
+    def _on_zoom_changed(self, zoom: float) -> None:
+        self.zoom_label.setText(f"Zoom {zoom * 100:.0f}%")
+
+    @Slot(bool)
+    def _on_compare_toggled(self, on: bool) -> None:
+        self.canvas.set_compare(on)
+        self._update_caption()
+
+    @Slot(bool)
+    def _on_original_toggled(self, on: bool) -> None:
+        self.canvas.show_before_only(on)
+        self._update_caption()
+
+    def _update_caption(self) -> None:
+        if self.image is None or self.image_path is None:
+            self.caption_label.setText("")
+            return
+        h, w = self.image.shape[:2]
+        text = f"{self.image_path.name} — {w}×{h}"
+        if self.result is None:
+            text += " — original"
+        elif self.original_button.isChecked():
+            text += " — Before (original)"
+        elif self.compare_button.isChecked():
+            text += f" — Before | After ({self.result.mode.value} mode): drag the line to compare"
+        else:
+            text += f" — After (restored, {self.result.mode.value} mode)"
+        self.caption_label.setText(text)
+
+    # ------------------------------------------------------------------ open
+
+    def open_dialog(self) -> None:
+        patterns = " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES))
+        start = self.image_path.parent if self.image_path else self.settings.last_open_folder
+        path, _ = QFileDialog.getOpenFileName(self, "Open photo", str(start or ""), f"Images ({patterns});;All files (*)")
+        if path:
+            self.load_image(Path(path))
+
+    def load_image(self, path: str | Path) -> bool:
+        """Read a photo and show it with its stored mask; a previous result is dropped.
+        Returns False (with a message) on failure, leaving the current photo open."""
+        path = Path(path)
+        if self.busy:
+            self.show_error("A job is running; cancel it or wait before opening another photo.")
+            return False
+        try:
+            photo = read_photo(path)
+        except ImageReadError as exc:
+            self.show_error(f"Cannot open {path.name}: {exc}")
+            return False
+        except OSError as exc:
+            self.show_error(f"Cannot open {path.name}: {exc.strerror or exc}")
+            return False
+        self.store_mask()  # the previous photo's pending strokes
+        self.image_path, self.photo, self.image = path, photo, rgb8(photo.pixels)
+        self.result = None
+        self.clear_error()
+        stored = self._stored_mask()
+        self.canvas.set_before(self.image)  # also drops the old result, mask and undo history
+        self.mask_panel.original = path
+        self.mask_panel.reset(stored)
+        self._mask_timer.stop()
+        self._mask_dirty = False
+        self.original_button.setChecked(False)
+        self.compare_button.setChecked(True)
+        self.canvas.show_before_only(False)
+        self.canvas.set_compare(True)
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("Ready")
+        self.check_weights()
+        self._update_caption()
+        self._update_actions()
+        self.settings.last_open_folder = path.parent
+        h, w = self.image.shape[:2]
+        note = " Your brushed mask for it was restored." if stored is not None else ""
+        self.set_status(f"Opened {path.name} ({w}×{h}).{note} Detect scratches or brush them, then press Restore.")
+        self.image_opened.emit(path)
+        return True
+
+    # ------------------------------------------------------------------ masks
+
+    def _stored_mask(self) -> np.ndarray | None:
+        assert self.image_path is not None and self.image is not None
+        try:
+            return self.masks.load(self.image_path, self.image.shape[:2])
+        except (OSError, ImageReadError):
+            return None
+
+    @Slot()
+    def _on_mask_changed(self) -> None:
+        if self.image_path is not None:
+            self._mask_dirty = True
+            self._mask_timer.start()
+
+    @Slot()
+    def store_mask(self) -> None:
+        """Save the view's mask for this photo in the MaskStore (the album queue uses it)."""
+        self._mask_timer.stop()
+        if self.image_path is None or not self._mask_dirty:
+            return
+        self._mask_dirty = False
+        mask = self.canvas.mask()
+        try:
+            self.masks.save(self.image_path, mask if mask is not None else np.zeros(self.image.shape[:2], bool))
+        except OSError as exc:
+            self.set_status(f"Could not keep the mask for {self.image_path.name}: {exc.strerror or exc}")
+
+    # ------------------------------------------------------------------ background jobs
+
+    def _device(self):
+        try:
+            choice = choose_device(self.settings.device)
+        except DeviceError as exc:
+            self.show_error(describe_error(exc))
+            return None
+        if choice.note:
+            self.set_status(choice.note)
+        return choice.device
+
+    def _can_start(self) -> bool:
+        if self.busy:
+            return False
+        if self.image is None:
+            self.show_error("Open a photo first (File > Open, or drop one on the window).")
+            return False
+        if self._reserved_reason:
+            self.show_error(self._reserved_reason)
+            return False
+        return True
+
+    def _start(self, kind: str, task) -> bool:
+        task.progress.connect(self._on_progress)
+        task.failed.connect(self._on_failed)
+        task.cancelled.connect(self._on_cancelled)
+        self._job_kind = kind
+        self._eta = EtaEstimator()
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("Starting…")
+        self.clear_error()
+        return self.runner.start(task)
+
+    def start_detect(self) -> bool:
+        """Run the detector in the background; its mask appears as an overlay."""
+        if not self._can_start():
+            return False
+        device = self._device()
+        if device is None:
+            return False
+        task = DetectTask(DetectJob(self.photo.pixels, self.settings.weights, device,
+                                    self.options_panel.options(self.mask_panel.threshold, 0).detection_scale),
+                          self.restorers)
+        task.finished.connect(self._on_detected)
+        self.set_status(f"Detecting scratches on {device}…")
+        return self._start("detect", task)
+
+    def restore_job(self, device) -> RestoreJob:
+        """The job for the current view: see the module docstring for which mask is used."""
+        panel = self.mask_panel
+        base = self.options_panel.options(panel.threshold, panel.dilation)
+        options = dataclasses.replace(base, scratch=False, mask_dilation=0,
+                                      threshold=DETECTOR_OFF if base.hr else base.threshold)
+        mask = self.canvas.mask()
+        user_mask = mask.copy() if mask is not None and mask.any() else None
+        detect = None
+        if not panel.has_detection and self.options_panel.scratch_auto:
+            detect = (panel.threshold, panel.dilation)
+        return RestoreJob(self.photo.pixels, options, self.settings.weights, device, user_mask, detect)
+
+    def start_restore(self) -> bool:
+        """Start restoring the open photo in a worker thread. Returns False if it could not start."""
+        if not self._can_start():
+            return False
+        device = self._device()
+        if device is None:
+            return False
+        self.store_mask()
+        task = RestoreTask(self.restore_job(device), self.restorers)
+        task.ready.connect(self._on_ready)
+        task.finished.connect(self._on_restored)
+        self.set_status(f"Preparing on {device}…")
+        return self._start("restore", task)
+
+    @Slot()
+    def cancel(self) -> None:
+        """Ask the engine to stop; it raises Cancelled at its next check and the worker reports back."""
+        if self.runner.cancel():
+            self.cancel_button.setEnabled(False)
+            self.progress_bar.setFormat("Cancelling…")
+            self.set_status("Cancelling…")
+
+    @Slot(float, str)
+    def _on_progress(self, fraction: float, message: str) -> None:
+        task = self.runner.task
+        if task is None or task.is_cancelled:
+            return
+        self.progress_bar.setValue(int(round(fraction * PROGRESS_STEPS)))
+        eta = format_seconds(self._eta.remaining(fraction))
+        self.progress_bar.setFormat(f"{message or 'working'} — {fraction * 100:.0f}% — ETA {eta}")
+
+    @Slot()
+    def _on_ready(self) -> None:
+        self._eta = EtaEstimator()  # loading weights is not representative of the restore's pace
+
+    @Slot(object)
+    def _on_detected(self, probability: np.ndarray) -> None:
+        self.mask_panel.adopt_detection(probability)
+        self.progress_bar.setValue(PROGRESS_STEPS)
+        self.progress_bar.setFormat("Detection done")
+        mask = self.canvas.mask()
+        share = float(mask.mean() * 100) if mask is not None else 0.0
+        self.set_status(f"Scratch mask covers {share:.1f}% of the photo. Adjust the threshold, paint or erase, "
+                        "then press Restore.")
+
+    @Slot(object)
+    def _on_restored(self, outcome: RestoreOutcome) -> None:
+        result = outcome.result
+        self.result = result
+        if outcome.probability is not None:
+            self.mask_panel.adopt_detection(outcome.probability, outcome.mask, "Detect scratches (restore)")
+        self.canvas.set_after(to_u8(result.image))
+        self.mask_panel.overlay_checkbox.setChecked(False)  # the result, unobscured ("Show mask" brings it back)
+        self.original_button.setChecked(False)
+        self.compare_button.setChecked(True)
+        self.canvas.set_compare(True)
+        self.progress_bar.setValue(PROGRESS_STEPS)
+        total = sum(result.timings.values())
+        self.progress_bar.setFormat(f"Done in {total:.1f} s")
+        self._update_caption()
+        self.set_status(f"Restored in {total:.1f} s ({result.mode.value} mode). Drag the line to compare, "
+                        "Save… to keep it.")
+
+    @Slot(str, str)
+    def _on_failed(self, message: str, details: str) -> None:
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("Failed")
+        self.show_error(message, details)
+
+    @Slot()
+    def _on_cancelled(self) -> None:
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("Cancelled")
+        self.set_status("Cancelled. The photo is unchanged; press Restore to try again.")
+
+    @Slot(str)
+    def _on_runner_done(self, outcome: str) -> None:
+        kind, self._job_kind = self._job_kind, ""
+        self._update_actions()
+        if outcome == FINISHED:
+            self.store_mask()
+        (self.restore_done if kind == "restore" else self.detect_done).emit(outcome)
+
+    # ------------------------------------------------------------------ save
+
+    def default_save_path(self) -> Path | None:
+        if self.image_path is None:
+            return None
+        folder = self.settings.output_folder or self.image_path.parent
+        suffix = output_suffix(self.image_path, output_format(self.image_path))
+        return folder / f"{self.image_path.stem}_restored{suffix}"
+
+    def save_dialog(self) -> None:
+        if self.result is None:
+            return
+        default = self.default_save_path()
+        if self.settings.output_folder is None and self.settings.last_save_folder is not None and default is not None:
+            default = self.settings.last_save_folder / default.name
+        fmt = SAVE_FORMATS.get(default.suffix.lower(), "png") if default else "png"
+        filters = [SAVE_FILTERS[fmt]] + [f for k, f in SAVE_FILTERS.items() if k != fmt]
+        path, chosen = QFileDialog.getSaveFileName(self, "Save restored photo", str(default or ""), ";;".join(filters))
+        if not path:
+            return
+        path = Path(path)
+        if not path.suffix:  # the dialog's filter says which format was meant
+            fmt = next((k for k, f in SAVE_FILTERS.items() if f == chosen), "png")
+            path = path.with_name(path.name + {"png": ".png", "tiff": ".tif", "jpeg": ".jpg"}[fmt])
+        self.save_result(path)
+
+    def save_result(self, path: str | Path) -> bool:
+        """Write the result (PNG, TIFF or JPEG by suffix, the photo's depth and metadata kept),
+        atomically. The original photo is never overwritten."""
+        if self.result is None or self.photo is None or self.image_path is None:
+            self.show_error("There is no restored photo to save yet.")
+            return False
+        path, fmt = save_path_with_format(Path(path).expanduser())
+        if same_file(path, self.image_path):
+            self.show_error(f"Not saved: {path.name} is the original photo, which Heirloom never overwrites. "
+                            "Choose another file name.")
+            return False
+        notes: list[str] = []
+        try:
+            pixels, alpha = finish(self.photo, self.result.image)
+            write_bytes_atomic(path, encode(self.photo, pixels, alpha, fmt, JPEG_QUALITY, notes))
+        except (OSError, ValueError) as exc:
+            self.show_error(f"Could not save {path}: {describe_error(exc)}")
+            return False
+        self.clear_error()
+        self.settings.last_save_folder = path.parent
+        extra = f" ({'; '.join(notes)})" if notes else ""
+        self.set_status(f"Saved {path}{extra}")
+        return True
+
+    # ------------------------------------------------------------------ closing
+
+    def shutdown(self) -> None:
+        """Stop a running job and keep pending strokes before the window goes away."""
+        self.runner.stop()
+        self.store_mask()

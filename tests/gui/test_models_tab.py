@@ -1,0 +1,230 @@
+"""The Models & settings tab: the weights listing, downloading from a local HTTP server (with progress,
+cancel and resume), importing, and device/tile/memory settings shared with the Restore tab."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import http.server
+import re
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+pytest.register_assert_rewrite("gui_fixtures")  # its helpers assert; imported below before pytest loads it
+
+import gui.models_tab
+from conftest import GLOBAL_FILES
+from engine.download import part_path
+from engine.models.checkpoints import SafetensorsSource
+from engine.profiles import ProfileInfo, save_profile
+from gui_fixtures import JOB_TIMEOUT_MS, wait_for_listing
+
+pytest_plugins = ("gui_fixtures",)
+pytestmark = pytest.mark.usefixtures("isolated_app")
+
+
+PAYLOAD = bytes(range(256)) * 1200  # 300 KB
+
+
+@dataclass
+class Served:
+    payload: bytes = PAYLOAD
+    delay: float = 0.0  # seconds between 16 KB chunks (a slow line, to cancel mid-way)
+    ranges: list[str | None] = field(default_factory=list)
+    url: str = ""
+
+
+@pytest.fixture
+def server():
+    served = Served()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server API)
+            header = self.headers.get("Range")
+            served.ranges.append(header)
+            start = int(re.fullmatch(r"bytes=(\d+)-", header).group(1)) if header else 0
+            body = served.payload[start:]
+            self.send_response(206 if start else 200)
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(served.payload) - 1}/{len(served.payload)}")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            try:
+                for i in range(0, len(body), 16384):
+                    self.wfile.write(body[i:i + 16384])
+                    self.wfile.flush()
+                    time.sleep(served.delay)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client cancelled
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    httpd.daemon_threads = True
+    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    served.url = f"http://127.0.0.1:{httpd.server_address[1]}/global_checkpoints.zip"
+    try:
+        yield served
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=2)
+
+
+@pytest.fixture
+def imported(monkeypatch, tmp_path):
+    """Stand-in for import_official (validating real official weights is the CLI tests' job)."""
+    calls: list[tuple[Path, bytes]] = []
+
+    def fake_import(archive: Path) -> Path:
+        calls.append((Path(archive), Path(archive).read_bytes()))
+        target = tmp_path / "userdata" / "weights" / "official"
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+
+    monkeypatch.setattr(gui.models_tab, "import_official", fake_import)
+    return calls
+
+
+def row(tab, choice: str):
+    return next(r for r in tab.rows if r.choice == choice)
+
+
+def test_lists_weights_with_what_they_contain(make_window, tiny_weights, qtbot):
+    window = make_window()
+    tab = window.models_tab
+    assert row(tab, "default").status == "Not installed" and row(tab, "official").status == "Not installed"
+    assert tab.default_radio.isChecked() and "not installed" in tab.weights_status.text()
+    assert tab.table.rowCount() == 2 and "in use" in tab.table.item(0, 0).text()
+
+    tab.custom_edit.setText(str(tiny_weights))
+    tab.custom_edit.editingFinished.emit()
+    assert window.settings.weights == str(tiny_weights) and tab.custom_radio.isChecked()
+    wait_for_listing(qtbot, window)
+    custom = row(tab, str(tiny_weights))
+    assert custom.ok and custom.status == "Complete", custom.detail
+    assert custom.contents == "quality, scratch repair, scratch detection; no HR"
+    assert "complete" in tab.weights_status.text()
+    assert tab.table.rowCount() == 3 and tab.table.item(2, 2).text() == custom.contents
+    assert not window.restore_tab.error_label.isVisible()  # the Restore tab follows the choice
+
+    tab.default_radio.click()
+    assert window.settings.weights == "default"
+    assert "default weights" in window.restore_tab.error_label.text()
+
+
+def test_fine_tuned_profiles_are_listed_and_can_be_chosen(make_window, tiny_weights, qtbot):
+    save_profile("my album", SafetensorsSource(tiny_weights), {}, ProfileInfo(task="detector", base="default"))
+    window = make_window()
+    tab = window.models_tab
+    profile = row(tab, "profile:my album")
+    assert profile.title == "Profile my album" and profile.ok, profile.detail
+    assert profile.contents == "quality, scratch repair, scratch detection; no HR"
+    assert "detector from default" in profile.detail
+    assert tab.profile_radio.isEnabled() and tab.profile_combo.currentText() == "my album"
+    tab.profile_combo.activated.emit(0)
+    assert window.settings.weights == "profile:my album" and tab.profile_radio.isChecked()
+    assert window.weights_label.text() == "Weights: Profile my album"
+    assert not window.restore_tab.error_label.isVisible()
+    wait_for_listing(qtbot, window)
+    tab.table.setCurrentCell(0, 0)  # the default weights' row
+    tab.use_button.click()
+    assert window.settings.weights == "default" and tab.default_radio.isChecked()
+
+
+def test_download_from_a_local_server_installs_and_switches_to_official(make_window, server, imported, qtbot):
+    window = make_window(download_url=server.url)
+    tab = window.models_tab
+    assert not tab.cancel_button.isEnabled()
+    seen = []
+    with qtbot.waitSignal(tab.job_done, timeout=JOB_TIMEOUT_MS) as blocker:
+        assert tab.start_download()
+        assert tab.cancel_button.isEnabled() and not tab.download_button.isEnabled()
+        tab._job_runner.task.progress.connect(lambda f, m: seen.append((f, m)))
+    assert blocker.args == ["download", "finished"], tab.error_label.text()
+    dest = Path(os.environ["HEIRLOOM_DATA_DIR"]) / "downloads" / "global_checkpoints.zip"
+    assert imported == [(dest, PAYLOAD)]  # the whole file, then installed
+    assert tab.progress_bar.value() == tab.progress_bar.maximum()
+    assert any("of 0.3 MB" in m for _, m in seen)
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen)
+    # The default weights were missing, so the newly installed official ones are used from now on.
+    assert window.settings.weights == "official" and tab.official_radio.isChecked()
+    assert "are in use" in tab.job_status.text()
+    assert tab.download_button.isEnabled() and not tab.cancel_button.isEnabled()
+
+
+def test_cancel_a_download_keeps_the_part_and_the_next_one_resumes(make_window, server, imported, qtbot):
+    server.delay = 0.05  # about a second for the whole file
+    window = make_window(download_url=server.url)
+    tab = window.models_tab
+    with qtbot.waitSignal(tab.job_done, timeout=JOB_TIMEOUT_MS) as blocker:
+        assert tab.start_download()
+        qtbot.waitUntil(lambda: tab.progress_bar.value() > 0, timeout=JOB_TIMEOUT_MS)
+        tab.cancel_button.click()
+    assert blocker.args == ["download", "cancelled"]
+    assert "resume" in tab.job_status.text() and not imported
+    dest = Path(os.environ["HEIRLOOM_DATA_DIR"]) / "downloads" / "global_checkpoints.zip"
+    kept = part_path(dest).stat().st_size
+    assert 0 < kept < len(PAYLOAD) and not dest.exists()
+
+    server.delay = 0.0
+    with qtbot.waitSignal(tab.job_done, timeout=JOB_TIMEOUT_MS) as blocker:
+        assert tab.start_download()
+    assert blocker.args == ["download", "finished"]
+    assert server.ranges[-1] == f"bytes={kept}-"
+    assert imported[-1][1] == PAYLOAD
+
+
+def test_download_and_import_failures_are_explained(make_window, tmp_path, qtbot):
+    window = make_window(download_url="http://127.0.0.1:9/nothing-here.zip")  # port 9: refused
+    tab = window.models_tab
+    with qtbot.waitSignal(tab.job_done, timeout=JOB_TIMEOUT_MS) as blocker:
+        assert tab.start_download()
+    assert blocker.args == ["download", "failed"]
+    assert tab.error_label.text().startswith("Download failed: could not reach")
+    assert "import" in tab.error_label.text()  # the way forward without the network
+
+    bad = tmp_path / "bad.zip"
+    with zipfile.ZipFile(bad, "w") as zf:
+        zf.writestr(GLOBAL_FILES["VAE_A_quality"][1], b"garbage")
+    with qtbot.waitSignal(tab.job_done, timeout=JOB_TIMEOUT_MS) as blocker:
+        assert tab.start_import(bad)
+    assert blocker.args == ["import", "failed"]
+    assert "Weights problem: not imported" in tab.error_label.text()
+    assert window.settings.weights == "default"
+
+
+def test_device_tile_memory_and_output_folder_are_settings_shared_with_the_restore_tab(make_window, tmp_path):
+    window = make_window()
+    tab, options = window.models_tab, window.restore_tab.options_panel
+    texts = [tab.device_combo.itemText(i) for i in range(tab.device_combo.count())]
+    assert texts[0].startswith("Automatic") and "8.0 GB, 4.0 GB free" in texts[1]
+    tab.device_combo.setCurrentIndex(0)
+    assert window.settings.device == "auto" and options.device_combo.currentData() == "auto"
+    options.device_combo.setCurrentIndex(options.device_combo.findData("cpu"))
+    assert tab.device_combo.currentData() == "cpu"
+    tab.tile_combo.setCurrentText("1024")
+    tab.tile_combo.lineEdit().editingFinished.emit()
+    assert window.settings.tile == 1024 and options.tile_combo.currentText() == "1024"
+    tab.tile_combo.setCurrentText("12")  # too small: back to the last valid value
+    tab.tile_combo.lineEdit().editingFinished.emit()
+    assert window.settings.tile == 1024 and tab.tile_combo.currentText() == "1024"
+    tab.memory_spin.setValue(2.0)
+    assert window.restore_tab.options_panel.options(0.4, 0).max_memory_gb == 2.0
+    tab.memory_spin.setValue(0.0)
+    assert window.settings.max_memory_gb is None and tab.memory_spin.text() == "Automatic"
+    window.settings.output_folder = tmp_path / "restored"
+    assert tab.output_edit.text() == str(tmp_path / "restored")
+    window.restore_tab.image_path = tmp_path / "a.png"
+    assert window.restore_tab.default_save_path() == tmp_path / "restored" / "a_restored.png"
+    tab.output_reset_button.click()
+    assert window.settings.output_folder is None

@@ -1,0 +1,199 @@
+"""The face stage in the pipeline: detect, align, restore, blend back (engine.faces.stage + Restorer).
+
+One test runs the real 256 px SPADE generator with recipe weights; the others use a stand-in
+generator and an identity global stage, so they test the wiring (what runs, what changes, what is
+reported) in milliseconds instead of seconds per face.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from torch import nn
+
+from conftest import RecipeSource, bank_for
+from engine import pipeline
+from engine.faces import detect, stage
+from engine.models.checkpoints import CheckpointError, ModelBank
+from engine.pipeline import RestoreOptions, Restorer
+from engine.progress import Cancelled, Progress
+
+
+@pytest.fixture(scope="module")
+def portrait() -> np.ndarray:
+    """The astronaut at 256 px: one face about 45 px wide."""
+    return cv2.resize(skimage.data.astronaut(), (256, 256), interpolation=cv2.INTER_AREA)
+
+
+@pytest.fixture(scope="module")
+def pair(portrait) -> np.ndarray:
+    """Two faces side by side (the portrait and its mirror image)."""
+    return np.ascontiguousarray(np.hstack([portrait, portrait[:, ::-1]]))
+
+
+class StandInFace(nn.Module):
+    """Stands in for the 256 px generator: returns the face inverted (a change no blend can hide);
+    raises on the calls numbered in ``fail_on``."""
+
+    load_size = 256
+
+    def __init__(self, fail_on: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.calls, self.fail_on = 0, fail_on
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.calls in self.fail_on:
+            raise RuntimeError("generator exploded")
+        return -x
+
+
+class StandInBank(ModelBank):
+    """Recipe weights' announcements with the stand-in face generator; the global networks are not
+    needed (the tests replace the global stage by the identity)."""
+
+    def __init__(self, generator: nn.Module, faces: bool = True) -> None:
+        super().__init__(RecipeSource({}, faces=faces), torch.device("cpu"))
+        self.generator = generator
+
+    def get(self, name: str) -> nn.Module:
+        return self.generator if name.startswith("face_") else nn.Identity()
+
+
+@pytest.fixture
+def identity_global(monkeypatch):
+    """The global restoration returns its input, so every change comes from the face stage."""
+    monkeypatch.setattr(pipeline, "translate", lambda bank, x, *args, **kwargs: SimpleNamespace(generated=x))
+
+
+def near(box, shape, margin: float = 1.0) -> np.ndarray:
+    """Pixels within ``margin`` box sizes of ``box`` (the aligned crop reaches ~1.5 box sizes)."""
+    x0, y0, x1, y1 = box
+    mx, my = margin * (x1 - x0), margin * (y1 - y0)
+    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    return (xx >= x0 - mx) & (xx <= x1 + mx) & (yy >= y0 - my) & (yy <= y1 + my)
+
+
+def inside(box, shape) -> np.ndarray:
+    return near(box, shape, 0.0)
+
+
+def changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a.astype(np.float64) - b.astype(np.float64)).max(axis=2) > 0
+
+
+def test_real_generator_refines_the_one_astronaut_face_and_nothing_else(portrait):
+    image = portrait.astype(np.float32) / 255.0
+    out, report = stage.refine_faces(image, bank_for(), "face_256")  # the network the parity test builds
+    assert (report.found, report.refined, report.size, report.warnings) == (1, 1, 256, [])
+    assert out.shape == image.shape and out.dtype == np.float32
+    diff = changed(out, image)
+    box = report.faces[0].box
+    assert not (diff & ~near(box, diff.shape)).any(), "pixels changed far from the face"
+    assert diff[inside(box, diff.shape)].mean() > 0.9
+    assert report.faces[0].describe()["refined"] is True
+
+
+def test_auto_faces_refine_the_face_and_keep_every_other_pixel(identity_global, portrait):
+    restorer = Restorer(StandInBank(StandInFace()))
+    result = restorer.restore(portrait, RestoreOptions(tile="off"))
+    assert result.faces is not None and (result.faces.found, result.faces.refined) == (1, 1)
+    assert result.faces.network == "face_256" and "faces" in result.timings and result.warnings == []
+    plain = restorer.restore(portrait, RestoreOptions(tile="off", faces=False))
+    diff = changed(result.image, plain.image)  # exact: untouched pixels keep their float value
+    box = result.faces.faces[0].box
+    assert not (diff & ~near(box, diff.shape)).any()
+    assert diff[inside(box, diff.shape)].mean() > 0.9
+
+
+def test_no_faces_changes_nothing(identity_global, portrait):
+    generator = StandInFace()
+    off = Restorer(StandInBank(generator)).restore(portrait, RestoreOptions(tile="off", faces=False))
+    unannounced = Restorer(StandInBank(generator, faces=False)).restore(portrait, RestoreOptions(tile="off"))
+    assert off.faces is None and unannounced.faces is None and generator.calls == 0
+    assert off.warnings == [] and unannounced.warnings == []
+    np.testing.assert_allclose(off.image, portrait / 255.0, atol=1e-6)  # identity global stage
+    assert np.array_equal(off.image, unannounced.image)
+
+
+def test_hr_uses_the_512_generator_as_the_official_hr_switch(portrait):
+    announced = RecipeSource({}, faces=True)
+    assert stage.choose_face_network(announced, None, hr=True) == "face_512"
+    assert stage.choose_face_network(announced, None, hr=False) == "face_256"
+    assert stage.choose_face_network(announced, False, hr=True) is None
+    generator = StandInFace()
+    generator.load_size = 512
+    _, report = stage.refine_faces(portrait / 255.0, StandInBank(generator), "face_512")
+    assert (report.network, report.size, report.refined) == ("face_512", 512, 1)
+
+
+def test_a_face_that_fails_is_reported_and_the_others_are_kept(identity_global, pair):
+    restorer = Restorer(StandInBank(StandInFace(fail_on=(1,))))
+    result = restorer.restore(pair, RestoreOptions(tile="off"))
+    assert (result.faces.found, result.faces.refined) == (2, 1)
+    first, second = result.faces.faces
+    assert not first.refined and "generator exploded" in first.error and second.refined
+    assert result.warnings == ["face 1: not refined (RuntimeError: generator exploded)"]
+    plain = restorer.restore(pair, RestoreOptions(tile="off", faces=False))
+    diff = changed(result.image, plain.image)
+    assert not diff[near(first.box, diff.shape, 0.2)].any()
+    assert diff[inside(second.box, diff.shape)].mean() > 0.9
+
+
+def test_progress_names_each_face_and_cancel_stops_between_faces(identity_global, pair):
+    generator = StandInFace()
+    messages: list[str] = []
+    progress = Progress()
+
+    def callback(fraction: float, message: str) -> None:
+        messages.append(message)
+        if message == "face 1 of 2":
+            progress.cancel()  # face 1 still finishes; the check before face 2 stops the photo
+
+    progress.callback = callback
+    with pytest.raises(Cancelled):
+        Restorer(StandInBank(generator)).restore(pair, RestoreOptions(tile="off"), progress=progress)
+    assert "detecting faces" in messages and "face 1 of 2" in messages and "face 2 of 2" not in messages
+    assert generator.calls == 1
+
+
+def test_faces_asked_for_without_face_weights_is_a_clear_error(identity_global, portrait):
+    restorer = Restorer(StandInBank(StandInFace(), faces=False))
+    for call in (lambda: restorer.prepare(RestoreOptions(faces=True)),
+                 lambda: restorer.restore(portrait, RestoreOptions(faces=True, tile="off"))):
+        with pytest.raises(CheckpointError, match="face_checkpoints.zip") as info:
+            call()
+        assert "Setting_9_epoch_100" in str(info.value) and "models download official" in str(info.value)
+    with pytest.raises(stage.FacesUnavailable, match="FaceSR_512"):
+        restorer.prepare(RestoreOptions(faces=True, hr=True))
+
+
+def test_missing_face_detector_warns_in_auto_mode_and_fails_when_asked(identity_global, portrait, monkeypatch):
+    def unavailable(image):
+        raise detect.FaceDetectorUnavailable("MTCNN weights not found")
+
+    monkeypatch.setattr(detect, "detect_faces", unavailable)
+    restorer = Restorer(StandInBank(StandInFace()))
+    result = restorer.restore(portrait, RestoreOptions(tile="off"))
+    assert result.faces is None and len(result.warnings) == 1
+    assert result.warnings[0].startswith("faces were not refined") and "MTCNN" in result.warnings[0]
+    np.testing.assert_allclose(result.image, portrait / 255.0, atol=1e-6)
+    with pytest.raises(stage.FacesUnavailable, match="MTCNN"):
+        restorer.restore(portrait, RestoreOptions(tile="off", faces=True))
+
+
+def test_a_photo_without_faces_is_unchanged_and_loads_no_generator(identity_global):
+    class Bank(StandInBank):
+        def get(self, name: str) -> nn.Module:
+            assert not name.startswith("face_"), "the face generator was loaded for a photo without faces"
+            return super().get(name)
+
+    grey = np.full((96, 128, 3), 120, np.uint8)
+    result = Restorer(Bank(StandInFace())).restore(grey, RestoreOptions(tile="off"))
+    assert (result.faces.found, result.faces.refined) == (0, 0)
+    np.testing.assert_allclose(result.image, grey / 255.0, atol=1e-6)
