@@ -3,7 +3,8 @@
     python main.py                       the app
     python main.py PHOTO_OR_FOLDER...    the app, with the photo open (or the folders queued)
     python main.py --screenshot FILE.png [--tab restore|queue|train|models] [PHOTO]
-    python main.py restore|models|train|finetune|profiles ...   headless command line (see engine.cli)
+    python main.py restore|models|train|finetune|profiles|sample ...   headless command line (see engine.cli)
+    python main.py --version             print the version and exit (without loading PyTorch or Qt)
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 GUI_OPTIONS = ("--screenshot", "--tab")
-CLI_COMMANDS = ("restore", "models", "train", "finetune", "profiles")
+CLI_COMMANDS = ("restore", "models", "train", "finetune", "profiles", "sample")
 
 
 def wants_cli(args: list[str]) -> bool:
@@ -30,6 +31,11 @@ def wants_cli(args: list[str]) -> bool:
 
 def main() -> int:
     args = sys.argv[1:]
+    if args == ["--version"]:  # the installer's smoke test and support questions: answer at once
+        from engine import __version__
+
+        print(f"Heirloom {__version__}")
+        return 0
     if wants_cli(args):
         from engine.cli import main as cli_main
 

@@ -11,6 +11,7 @@
     python main.py models download faces       only the face weights (face_checkpoints.zip)
     python main.py finetune detector|domain|mapping ... --profile NAME   (engine.training.finetune_cli)
     python main.py profiles [list | delete NAME | export NAME FILE | import FILE]
+    python main.py sample [-o DIR]              write a damaged sample photo to try Heirloom on
 
 Exit status: 0 every photo succeeded, 1 any failed (each printed as ``FAILED <path>: <reason>``
 while the rest go on), 2 usage errors.
@@ -167,6 +168,18 @@ def download_official(args: argparse.Namespace, out: TextIO, err: TextIO) -> int
     return EXIT_OK
 
 
+def cmd_sample(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .sample import SampleUnavailable, make_sample_photo
+
+    try:
+        path = make_sample_photo(Path(args.output) if args.output else None, overwrite=args.output is not None)
+    except (SampleUnavailable, OSError) as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_FAILED
+    print(path, file=out)
+    return EXIT_OK
+
+
 def parse_tile(value: str) -> int | str:
     if value in ("auto", "off"):
         return value
@@ -240,6 +253,10 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--url", help=argparse.SUPPRESS)  # tests and mirrors: global_checkpoints.zip
     dl.add_argument("--face-url", help=argparse.SUPPRESS)  # tests and mirrors: face_checkpoints.zip
     m.set_defaults(func=cmd_models)
+
+    s = sub.add_parser("sample", help="write a damaged sample photo (made from a scikit-image photograph)")
+    s.add_argument("-o", "--output", metavar="DIR", help="folder to write it to (default: the user data folder)")
+    s.set_defaults(func=cmd_sample)
 
     from .training.cli import add_parser as add_train_parser
     from .training.finetune_cli import add_parsers as add_finetune_parsers

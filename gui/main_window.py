@@ -2,8 +2,9 @@
 
 The window only wires things together. The tabs do the work; :class:`gui.settings.Settings` holds
 every choice; one :class:`gui.workers.RestorerCache` serves the Restore tab and the album queue.
-The device is one lane: while the Restore tab runs a job the queue is held, and while the queue
-runs the Restore tab waits (its buttons say why).
+The device is one lane: while the Restore tab runs a job the queue is held, while the queue runs
+the Restore tab waits (its buttons say why), and while a fine-tune trains in the Train tab both
+wait; the Train tab does not start while either of them has the device.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ from .workers import RestorerCache
 TAB_KEYS = ("restore", "queue", "train", "models")
 DEFAULT_SIZE = (1320, 820)
 QUEUE_BUSY = "The album queue is using the device. Pause it in the Album queue tab to restore here."
+TRAIN_BUSY = "A fine-tune is using the device. Pause it in the Train tab to restore here."
+QUEUE_BUSY_TRAIN = "The album queue is using the device. Pause it in the Album queue tab to train."
+RESTORE_BUSY_TRAIN = "The Restore tab is using the device; training can start when it is done."
 
 
 class MainWindow(QMainWindow):
@@ -49,10 +53,14 @@ class MainWindow(QMainWindow):
         self.restorers = restorers if restorers is not None else RestorerCache()
         devices = devices if devices is not None else list_devices()
         self._error_box: QMessageBox | None = None
+        self._queue_running = False  # who has the device, as their signals said
+        self._restoring = False
+        self._training = False
+        self._queue_held = False
 
         self.restore_tab = RestoreTab(self.settings, self.restorers, self.masks, devices, self)
         self.queue_tab = QueueTab(self.queue_restorer, self.queue_options, self.masks, queue_state, self)
-        self.train_tab = TrainTab(self.masks, self)
+        self.train_tab = TrainTab(self.settings, self.masks, devices, self)
         self.models_tab = ModelsTab(self.settings, self.restorers, download_url, devices, self)
         self.tabs = QTabWidget(self)
         self.tabs.setDocumentMode(True)
@@ -180,6 +188,9 @@ class MainWindow(QMainWindow):
         for signal in (stack.canUndoChanged, stack.canRedoChanged, stack.undoTextChanged, stack.redoTextChanged):
             signal.connect(self._sync_actions)
         self.queue_tab.running_changed.connect(self._on_queue_running)
+        self.train_tab.running_changed.connect(self._on_train_running)
+        self.train_tab.profile_saved.connect(self._on_profile_saved)
+        self.train_tab.status_message.connect(self.set_status)
         self.models_tab.status_message.connect(self.set_status)
         self.settings.changed.connect(self._on_setting_changed)
         self.tabs.currentChanged.connect(self._on_tab_changed)
@@ -248,11 +259,37 @@ class MainWindow(QMainWindow):
 
     @Slot(bool)
     def _on_restore_busy(self, busy: bool) -> None:
-        self.queue_tab.set_held(busy)
+        self._restoring = busy
+        self._sync_lane()
+
+    @Slot(bool)
+    def _on_train_running(self, running: bool) -> None:
+        self._training = running
+        self._sync_lane()
 
     @Slot(bool)
     def _on_queue_running(self, running: bool) -> None:
-        self.restore_tab.set_device_reserved(QUEUE_BUSY if running else "")
+        self._queue_running = running
+        self._sync_lane()
+
+    def _sync_lane(self) -> None:
+        """Whoever has the device keeps it; the others wait and say why."""
+        restoring, training = self._restoring, self._training
+        held = restoring or training
+        if held != self._queue_held:  # set_held(False) restarts a queue that waits: only on a change
+            self._queue_held = held
+            self.queue_tab.set_held(held, "the Restore tab" if restoring else "a fine-tune (Train tab)")
+        self.restore_tab.set_device_reserved(QUEUE_BUSY if self._queue_running else TRAIN_BUSY if training else "")
+        self.train_tab.set_device_reserved(QUEUE_BUSY_TRAIN if self._queue_running
+                                           else RESTORE_BUSY_TRAIN if restoring else "")
+
+    @Slot(str)
+    def _on_profile_saved(self, choice: str) -> None:
+        """A new profile: list it wherever weights are chosen, and build no network from stale files."""
+        self.restorers.clear()
+        self.models_tab.refresh()
+        self.set_status(f"{weights_title(choice)} saved: choose it in Models & settings, or with "
+                        "“Restore with it” in the Train tab.")
 
     def queue_restorer(self) -> Restorer:
         """The album queue's networks: the same cache, weights and device as the Restore tab."""
@@ -411,6 +448,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
         """Stop every background job before the window (and the thread objects) go away."""
         self.settings.window_geometry = self.saveGeometry()
+        self.train_tab.shutdown()  # pauses a fine-tune with a checkpoint: resumable next time
         self.restore_tab.shutdown()
         self.queue_tab.shutdown()
         self.models_tab.shutdown()

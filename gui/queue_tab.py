@@ -1,7 +1,7 @@
 """The Album queue tab: drop a whole album, restore it overnight, come back to it after a crash.
 
 One worker thread restores one photo at a time (one device lane); the main window holds the queue
-(``set_held``) while the Restore tab uses the device. The queue's state lives in the engine's
+(``set_held``) while the Restore tab (or a fine-tune) uses the device. The queue's state lives in the engine's
 ``AlbumQueue`` (saved after every change of status), outputs are written by the same code as the
 CLI batch, and a failing photo is marked failed with a readable reason while the rest go on.
 """
@@ -156,7 +156,8 @@ class QueueTab(QWidget):
         self._thread: QThread | None = None
         self._worker: QueueWorker | None = None
         self._want_run = False  # the user asked for the queue to run (Start), not paused or cancelled
-        self._held = False  # the main window lent the device to the Restore tab
+        self._held = False  # the main window lent the device to the Restore tab (or the Train tab)
+        self._holder = "the Restore tab"  # who has it, for the status line
         self._stop_reason = ""
         self._stop_message = ""
         self._eta: EtaEstimator | None = None
@@ -299,7 +300,7 @@ class QueueTab(QWidget):
         return len(added)
 
     def start(self) -> bool:
-        """Run the waiting photos. Held by the Restore tab: runs as soon as the device is free."""
+        """Run the waiting photos. Held by another tab: runs as soon as the device is free."""
         if not any(i.status == PENDING for i in self.queue.items):
             self._set_status("No photos are waiting. Add photos, or use Retry failed.")
             return False
@@ -307,7 +308,7 @@ class QueueTab(QWidget):
         if self._thread is not None:  # pausing or held: carry on once the current photo is finished
             self._set_status("The queue continues after the current photo.")
         elif self._held:
-            self._set_status("Waiting for the Restore tab to finish with the device…")
+            self._set_status(f"Waiting for {self._holder} to finish with the device…")
         else:
             return self._launch()
         self._update_actions()
@@ -361,14 +362,16 @@ class QueueTab(QWidget):
     def output_dir(self) -> Path:
         return Path(self.queue.output_dir or default_output_dir())
 
-    def set_held(self, held: bool) -> None:
-        """The Restore tab needs the device (True) or is done with it (False). Held, the queue
-        finishes its current photo and waits (running_changed(False) says the device is free)."""
+    def set_held(self, held: bool, holder: str = "the Restore tab") -> None:
+        """``holder`` (the Restore tab, a fine-tune) needs the device (True) or is done with it (False).
+        Held, the queue finishes its current photo and waits (running_changed(False) says the device
+        is free)."""
         self._held = held
         if held:
+            self._holder = holder
             if self._worker is not None:
                 self._worker.hold()
-                self._set_status("Holding after the current photo: the Restore tab needs the device.")
+                self._set_status(f"Holding after the current photo: {holder} needs the device.")
         elif self._want_run and self._thread is None:
             self._launch()
         self._update_actions()
@@ -486,7 +489,7 @@ class QueueTab(QWidget):
             self._want_run = False
             self._set_status("Cancelled. Press Start to go on with the waiting photos.")
         elif reason == "held" and self._held and self._want_run:
-            self._set_status("Waiting for the Restore tab to finish with the device…")
+            self._set_status(f"Waiting for {self._holder} to finish with the device…")
         elif reason == "held" and not self._want_run:
             waiting = sum(1 for i in self.queue.items if i.status == PENDING)
             self._set_status(f"Paused. {waiting} photo{'s' if waiting != 1 else ''} waiting; press Start to go on.")

@@ -17,7 +17,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import Qt, QTimer, Signal, Slot
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (QFileDialog, QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton,
                                QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
 
@@ -103,6 +103,12 @@ class RestoreTab(QWidget):
         self.canvas = PhotoCanvas(self)
         self.canvas.mask_changed.connect(self._on_mask_changed)
         self.canvas.zoom_changed.connect(self._on_zoom_changed)
+        # First run: no photo at hand? One click makes an aged copy of a photo shipped with the app.
+        self.sample_button = QPushButton("Try a sample photo", self.canvas.viewport())
+        self.sample_button.setToolTip("Open an old-looking photo that Heirloom makes from a picture it ships with")
+        self.sample_button.setCursor(Qt.CursorShape.PointingHandCursor)
+        self.sample_button.clicked.connect(self.open_sample)
+        self.canvas.viewport().installEventFilter(self)
         self.options_panel = OptionsPanel(self.settings, devices, self)
         self.options_panel.hr_checkbox.toggled.connect(self._on_hr_toggled)
         self.mask_panel = MaskPanel(self.canvas, self)
@@ -186,6 +192,18 @@ class RestoreTab(QWidget):
         layout.addLayout(left, 1)
         layout.addWidget(self.side_scroll)
 
+    def _place_sample_button(self) -> None:
+        """Centred just below the canvas's "Drop a photo here" hint."""
+        view = self.canvas.viewport().rect()
+        self.sample_button.adjustSize()
+        size = self.sample_button.size()
+        self.sample_button.move((view.width() - size.width()) // 2, view.height() // 2 + 24)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt API)
+        if watched is self.canvas.viewport() and event.type() == QEvent.Type.Resize:
+            self._place_sample_button()
+        return super().eventFilter(watched, event)
+
     def _tool_button(self, text: str, tip: str, slot) -> QToolButton:
         button = QToolButton(self)
         button.setText(text)
@@ -210,6 +228,8 @@ class RestoreTab(QWidget):
         self.original_button.setEnabled(has_result)
         self.fit_button.setEnabled(has_image)
         self.actual_button.setEnabled(has_image)
+        self.sample_button.setVisible(not has_image)
+        self._place_sample_button()
         self.options_panel.set_locked(busy)
         self.mask_panel.set_editable(not busy, has_image)
         self.mask_panel.detect_button.setEnabled(free and has_image)
@@ -364,6 +384,18 @@ class RestoreTab(QWidget):
         self.set_status(f"Opened {path.name} ({w}×{h}).{note} Detect scratches or brush them, then press Restore.")
         self.image_opened.emit(path)
         return True
+
+    @Slot()
+    def open_sample(self) -> bool:
+        """Make the damaged sample photo in the user data folder (first time only) and open it."""
+        from engine.sample import SampleUnavailable, make_sample_photo
+
+        try:
+            path = make_sample_photo()
+        except (SampleUnavailable, OSError) as exc:
+            self.show_error(f"Could not make the sample photo: {exc}")
+            return False
+        return self.load_image(path)
 
     # ------------------------------------------------------------------ masks
 

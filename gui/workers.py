@@ -94,6 +94,10 @@ class Task(QObject):
     def work(self, progress: Progress) -> object:
         raise NotImplementedError
 
+    def describe(self, exc: Exception) -> str:
+        """The readable message for a failure (tasks that are not restores word theirs differently)."""
+        return describe_error(exc, self.device)
+
     @Slot()
     def run(self) -> None:
         """Thread entry point. Every failure reaches the user as a message; none kills the thread."""
@@ -103,7 +107,7 @@ class Task(QObject):
         except Cancelled:
             self.cancelled.emit()
         except Exception as exc:
-            self.failed.emit(describe_error(exc, self.device), error_details(exc))
+            self.failed.emit(self.describe(exc), error_details(exc))
         else:
             self.finished.emit(result)
 
@@ -243,6 +247,13 @@ class TaskRunner(QObject):
             return False
         self.task.cancel()
         return True
+
+    def wait(self) -> None:
+        """Wait for a task that was asked to stop its own way (a fine-tune pausing at its next step):
+        like ``stop`` without cancelling. Its queued signals still arrive afterwards."""
+        if self._thread is not None:
+            self._thread.wait()
+            self._thread, self.task = None, None
 
     def stop(self) -> None:
         """Cancel and wait for the thread (window closing): nothing may outlive its owner."""

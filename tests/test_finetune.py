@@ -123,6 +123,20 @@ def test_pause_then_resume_in_a_new_session_equals_an_uninterrupted_run(tiny, la
     assert second.before == straight.before  # base scores kept with the checkpoint
 
 
+def test_reload_saves_a_stopped_run_as_it_is_in_a_new_session(tiny, labelled, tmp_path):
+    """The app was closed while training: the next session saves (or resumes) the checkpoint as it is."""
+    first = FinetuneSession(detector_job(tiny, labelled, tmp_path / "w", Budget(steps=4)))
+    for metrics in first.run():
+        if metrics["step"] == 2:
+            first.pause()
+    later = FinetuneSession(detector_job(tiny, labelled, tmp_path / "w", Budget(steps=4)))
+    assert later.reload() and later.state == "paused" and later.step == 2 and later.before == first.before
+    assert later.save_profile("as-is").card["steps"] == 2
+    list(later.run(resume=True))
+    assert later.step == 4 and steps_logged(tmp_path / "w") == [1, 2, 3, 4]
+    assert not FinetuneSession(detector_job(tiny, labelled, tmp_path / "none", Budget(steps=4))).reload()
+
+
 def test_cancel_stops_with_a_checkpoint_and_batchnorm_statistics_stay(tiny, labelled, tmp_path):
     session = FinetuneSession(detector_job(tiny, labelled, tmp_path / "w", Budget(steps=50)))
     progress = Progress(lambda fraction, message: progress.cancel() if message == "step 2/50" else None)

@@ -89,10 +89,10 @@ CONFIGS: dict[str, TrainConfig] = {
                        loss=LossWeights(recon=0.0, raw=10.0))
         for s in ("vae-a", "vae-b", "mapping", "detector")}, image_cache_side=1024),
     "lite": TrainConfig("lite", Architecture(vae_channels=32, mapping_width=128, mapping_blocks=3, nl_blocks=2, detector_width_log2=3), {
-        "vae-a": replace(_LITE_STAGE, steps=3000),
-        "vae-b": replace(_LITE_STAGE, steps=3000),
-        "mapping": replace(_LITE_STAGE, steps=3000, loss=LossWeights(raw=1.0, recon=4.0, gan=0.05, fm=0.5)),
-        "detector": StageConfig(crop=128, batch=8, steps=3000, lr=5e-4),
+        "vae-a": replace(_LITE_STAGE, steps=2000),
+        "vae-b": replace(_LITE_STAGE, steps=2000),
+        "mapping": replace(_LITE_STAGE, steps=2000, loss=LossWeights(raw=1.0, recon=4.0, gan=0.05, fm=0.5)),
+        "detector": StageConfig(crop=128, batch=8, steps=2000, lr=5e-4),
     }, output_tone="match-input"),
     "tiny": TrainConfig("tiny", Architecture(vae_channels=8, mapping_width=16, mapping_blocks=1, nl_blocks=1,
                                              detector_width_log2=2), {

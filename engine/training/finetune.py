@@ -173,6 +173,19 @@ class FinetuneSession:
     def has_checkpoint(self) -> bool:
         return (self.work / CHECKPOINT).is_file()
 
+    def reload(self, progress: Progress | None = None) -> bool:
+        """Prepare and load the work folder's checkpoint without training, so a run stopped in an
+        earlier session (e.g. the app was closed) can be previewed or saved as a profile as it is.
+        False when there is no checkpoint. ``run(resume=True)`` afterwards continues from it."""
+        self.prepare(progress)
+        if self.step == 0 and not self._load_checkpoint():
+            return False
+        before = self.work / BEFORE
+        if before.is_file():
+            self.before = json.loads(before.read_text(encoding="utf-8"))
+        self.state = "finished" if self.job.budget.reached(self.step, self.seconds) else "paused"
+        return True
+
     def discard(self) -> None:
         """Delete the work folder (start over)."""
         shutil.rmtree(self.work, ignore_errors=True)

@@ -1,0 +1,124 @@
+"""The Train tab's background work: a fine-tune in a worker thread, and what it needs around it.
+
+:class:`TrainTask` drives ``FinetuneSession.run`` (a generator) in a QThread and sends each step's
+metrics and, now and then, before/after previews (numpy arrays) to the GUI as queued signals. The
+GUI keeps the session and only ever calls ``pause`` and ``cancel`` across threads; both are
+thread-safe (an Event each). The tab's fine-tune lives in one work folder of the user data
+directory, so a run stopped by closing the app is found and resumed next time.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Signal
+
+from engine.profiles import ProfileError
+from engine.progress import Progress
+from engine.training.finetune import FinetuneSession, default_work_dir
+from engine.weights import WeightsNotFound
+
+from .errors import describe_error
+from .workers import FunctionTask, Task
+
+WORK_NAME = "train-tab"  # the Train tab's work folder: <user data>/finetune/train-tab
+PREVIEW_EVERY = 50  # steps between previews ...
+PREVIEW_SECONDS = 30.0  # ... or seconds, whichever comes first (a step may take seconds on a CPU)
+PREVIEW_COUNT = 3
+
+
+def work_dir() -> Path:
+    """Where the tab's fine-tune keeps its checkpoint (looked up each time: tests move the data dir)."""
+    return default_work_dir(WORK_NAME)
+
+
+def read_history(work: Path) -> list[dict[str, float]]:
+    """The metrics of every step trained so far (``metrics.jsonl``), for the chart of a reopened run.
+    A half-written last line (the app was killed) is skipped."""
+    rows = []
+    try:
+        lines = (Path(work) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and "step" in row:
+            rows.append(row)
+    return rows
+
+
+def describe_training_error(exc: BaseException, device: object | None = None) -> str:
+    """Failures of a fine-tune or a profile save in words (describe_error speaks of restoring)."""
+    if isinstance(exc, ProfileError) and not isinstance(exc, WeightsNotFound):  # a name taken or not allowed
+        text = str(exc)
+        return text[:1].upper() + text[1:] + "."
+    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
+        where = f" on {device}" if device is not None else ""
+        return f"Not enough memory to train{where}. Choose the CPU, or close other programs and resume."
+    if isinstance(exc, (ValueError, FileExistsError)):
+        return f"Cannot train: {exc}."
+    return describe_error(exc, device)
+
+
+class TrainTask(Task):
+    """Prepares the session (loads photos, builds networks), then trains until the budget is spent,
+    the user pauses (a checkpoint, then ``finished`` with the state) or cancels (``cancelled``)."""
+
+    prepared = Signal(object)  # DataSummary of what was actually loaded
+    metrics = Signal(object)  # one step's metrics dict (step, seconds, fraction and the losses)
+    previews = Signal(object)  # list[Preview]: before / after images of held-out photos
+
+    def __init__(self, session: FinetuneSession, resume: bool, preview_every: int = PREVIEW_EVERY,
+                 preview_seconds: float = PREVIEW_SECONDS, preview_count: int = PREVIEW_COUNT) -> None:
+        super().__init__(session.device)
+        self.session, self.resume = session, resume
+        self.preview_every, self.preview_seconds, self.preview_count = preview_every, preview_seconds, preview_count
+        self._pause = threading.Event()
+
+    def pause(self) -> None:
+        """Called from the GUI thread: stop after the current step, with a checkpoint. Remembered here
+        too, because the session forgets a pause asked for while it is still preparing."""
+        self._pause.set()
+        self.session.pause()
+
+    @property
+    def pausing(self) -> bool:
+        return self._pause.is_set()
+
+    def describe(self, exc: Exception) -> str:
+        return describe_training_error(exc, self.device)
+
+    def work(self, progress: Progress) -> str:
+        session = self.session
+        session.prepare(progress)
+        self.prepared.emit(session.summary)
+        shown_step, shown_at = -1, 0.0
+        for metrics in session.run(resume=self.resume, progress=progress):
+            self.metrics.emit(metrics)
+            if self._pause.is_set():
+                session.pause()  # the run ends before its next step
+            step = int(metrics["step"])
+            due = shown_step < 0 or step - shown_step >= self.preview_every
+            if due or time.monotonic() - shown_at >= self.preview_seconds:
+                self._preview()
+                shown_step, shown_at = step, time.monotonic()
+        if session.step != shown_step and session.step > 0:
+            self._preview()  # how it ends (finished or paused)
+        return session.state
+
+    def _preview(self) -> None:
+        """Between steps, in this thread: the session's networks are not used concurrently."""
+        self.previews.emit(self.session.preview(self.preview_count))
+
+
+class ProfileTask(FunctionTask):
+    """Saving a profile (scores the held-out photos, writes the weights) with training's wording."""
+
+    def describe(self, exc: Exception) -> str:
+        return describe_training_error(exc, self.device)
