@@ -60,6 +60,7 @@ def test_all_stages_train_and_export_weights_the_pipeline_uses(tmp_path, photos)
     assert set(card["files"]) == {f"{n}.safetensors" for n in ("VAE_A_quality", "VAE_B_quality", "VAE_B_scratch",
                                                                "mapping_quality", "mapping_scratch", "detector")}
     assert card["networks"]["mapping_scratch"]["width"] == 16
+    assert card["output_tone"] == "match-input" and "best_threshold" in card["detector_calibration"]
     photo = tmp_path / "p.png"
     Image.fromarray(np.full((40, 52, 3), 120, np.uint8)).save(photo)
     out = io.StringIO()
@@ -125,3 +126,24 @@ def test_focal_loss_prefers_right_answers_and_down_weights_easy_pixels():
     easy = focal_loss(torch.tensor([[6.0]]), torch.tensor([[1.0]]))
     bce = torch.nn.functional.binary_cross_entropy_with_logits(torch.tensor([[6.0]]), torch.tensor([[1.0]]))
     assert easy < 0.01 * bce
+
+
+def test_detector_calibration_moves_the_best_cut_to_the_official_threshold():
+    from engine.models.networks.unet import ScratchUNet
+    from engine.training.calibrate import calibrate_detector, detector_probabilities
+
+    torch.manual_seed(0)
+    net = ScratchUNet(width_log2=2)
+    with torch.no_grad():
+        net.last[1].bias.fill_(1.0)  # over-confident: most pixels above 0.4
+    rng = np.random.default_rng(1)
+    photos = [np.clip(rng.random((64, 80, 3)) * 0.2 + 0.4, 0, 1).astype(np.float32) for _ in range(3)]
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    calibrated, cal = calibrate_detector(state, 2, photos)
+    assert calibrated["last.1.bias"].item() == pytest.approx(1.0 + cal.logit_shift, abs=1e-5)
+    net.load_state_dict(calibrated)
+    net.eval()
+    prob, truth = detector_probabilities(net, photos, 50_000)
+    from engine.metrics import detection_scores
+    assert detection_scores(prob, truth, 0.4)["f1"] == pytest.approx(cal.f1_at_official_after, abs=0.01)
+    assert cal.f1_at_official_after >= cal.f1_at_official_before

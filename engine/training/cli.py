@@ -17,6 +17,7 @@ import torch
 from ..device import choose_device
 from ..progress import Cancelled, Progress
 from .config import CONFIGS
+from .calibrate import calibrate_detector
 from .loop import CHECKPOINT, export_weights, train
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
@@ -80,6 +81,16 @@ def load_vae(run: Path, config_name: str, stage: str):
     return net
 
 
+def calibration_photos(folders: list[Path], count: int = 24, side: int = 384) -> list:
+    """Training (not held-out) photos for the detector's calibration, spread over the folders."""
+    from .data import list_photos, load_small, split_holdout
+
+    paths = [p for folder in folders for p in split_holdout(list_photos(Path(folder)))[0]]
+    step = max(len(paths) // count, 1)
+    photos = [load_small(p, side) for p in paths[::step][:count]]
+    return [p.astype("float32") / 255.0 for p in photos if p is not None]
+
+
 def export(args: argparse.Namespace, out: TextIO) -> int:
     config_names = set()
     parts: dict[str, dict] = {}
@@ -101,8 +112,11 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
         raise ValueError(f"the runs mix configurations {sorted(config_names)}")
     config = CONFIGS[config_names.pop()]
     kwargs = config.arch.network_kwargs()
+    parts["detector"], calibration = calibrate_detector(parts["detector"], config.arch.detector_width_log2,
+                                                        calibration_photos(args.clean))
     card = {"name": args.name, "config": config.to_json(), "steps": steps, "output_tone": config.output_tone,
             "networks": {name: kwargs[name] for name in parts},
+            "detector_calibration": calibration.to_json(),
             "data": {"clean": [str(p) for p in args.clean], "old": [str(p) for p in args.old]}}
     card = export_weights(parts, args.dest, card)
     print(f"exported {len(parts)} networks to {args.dest}", file=out)
