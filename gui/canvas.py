@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QEvent, QPointF, QRect, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import (QColor, QFocusEvent, QFont, QImage, QKeyEvent, QKeySequence, QMouseEvent, QPainter,
-                           QPainterPath, QPen, QResizeEvent, QTransform, QUndoCommand, QUndoStack, QWheelEvent,
-                           qRgba)
+from PySide6.QtGui import (QColor, QFocusEvent, QFont, QFontMetricsF, QImage, QKeyEvent, QKeySequence, QMouseEvent,
+                           QPainter, QPainterPath, QPen, QResizeEvent, QTransform, QUndoCommand, QUndoStack,
+                           QWheelEvent, qRgba)
 from PySide6.QtWidgets import QFrame, QGraphicsScene, QGraphicsView, QWidget
 
 from engine.imageio import read_mask, write_png
@@ -42,6 +42,10 @@ UNDO_LIMIT = 200
 TOOLS = ("pan", "paint", "erase")
 BACKGROUND = QColor("#2b2b2b")
 DEFAULT_OVERLAY = QColor(255, 0, 110)   # magenta-red: visible on sepia, grey and colour photos alike
+FACE_ON_COLOUR = QColor(64, 224, 112)   # a refined face, shown refined
+FACE_OFF_COLOUR = QColor(255, 176, 32)  # a face switched off, or one the face stage could not refine
+FACE_STATES = ("on", "off", "failed")
+CLICK_SLOP_PX = 4.0                     # a press that moves less than this is a click, not a pan
 
 
 def default_hint() -> str:
@@ -222,6 +226,10 @@ class _Stroke:
                                                  min(self.box[2], box[2]), max(self.box[3], box[3]))
 
 
+def _distance(a: QPointF, b: QPointF) -> float:
+    return math.hypot(a.x() - b.x(), a.y() - b.y())
+
+
 def _changed_box(old: np.ndarray, new: np.ndarray) -> tuple[int, int, int, int] | None:
     """Bounding rectangle (y0, y1, x0, x1) of the pixels that differ, so undo stores only that."""
     diff = old != new
@@ -232,6 +240,15 @@ def _changed_box(old: np.ndarray, new: np.ndarray) -> tuple[int, int, int, int] 
     return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
+@dataclass(frozen=True)
+class FaceBox:
+    """A detected face as the canvas draws it over the restored side."""
+
+    index: int  # the face's number (from 1), drawn as its label and sent back by ``face_clicked``
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in photo pixels
+    state: str = "on"  # "on": refined and shown; "off": refined, switched off; "failed": not refined
+
+
 class PhotoCanvas(QGraphicsView):
     """Zoomable photo view with a before/after split line and a damage-mask brush (see module doc)."""
 
@@ -240,6 +257,7 @@ class PhotoCanvas(QGraphicsView):
     zoom_changed = Signal(float)      # view scale, 1.0 = one photo pixel per screen (device) pixel
     brush_size_changed = Signal(int)  # diameter in photo pixels
     tool_changed = Signal(str)
+    face_clicked = Signal(int)        # a face's label was clicked (or, with the Pan tool, its box)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -282,6 +300,10 @@ class PhotoCanvas(QGraphicsView):
         self._last_paint: QPointF | None = None  # end of the previous stroke, for Shift+click lines
         self._cursor_scene: QPointF | None = None
         self._over_split = False           # hovering the split line: a press would grab it, so no brush circle
+        self._faces: list[FaceBox] = []
+        self._faces_visible = True
+        self._over_face = False            # hovering a face's label (or box, Pan tool): a click toggles it
+        self._face_press: tuple[int, QPointF] | None = None  # Pan tool press in a face box: click or drag?
         self.setSceneRect(QRectF(0, 0, 1, 1))
         self._update_cursor(None)
 
@@ -301,6 +323,7 @@ class PhotoCanvas(QGraphicsView):
         self._stroke = None
         self._last_paint = None
         self._after = None
+        self._faces = []
         self.undo_stack.clear()
         if rgb is None:
             self._before = None
@@ -333,6 +356,96 @@ class PhotoCanvas(QGraphicsView):
 
     def has_after(self) -> bool:
         return self._after is not None
+
+    # ------------------------------------------------------------------------------ faces
+
+    def set_faces(self, faces: list[FaceBox]) -> None:
+        """The detected faces to outline over the restored side (empty: none)."""
+        for face in faces:
+            if face.state not in FACE_STATES:
+                raise ValueError(f"unknown face state {face.state!r}; expected one of {', '.join(FACE_STATES)}")
+        self._faces = list(faces)
+        self.viewport().update()
+
+    def faces(self) -> list[FaceBox]:
+        return list(self._faces)
+
+    def set_faces_visible(self, on: bool) -> None:
+        """Hide the outlines to judge the faces themselves; clicks on them are off while hidden."""
+        self._faces_visible = bool(on)
+        self.viewport().update()
+
+    def faces_visible(self) -> bool:
+        return self._faces_visible
+
+    def _after_area_in_view(self) -> QRectF | None:
+        """Where the restored photo is on screen (the right of the split, or all of it), or None."""
+        if not self._faces or not self._faces_visible or self._after is None or self._before_only:
+            return None
+        photo = self.photo_rect_in_view().intersected(QRectF(self.viewport().rect()))
+        if self.split_visible():
+            x = self._split_view_x()
+            photo = photo.intersected(QRectF(x, photo.top(), max(0.0, photo.right() - x), photo.height()))
+        return None if photo.isEmpty() else photo
+
+    def face_rect_in_view(self, face: FaceBox) -> QRectF:
+        """The face's box in viewport coordinates, on whole pixels so its outline is crisp."""
+        x0, y0, x1, y1 = face.box
+        rect = self.viewportTransform().mapRect(QRectF(x0, y0, x1 - x0, y1 - y0))
+        return QRectF(QPointF(round(rect.left()), round(rect.top())),
+                      QPointF(round(rect.right()), round(rect.bottom())))
+
+    def _face_font(self) -> QFont:
+        font = QFont(self.font())
+        font.setPixelSize(12)
+        font.setBold(True)
+        return font
+
+    def face_label_rect(self, face: FaceBox) -> QRectF:
+        """The number tag at the box's top-left corner: above the box when it fits, else inside it."""
+        rect = self.face_rect_in_view(face)
+        metrics = QFontMetricsF(self._face_font())
+        width = metrics.horizontalAdvance(str(face.index)) + 10
+        height = metrics.height() + 2
+        top = rect.top() - height if rect.top() - height >= self.photo_rect_in_view().top() else rect.top()
+        return QRectF(rect.left() - 1, top, width, height)
+
+    def face_at(self, pos: QPointF, label_only: bool = False) -> int | None:
+        """The face whose label (or, unless ``label_only``, box) is drawn under viewport point ``pos``."""
+        area = self._after_area_in_view()
+        if area is None or not area.contains(pos):
+            return None
+        for face in reversed(self._faces):  # the last drawn is on top
+            on_box = not label_only and self.face_rect_in_view(face).contains(pos)
+            if on_box or self.face_label_rect(face).contains(pos):
+                return face.index
+        return None
+
+    def _draw_faces(self, painter: QPainter) -> None:
+        area = self._after_area_in_view()
+        if area is None:
+            return
+        painter.save()
+        painter.setClipRect(area)
+        painter.setFont(self._face_font())
+        for face in self._faces:
+            colour = FACE_ON_COLOUR if face.state == "on" else FACE_OFF_COLOUR
+            rect = self.face_rect_in_view(face)
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.setPen(QPen(QColor(0, 0, 0, 150), 4))  # a dark rim: the outline shows on light and dark skin
+            painter.drawRect(rect)
+            pen = QPen(colour, 2)
+            if face.state != "on":
+                pen.setDashPattern([3.0, 2.0])
+            painter.setPen(pen)
+            painter.drawRect(rect)
+            label = self.face_label_rect(face)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(colour)
+            painter.drawRoundedRect(label, 3, 3)
+            painter.setPen(QColor(20, 20, 20))
+            painter.drawText(label, int(Qt.AlignmentFlag.AlignCenter), str(face.index))
+        painter.restore()
 
     # ---------------------------------------------------------------------------- compare
 
@@ -619,6 +732,7 @@ class PhotoCanvas(QGraphicsView):
         if self._before is None:
             self._draw_hint(painter)
         else:
+            self._draw_faces(painter)
             if self.split_visible():
                 self._draw_split(painter)
             if self._brush_cursor_visible():
@@ -683,7 +797,8 @@ class PhotoCanvas(QGraphicsView):
 
     def _brush_cursor_visible(self) -> bool:
         return (self._tool in ("paint", "erase") and self._cursor_scene is not None and self._pan_last is None
-                and not self._dragging_split and not self._space_down and not self._over_split)
+                and not self._dragging_split and not self._space_down and not self._over_split
+                and not self._over_face)
 
     def _brush_view_radius(self) -> float:
         return self._brush / 2.0 * self.transform().m11()
@@ -744,13 +859,17 @@ class PhotoCanvas(QGraphicsView):
 
     def _update_cursor(self, pos: QPointF | None) -> None:
         over_split = pos is not None and self._stroke is None and self._near_split(pos)
-        if over_split != self._over_split:
-            self._over_split = over_split
+        over_face = (pos is not None and self._stroke is None and not over_split and self._pan_last is None
+                     and not self._space_down and self.face_at(pos, label_only=self._tool != "pan") is not None)
+        if over_split != self._over_split or over_face != self._over_face:
+            self._over_split, self._over_face = over_split, over_face
             self.viewport().update(self._brush_cursor_rect())
         if self._pan_last is not None:
             shape = Qt.CursorShape.ClosedHandCursor
         elif self._dragging_split or over_split:
             shape = Qt.CursorShape.SplitHCursor
+        elif over_face:
+            shape = Qt.CursorShape.PointingHandCursor
         elif self._before is None:
             shape = Qt.CursorShape.ArrowCursor
         elif self._space_down or self._tool == "pan":
@@ -778,6 +897,12 @@ class PhotoCanvas(QGraphicsView):
         elif button == Qt.MouseButton.LeftButton and self._near_split(pos):
             self._dragging_split = True
             self._drag_split_to(pos)
+        elif button == Qt.MouseButton.LeftButton and (
+                face := self.face_at(pos, label_only=self._tool != "pan")) is not None:
+            # A face's label (any tool) or box (Pan tool): the release decides, so a drag still pans.
+            self._face_press = (face, pos)
+            if self._tool == "pan":
+                self._pan_last = pos
         elif button == Qt.MouseButton.LeftButton and self._tool == "pan":
             self._pan_last = pos
         elif button == Qt.MouseButton.LeftButton and self._tool in ("paint", "erase"):
@@ -788,6 +913,8 @@ class PhotoCanvas(QGraphicsView):
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802 (Qt API)
         pos = event.position()
+        if self._face_press is not None and _distance(pos, self._face_press[1]) > CLICK_SLOP_PX:
+            self._face_press = None  # a drag, not a click
         if self._pan_last is not None:
             delta = pos - self._pan_last
             self._pan_last = pos
@@ -806,6 +933,11 @@ class PhotoCanvas(QGraphicsView):
     def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802 (Qt API)
         pos = event.position()
         button = event.button()
+        face_press = self._face_press if button == Qt.MouseButton.LeftButton else None
+        if face_press is not None:
+            self._face_press = None
+            if _distance(pos, face_press[1]) <= CLICK_SLOP_PX:
+                self.face_clicked.emit(face_press[0])
         if self._pan_last is not None and button in (Qt.MouseButton.MiddleButton, Qt.MouseButton.LeftButton):
             self._pan_last = None
         elif self._dragging_split and button == Qt.MouseButton.LeftButton:

@@ -9,10 +9,14 @@ from __future__ import annotations
 import dataclasses
 
 from PySide6.QtCore import Signal, Slot
-from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QLabel, QWidget
 
 from engine.device import DeviceInfo, list_devices
+from engine.faces.stage import FacesUnavailable, face_network, require_detector
+from engine.models.checkpoints import CheckpointError
+from engine.models.registry import BY_NAME
 from engine.pipeline import RestoreOptions
+from engine.weights import resolve_weights
 
 from .settings import Settings, parse_tile
 
@@ -20,6 +24,27 @@ from .settings import Settings, parse_tile
 FACES_SUPPORTED = "faces" in {f.name for f in dataclasses.fields(RestoreOptions)}
 FACE_VALUES: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
 TILE_CHOICES = ("auto", "off", "512", "1024", "2048")
+FACES_TIP = "Sharpen faces with the face network. Auto: when faces are found."
+
+
+def faces_unavailable(weights: str, hr: bool) -> tuple[str, str] | None:
+    """Why face refinement cannot run with these weights, as (short note, details), or None when it
+    can: the control says so instead of letting "Refine faces" silently do nothing."""
+    try:
+        source = resolve_weights(weights)
+    except CheckpointError:
+        return None  # no usable weights at all: the tab's red banner already says what to do
+    if not source.has(BY_NAME[face_network(hr)]):
+        mode = " for HR mode" if hr else ""
+        note = f"Not available: the chosen weights have no face model{mode}."
+        return note, (f"{note}\nChosen: {source.label}.\nImport the official face weights "
+                      f"(face_checkpoints.zip{', with FaceSR_512' if hr else ''}) and choose the official "
+                      "weights in Models & settings.")
+    try:
+        require_detector()
+    except FacesUnavailable as exc:
+        return "Not available: the face detector's files are missing.", str(exc)
+    return None
 
 
 def format_bytes(count: int | None) -> str:
@@ -78,8 +103,13 @@ class OptionsPanel(QGroupBox):
         self.faces_combo = QComboBox(self)
         for text, value in (("Auto", "auto"), ("On", "on"), ("Off", "off")):
             self.faces_combo.addItem(text, value)
+        self.faces_note = QLabel(self)  # why faces are unavailable, when they are
+        self.faces_note.setWordWrap(True)
+        self.faces_note.setStyleSheet("color: palette(mid); font-size: small;")
+        self.faces_note.setVisible(False)
+        self.faces_unavailable: str | None = None  # why faces cannot run (the details), or None
         if FACES_SUPPORTED:
-            self.faces_combo.setToolTip("Sharpen faces with the face network. Auto: when faces are found.")
+            self.faces_combo.setToolTip(FACES_TIP)
         else:
             self.faces_combo.setEnabled(False)
             self.faces_combo.setToolTip("Face refinement is not available in this version of the engine")
@@ -99,13 +129,16 @@ class OptionsPanel(QGroupBox):
         form.addRow("Repair scratches:", self.scratch_combo)
         form.addRow("", self.hr_checkbox)
         form.addRow("Refine faces:", self.faces_combo)
+        form.addRow("", self.faces_note)
         form.addRow("Device:", self.device_combo)
         form.addRow("Tile size:", self.tile_combo)
 
         self._writing = False
+        self._unlocked = True
         self._load_from_settings()
         self.scratch_combo.currentIndexChanged.connect(self._on_widget_changed)
         self.hr_checkbox.toggled.connect(self._on_widget_changed)
+        self.hr_checkbox.toggled.connect(self.refresh_faces)
         self.faces_combo.currentIndexChanged.connect(self._on_widget_changed)
         self.device_combo.currentIndexChanged.connect(self._on_widget_changed)
         self.tile_combo.currentIndexChanged.connect(self._on_widget_changed)
@@ -126,6 +159,21 @@ class OptionsPanel(QGroupBox):
         if self.device_combo.currentData() != s.device:
             fill_device_combo(self.device_combo, self.devices, s.device)
         fill_tile_combo(self.tile_combo, s.tile)
+        self.refresh_faces()
+
+    @Slot()
+    def refresh_faces(self) -> None:
+        """Enable "Refine faces" only when the chosen weights (and HR mode) have a face model, else
+        say why, next to it and in its tooltip."""
+        if not FACES_SUPPORTED:
+            return
+        why = faces_unavailable(self.settings.weights, self.hr_checkbox.isChecked())
+        note, self.faces_unavailable = why if why is not None else ("", None)
+        self.faces_combo.setEnabled(why is None and self._unlocked)
+        self.faces_combo.setToolTip(self.faces_unavailable or FACES_TIP)
+        self.faces_note.setText(note)
+        self.faces_note.setToolTip(self.faces_unavailable or "")
+        self.faces_note.setVisible(why is not None)
 
     @Slot()
     def _on_widget_changed(self) -> None:
@@ -146,6 +194,8 @@ class OptionsPanel(QGroupBox):
 
     @Slot(str)
     def _on_setting_changed(self, key: str) -> None:
+        if key == "engine/weights":
+            self.refresh_faces()
         if not self._writing and key.startswith(("engine/", "restore/")):
             self._load_from_settings()
             self.changed.emit()
@@ -163,13 +213,14 @@ class OptionsPanel(QGroupBox):
     def options(self, threshold: float, dilation: int) -> RestoreOptions:
         """The options as shown, with the mask panel's threshold and dilation."""
         kwargs: dict[str, object] = {}
-        if FACES_SUPPORTED:
-            kwargs["faces"] = FACE_VALUES[self.faces_combo.currentData()]
+        if FACES_SUPPORTED:  # unavailable: automatic, so the engine records why no face was refined
+            kwargs["faces"] = None if self.faces_unavailable else FACE_VALUES[self.faces_combo.currentData()]
         return RestoreOptions(scratch=self.scratch_auto, hr=self.hr, threshold=threshold, mask_dilation=dilation,
                               tile=self.settings.tile, max_memory_gb=self.settings.max_memory_gb, **kwargs)
 
     def set_locked(self, locked: bool) -> None:
         """No option changes while a job runs (the running job would not see them anyway)."""
+        self._unlocked = not locked
         for widget in (self.scratch_combo, self.hr_checkbox, self.device_combo, self.tile_combo):
             widget.setEnabled(not locked)
-        self.faces_combo.setEnabled(FACES_SUPPORTED and not locked)
+        self.faces_combo.setEnabled(FACES_SUPPORTED and not locked and self.faces_unavailable is None)

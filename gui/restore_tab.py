@@ -29,8 +29,9 @@ from engine.models.checkpoints import CheckpointError
 from engine.progress import EtaEstimator, format_seconds
 from engine.weights import resolve_weights
 
-from .canvas import PhotoCanvas
+from .canvas import FaceBox, PhotoCanvas
 from .errors import GUI_WEIGHTS_HINT, ErrorBanner, describe_error
+from .face_panel import FacePanel
 from .mask_panel import MaskPanel
 from .paths import same_file
 from .restore_options import OptionsPanel
@@ -79,6 +80,11 @@ class RestoreTab(QWidget):
         self.photo: PhotoFile | None = None
         self.image: np.ndarray | None = None  # HxWx3 uint8, what the view shows as "before"
         self.result = None  # RestoreResult of the last finished restore
+        self.faces_on: set[int] = set()  # the refined faces shown refined (the rest are toggled off)
+        # A working copy of result.image that face toggles recompose in place (None until the first
+        # toggle), and the uint8 "after" the canvas shows: a toggle refreshes only the faces' regions.
+        self.composed: np.ndarray | None = None
+        self._after_u8: np.ndarray | None = None
         self.last_status = ""
         self._reserved_reason = ""  # why the device is not ours right now (the album queue runs)
         self._job_kind = ""
@@ -103,6 +109,7 @@ class RestoreTab(QWidget):
         self.canvas = PhotoCanvas(self)
         self.canvas.mask_changed.connect(self._on_mask_changed)
         self.canvas.zoom_changed.connect(self._on_zoom_changed)
+        self.canvas.face_clicked.connect(self.toggle_face)
         # First run: no photo at hand? One click makes an aged copy of a photo shipped with the app.
         self.sample_button = QPushButton("Try a sample photo", self.canvas.viewport())
         self.sample_button.setToolTip("Open an old-looking photo that Heirloom makes from a picture it ships with")
@@ -111,6 +118,9 @@ class RestoreTab(QWidget):
         self.canvas.viewport().installEventFilter(self)
         self.options_panel = OptionsPanel(self.settings, devices, self)
         self.options_panel.hr_checkbox.toggled.connect(self._on_hr_toggled)
+        self.face_panel = FacePanel(self)
+        self.face_panel.face_toggled.connect(self.set_face_enabled)
+        self.face_panel.boxes_toggled.connect(self.canvas.set_faces_visible)
         self.mask_panel = MaskPanel(self.canvas, self)
         self.mask_panel.detect_requested.connect(self.start_detect)
         self.mask_panel.error.connect(self.show_error)
@@ -178,6 +188,7 @@ class RestoreTab(QWidget):
         side_layout = QVBoxLayout(side)
         side_layout.setContentsMargins(0, 0, 4, 0)
         side_layout.addWidget(self.options_panel)
+        side_layout.addWidget(self.face_panel)
         side_layout.addWidget(self.mask_panel)
         side_layout.addStretch(1)
         self.side_scroll = QScrollArea(self)
@@ -362,6 +373,8 @@ class RestoreTab(QWidget):
         self.store_mask()  # the previous photo's pending strokes
         self.image_path, self.photo, self.image = path, photo, rgb8(photo.pixels)
         self.result = None
+        self.faces_on, self.composed, self._after_u8 = set(), None, None
+        self.face_panel.show_faces(None, set())
         self.clear_error()
         stored = self._stored_mask()
         self.canvas.set_before(self.image)  # also drops the old result, mask and undo history
@@ -515,7 +528,8 @@ class RestoreTab(QWidget):
             return
         self.progress_bar.setValue(int(round(fraction * PROGRESS_STEPS)))
         eta = format_seconds(self._eta.remaining(fraction))
-        self.progress_bar.setFormat(f"{message or 'working'} — {fraction * 100:.0f}% — ETA {eta}")
+        message = message or "working"
+        self.progress_bar.setFormat(f"{message[:1].upper()}{message[1:]} — {fraction * 100:.0f}% — ETA {eta}")
 
     @Slot()
     def _on_ready(self) -> None:
@@ -537,7 +551,11 @@ class RestoreTab(QWidget):
         self.result = result
         if outcome.probability is not None:
             self.mask_panel.adopt_detection(outcome.probability, outcome.mask, "Detect scratches (restore)")
-        self.canvas.set_after(to_u8(result.image))
+        self._after_u8 = to_u8(result.image)
+        self.canvas.set_after(self._after_u8)
+        self.faces_on = result.faces.refined_indices if result.faces is not None else set()
+        self.composed = None
+        self._show_faces()
         self.mask_panel.overlay_checkbox.setChecked(False)  # the result, unobscured ("Show mask" brings it back)
         self.original_button.setChecked(False)
         self.compare_button.setChecked(True)
@@ -546,8 +564,56 @@ class RestoreTab(QWidget):
         total = sum(result.timings.values())
         self.progress_bar.setFormat(f"Done in {total:.1f} s")
         self._update_caption()
-        self.set_status(f"Restored in {total:.1f} s ({result.mode.value} mode). Drag the line to compare, "
+        faces = ""
+        if result.faces is not None and result.faces.found:
+            found, refined = result.faces.found, result.faces.refined
+            faces = (f" {refined} of {found} face{'s' if found != 1 else ''} refined"
+                     f"{': click a box to switch a face off' if refined else ''}.")
+        self.set_status(f"Restored in {total:.1f} s ({result.mode.value} mode).{faces} Drag the line to compare, "
                         "Save… to keep it.")
+
+    # ------------------------------------------------------------------ faces
+
+    @property
+    def result_image(self) -> np.ndarray | None:
+        """What the view shows as "after" and Save writes: the result with the faces switched on."""
+        if self.result is None:
+            return None
+        return self.composed if self.composed is not None else self.result.image
+
+    def _show_faces(self) -> None:
+        """Boxes on the canvas and the list, from the last result and ``faces_on``."""
+        report = self.result.faces if self.result is not None else None
+        boxes = []
+        for record in report.faces if report is not None else []:
+            state = "failed" if not record.refined else "on" if record.index in self.faces_on else "off"
+            boxes.append(FaceBox(record.index, tuple(float(v) for v in record.box), state))
+        self.canvas.set_faces(boxes)
+        self.face_panel.show_faces(report, self.faces_on)
+
+    @Slot(int)
+    def toggle_face(self, index: int) -> None:
+        """A click on a face's box: refined <-> as the global restoration left it."""
+        self.set_face_enabled(index, index not in self.faces_on)
+
+    @Slot(int, bool)
+    def set_face_enabled(self, index: int, on: bool) -> None:
+        """Switch one refined face on or off: the faces' regions are recomposed from the face stage's
+        layers (no network runs), so the view and Save follow at once, even on a big scan."""
+        report = self.result.faces if self.result is not None else None
+        if report is None or index not in report.refined_indices or (index in self.faces_on) == on:
+            return
+        self.faces_on = self.faces_on | {index} if on else self.faces_on - {index}
+        if self.composed is None:
+            self.composed = self.result.image.copy()
+        for y0, y1, x0, x1 in report.compose_into(self.composed, self.faces_on):
+            self._after_u8[y0:y1, x0:x1] = to_u8(self.composed[y0:y1, x0:x1])
+        self.canvas.set_after(self._after_u8)
+        self.canvas.set_faces([FaceBox(f.index, f.box, "on" if f.index in self.faces_on else "off")
+                               if f.state != "failed" else f for f in self.canvas.faces()])
+        self.face_panel.set_enabled_faces(self.faces_on)
+        self.set_status(f"Face {index} {'refined' if on else 'switched off: shown as the global restoration left it'}."
+                        " Save… writes what the view shows.")
 
     @Slot(str, str)
     def _on_failed(self, message: str, details: str) -> None:
@@ -608,7 +674,7 @@ class RestoreTab(QWidget):
             return False
         notes: list[str] = []
         try:
-            pixels, alpha = finish(self.photo, self.result.image)
+            pixels, alpha = finish(self.photo, self.result_image)
             write_bytes_atomic(path, encode(self.photo, pixels, alpha, fmt, JPEG_QUALITY, notes))
         except (OSError, ValueError) as exc:
             self.show_error(f"Could not save {path}: {describe_error(exc)}")

@@ -44,17 +44,20 @@ done
 
 PYINSTALLER_REQ="pyinstaller==6.22.3"
 FACENET_REQ="facenet-pytorch==2.6.0"
-case "$VARIANT" in
-  cpu) TORCH_REQ=${HEIRLOOM_TORCH_CPU:-torch==2.13.0+cpu} ;;
-  cuda) TORCH_REQ=${HEIRLOOM_TORCH_CUDA:-torch==2.14.1} ;;
-  *) echo "build.sh: --torch takes cpu or cuda, not '$VARIANT'" >&2; exit 2 ;;
-esac
-
 case "$(uname -s)" in
   Linux) OS=linux ;;
   Darwin) OS=macos ;;
   MINGW*|MSYS*|CYGWIN*) OS=windows ;;
   *) echo "build.sh: unsupported system $(uname -s)" >&2; exit 2 ;;
+esac
+# Linux: PyPI's torch is the CUDA build, the CPU-only build is 2.13.0+cpu (on this project's build
+# machines it lies in the local wheel store; elsewhere add PyTorch's index, see installer/README.md).
+# macOS and Windows: PyPI's torch has no CUDA (macOS: CPU + Apple MPS), so "cpu" is plain 2.13.0.
+case "$VARIANT:$OS" in
+  cpu:linux) TORCH_REQ=${HEIRLOOM_TORCH_CPU:-torch==2.13.0+cpu} ;;
+  cpu:*) TORCH_REQ=${HEIRLOOM_TORCH_CPU:-torch==2.13.0} ;;
+  cuda:*) TORCH_REQ=${HEIRLOOM_TORCH_CUDA:-torch==2.14.1} ;;
+  *) echo "build.sh: --torch takes cpu or cuda, not '$VARIANT'" >&2; exit 2 ;;
 esac
 ARCH=$(uname -m)
 [ "$OS" = macos ] && [ "$VARIANT" = cuda ] && { echo "build.sh: there is no CUDA PyTorch for macOS; use --torch cpu (it includes Apple's MPS)" >&2; exit 2; }
@@ -62,7 +65,7 @@ ARCH=$(uname -m)
 BUILD="build/installer-$VARIANT"
 VENV="$BUILD/venv"
 if [ "$OS" = windows ]; then VPY="$VENV/Scripts/python.exe"; else VPY="$VENV/bin/python"; fi
-PYTHON=${PYTHON:-python3}
+PYTHON=${PYTHON:-$(command -v python3 >/dev/null 2>&1 && echo python3 || echo python)}
 PIP_ARGS=${PIP_ARGS:-}
 log() { printf '\n== %s\n' "$*"; }
 
@@ -122,14 +125,9 @@ fi
 VERSION=$("$VPY" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 log "PyInstaller: Heirloom $VERSION, $VARIANT variant"
 start=$(date +%s)
-HEIRLOOM_TORCH_VARIANT=$VARIANT HEIRLOOM_REQUIRE_WEIGHTS=$REQUIRE_WEIGHTS \
-  "$VPY" -m PyInstaller --noconfirm --clean --log-level WARN \
-  --distpath dist --workpath "$BUILD/work" installer/heirloom.spec
-if [ "$OS" = macos ]; then APP=dist/Heirloom.app; BUNDLE_DIR=dist/Heirloom.app/Contents/Resources
-else APP=dist/Heirloom; BUNDLE_DIR=dist/Heirloom; fi
-
-# What was built, for support questions ("which bundle do you have?").
-"$VPY" - "$VERSION" "$VARIANT" > "$BUNDLE_DIR/BUILD-INFO.txt" <<'EOF'
+# What is built, for support questions ("which bundle do you have?"): bundled by the spec, so the
+# macOS .app is not modified after PyInstaller has signed it.
+"$VPY" - "$VERSION" "$VARIANT" > "$BUILD/BUILD-INFO.txt" <<'EOF'
 import platform, sys, datetime
 import torch, PySide6
 version, variant = sys.argv[1:]
@@ -137,6 +135,10 @@ print(f"Heirloom {version}\nvariant: {variant}\ntorch: {torch.__version__} (CUDA
 print(f"PySide6: {PySide6.__version__}\nPython: {platform.python_version()}\nplatform: {platform.platform()}")
 print(f"built: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC")
 EOF
+HEIRLOOM_TORCH_VARIANT=$VARIANT HEIRLOOM_REQUIRE_WEIGHTS=$REQUIRE_WEIGHTS HEIRLOOM_BUILD_INFO="$ROOT/$BUILD/BUILD-INFO.txt" \
+  "$VPY" -m PyInstaller --noconfirm --clean --log-level WARN \
+  --distpath dist --workpath "$BUILD/work" installer/heirloom.spec
+if [ "$OS" = macos ]; then APP=dist/Heirloom.app; else APP=dist/Heirloom; fi
 
 if [ "$OS" = linux ]; then
   cp resources/icons/heirloom.png "$APP/heirloom.png"

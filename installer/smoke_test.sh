@@ -47,7 +47,7 @@ if [ "$BUILD" = 1 ]; then
   BUILD_TIME="$(elapsed "$t0" "$(now)") s"
 fi
 [ -x "$BIN" ] || { echo "FAIL  $BIN not found (build first, or drop --skip-build)"; exit 1; }
-VARIANT_BUILT=$(sed -n 's/^variant: //p' "$APP/BUILD-INFO.txt" 2>/dev/null)
+VARIANT_BUILT=$(sed -n 's/^variant: //p' "$APP/_internal/BUILD-INFO.txt" 2>/dev/null)
 echo "== testing $APP (${VARIANT_BUILT:-unknown} variant)"
 
 # A Python with torch, numpy and Pillow, outside the bundle, for the tiny weights and the pixel checks.

@@ -18,8 +18,9 @@ from torch import nn
 
 from conftest import RecipeSource, bank_for
 from engine import pipeline
-from engine.faces import detect, stage
+from engine.faces import align, detect, stage
 from engine.models.checkpoints import CheckpointError, ModelBank
+from engine.official import save_image_u8, to_network
 from engine.pipeline import RestoreOptions, Restorer
 from engine.progress import Cancelled, Progress
 
@@ -152,13 +153,14 @@ def test_progress_names_each_face_and_cancel_stops_between_faces(identity_global
 
     def callback(fraction: float, message: str) -> None:
         messages.append(message)
-        if message == "face 1 of 2":
+        if message == "refining face 1 of 2":
             progress.cancel()  # face 1 still finishes; the check before face 2 stops the photo
 
     progress.callback = callback
     with pytest.raises(Cancelled):
         Restorer(StandInBank(generator)).restore(pair, RestoreOptions(tile="off"), progress=progress)
-    assert "detecting faces" in messages and "face 1 of 2" in messages and "face 2 of 2" not in messages
+    assert "detecting faces" in messages and "refining face 1 of 2" in messages
+    assert "refining face 2 of 2" not in messages
     assert generator.calls == 1
 
 
@@ -197,3 +199,83 @@ def test_a_photo_without_faces_is_unchanged_and_loads_no_generator(identity_glob
     result = Restorer(Bank(StandInFace())).restore(grey, RestoreOptions(tile="off"))
     assert (result.faces.found, result.faces.refined) == (0, 0)
     np.testing.assert_allclose(result.image, grey / 255.0, atol=1e-6)
+
+
+def test_compose_faces_toggles_each_face_without_running_a_network(identity_global, pair):
+    generator = StandInFace()
+    restorer = Restorer(StandInBank(generator))
+    result = restorer.restore(pair, RestoreOptions(tile="off"))
+    plain = restorer.restore(pair, RestoreOptions(tile="off", faces=False))
+    first, second = result.faces.faces
+    calls = generator.calls
+    assert np.array_equal(pipeline.compose_faces(result, {1, 2}), result.image)  # the stage's own output
+    assert np.array_equal(pipeline.compose_faces(result, set()), plain.image)  # as if faces were off
+    only_second = pipeline.compose_faces(result, {2})
+    assert generator.calls == calls and only_second.dtype == np.float32
+    diff = changed(only_second, result.image)
+    assert diff.any() and not (diff & ~near(first.box, diff.shape)).any(), "face 2's pixels moved"
+    assert not changed(only_second, plain.image)[near(first.box, diff.shape, 0.2)].any()
+    # Exactly what the stage gives when face 1 fails and face 2 is refined.
+    failed_first = Restorer(StandInBank(StandInFace(fail_on=(1,)))).restore(pair, RestoreOptions(tile="off"))
+    assert np.array_equal(only_second, failed_first.image)
+    assert np.array_equal(pipeline.compose_faces(result, {1, 2, 7}), result.image)  # unknown numbers: ignored
+    assert np.array_equal(pipeline.compose_faces(plain, {1}), plain.image)  # no face stage: a copy
+
+    report, h, w = result.faces, pair.shape[0], pair.shape[1]  # layers live on the faces' boxes
+    for record in report.faces:
+        y0, y1, x0, x1 = record.layer.bounds
+        assert (y1 - y0) * (x1 - x0) < h * w / 2 and record.layer.weight.shape[2] == 1
+        bx0, by0, bx1, by1 = record.box
+        assert x0 <= bx0 and bx1 <= x1 and y0 <= by0 and by1 <= y1
+    assert [r.bounds for r in report.regions] == [f.layer.bounds for f in report.faces]  # apart: no overlap
+    assert "layer" not in str(report.describe()) and "regions" not in report.describe()
+
+
+def test_overlapping_face_boxes_share_one_region_and_apart_ones_do_not():
+    assert stage.merge_bounds([(0, 10, 0, 10), (20, 30, 20, 30)]) == [(0, 10, 0, 10), (20, 30, 20, 30)]
+    assert stage.merge_bounds([(0, 10, 0, 10), (5, 15, 5, 15), (14, 20, 0, 3)]) == [(0, 20, 0, 15)]
+    assert stage.merge_bounds([(0, 10, 0, 10), (10, 20, 0, 10)]) == [(0, 10, 0, 10), (10, 20, 0, 10)]  # touching
+
+
+def test_the_layered_stage_blends_as_the_official_face_by_face_paste(pair):
+    """The stage composes layers on boxes; the official stage 4 blends whole photos face by face.
+    Same numbers (to float32 rounding), so the goldens' blending still describes the stage."""
+    image = pair.astype(np.float32) / 255.0
+    out, report = stage.refine_faces(image, StandInBank(StandInFace()), "face_256")
+    image_u8 = stage.to_u8(image)
+    current = image.astype(np.float64) * 255.0
+    for record in report.faces:
+        params = align.similarity_to_image(record.landmarks, 256)
+        crop = align.align_face(image_u8, params, 256)
+        restored = save_image_u8((-to_network(crop) + 1.0) / 2.0, normalize=False)
+        current = align.blend_face(current, restored, params, 256, image_u8=image_u8).blended01 * 255.0
+    np.testing.assert_allclose(out, (current / 255.0).astype(np.float32), rtol=0, atol=1e-6)
+
+
+def test_compose_with_overlapping_faces_matches_blending_them_one_by_one_on_the_whole_photo():
+    rng = np.random.default_rng(3)
+    image = rng.random((60, 80, 3)).astype(np.float32)
+    report = stage.FaceReport("face_256", 256)
+    for index, (top, left, h, w) in enumerate([(5, 5, 30, 40), (20, 30, 30, 40), (40, 0, 10, 10)], start=1):
+        back = rng.random((h, w, 3)) * 300.0 - 20.0  # a bicubic warp over- and undershoots 0..255
+        weight = np.clip(rng.random((h, w, 1)) * 1.5 - 0.25, 0.0, 1.0)
+        record = stage.FaceRecord(index, (left, top, left + w, top + h), 1.0, np.zeros((5, 2)), refined=True)
+        record.layer = stage.FaceLayer(top, left, back, weight)
+        report.faces.append(record)
+    for y0, y1, x0, x1 in stage.merge_bounds([f.layer.bounds for f in report.faces]):
+        report.regions.append(stage.FaceRegion((y0, y1, x0, x1), image[y0:y1, x0:x1].copy()))
+    assert len(report.regions) == 1  # 1 and 2 overlap; 3 only meets the rectangle around them
+    for enabled in ({1, 2, 3}, {2}, {1, 3}, set()):
+        current = image.astype(np.float64) * 255.0
+        for record in report.faces:
+            if record.index in enabled:
+                y0, y1, x0, x1 = record.layer.bounds
+                full_back = np.zeros((60, 80, 3))
+                full_weight = np.zeros((60, 80, 1))
+                full_back[y0:y1, x0:x1], full_weight[y0:y1, x0:x1] = record.layer.back, record.layer.weight
+                current = align.blend_layer(full_back, current, full_weight) * 255.0
+        expected = (current / 255.0).astype(np.float32)
+        assert np.array_equal(report.compose(image, enabled), expected), enabled
+    out = image.copy()
+    assert report.compose_into(out, {2}) == [report.regions[0].bounds]  # in place: what a viewer refreshes
+    assert np.array_equal(out, report.compose(image, {2}))

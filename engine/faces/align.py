@@ -101,10 +101,21 @@ def blur_blend(back: np.ndarray, current: np.ndarray, mask: np.ndarray) -> np.nd
     The mask is cast to float64 before ``*255``: scikit-image >= 0.19 returns uint8 from the
     nearest warp, while the official code was written for the float64 masks of older versions.
     """
+    return blend_layer(back, current, blend_weights(mask))
+
+
+def blend_weights(mask: np.ndarray) -> np.ndarray:
+    """The feathered 0..1 weight of ``blur_blend``: the 0/1 mask eroded, then Gaussian-blurred.
+    Exactly 0 beyond the blur's reach, so a face's weight can be kept on its bounding box alone."""
     m = mask.astype(np.float64) * 255.0
     m = cv2.erode(m, _ERODE_KERNEL, iterations=3)
-    m = cv2.GaussianBlur(m, (25, 25), 0) / 255.0
-    out = back * m + current * (1.0 - m)
+    return cv2.GaussianBlur(m, (25, 25), 0) / 255.0
+
+
+def blend_layer(back: np.ndarray, current: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``back`` over ``current`` (both 0..255) with ``weight``, result in [0, 1]; the one place the
+    blend arithmetic lives, so the stage and a later recomposition give identical numbers."""
+    out = back * weight + current * (1.0 - weight)
     return np.clip(out / 255.0, 0.0, 1.0)
 
 
@@ -126,6 +137,15 @@ def blend_face(current_float_0_255: np.ndarray, restored_face_u8: np.ndarray, pa
     ``image_u8`` is the unblended stage-1 image: the official code takes the colour reference and
     the crop validity mask from it, not from the partially blended result.
     """
+    reference, matched, back, bmask = warp_back(restored_face_u8, params, size, image_u8=image_u8)
+    blended = blur_blend(back, current_float_0_255, bmask)
+    return FaceBlend(blended, reference, matched, back, bmask.astype(np.uint8))
+
+
+def warp_back(restored_face_u8: np.ndarray, params: np.ndarray, size: int, *,
+              image_u8: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Stage 4 up to the blend: (histogram reference, matched face, warped-back face 0..255 float64,
+    backward 0/1 mask). None of it depends on the other faces, only on the stage-1 image."""
     if restored_face_u8.shape != (size, size, 3) or restored_face_u8.dtype != np.uint8:
         raise ValueError(f"restored face must be uint8 ({size}, {size}, 3), "
                          f"got {restored_face_u8.dtype} {restored_face_u8.shape}")
@@ -140,8 +160,7 @@ def blend_face(current_float_0_255: np.ndarray, restored_face_u8: np.ndarray, pa
     inverse = tf.inverse
     back = warp(matched, inverse, output_shape=(h, w, 3), order=3, preserve_range=True)
     bmask = warp(fmask, inverse, output_shape=(h, w, 3), order=0, preserve_range=True)
-    blended = blur_blend(back, current_float_0_255, bmask)
-    return FaceBlend(blended, reference, matched, back, bmask.astype(np.uint8))
+    return reference, matched, back, bmask
 
 
 def paste_faces(image_u8: np.ndarray, faces: list[tuple[np.ndarray, np.ndarray]],
