@@ -140,7 +140,7 @@ class Restorer:
         """Load every network the options need now, so bad weights fail before any photo. Faces
         asked for explicitly are checked too; automatic faces load lazily, at the first face found
         (a photo without faces never pays for the face generator)."""
-        face_net = choose_face_network(self.bank.source, options.faces, options.hr)
+        face_net, _ = self._face_network(options)
         if face_net is not None and options.faces:
             require_detector()
         for name in required_networks(options, has_user_mask):
@@ -157,7 +157,7 @@ class Restorer:
             raise ValueError(f"the mask is {user_mask.shape[1]}x{user_mask.shape[0]} but the photo is {w}x{h}; "
                              "a mask must have exactly the photo's size")
         mode = options.mode(user_mask is not None)
-        face_net = choose_face_network(self.bank.source, options.faces, options.hr)  # required + absent: fail now
+        face_net, faces_skipped = self._face_network(options)
         global_progress = progress.sub(0.0, 0.8) if face_net else progress
         timings: dict[str, float] = {}
         detected = None
@@ -207,10 +207,21 @@ class Restorer:
             result = result.permute(1, 2, 0).float().cpu().numpy()
         timings["restoration"] = time.perf_counter() - t0
         out = RestoreResult(np.ascontiguousarray(result), mode, holes, detected, timings, tiling)
+        if faces_skipped:
+            out.warnings.append(faces_skipped)
         if face_net is not None:
             self._face_stage(out, face_net, required=bool(options.faces), progress=progress.sub(0.8, 0.2))
         progress.report(1.0, "done")
         return out
+
+    def _face_network(self, options: RestoreOptions) -> tuple[str | None, str | None]:
+        """The face network to run, and why faces that were asked for (``--faces``) cannot run.
+        Weights without a face model (e.g. Heirloom's own) still restore the photo: the user
+        hears why the faces were left as they are, and nothing else of the batch is lost."""
+        try:
+            return choose_face_network(self.bank.source, options.faces, options.hr), None
+        except FacesUnavailable as exc:
+            return None, f"faces were not refined: {exc}"
 
     def _face_stage(self, result: RestoreResult, network: str, required: bool, progress: Progress) -> None:
         """Run the face stage on ``result`` in place. When the stage cannot run at all (no detector,

@@ -224,9 +224,11 @@ def test_faces_flags_reach_the_pipeline_and_the_sidecar(tmp_path, monkeypatch, c
     assert code == 2 and "not allowed with" in capsys.readouterr().err
 
 
-def test_faces_without_face_weights_is_one_clear_error(tmp_path, official_zip):
+def test_faces_without_face_weights_restores_and_says_why(tmp_path, official_zip):
     code, out, err = run("restore", small_photo(tmp_path / "p.png"), "-o", tmp_path / "out", "--weights",
                          official_zip, "--faces")
-    assert code == 1 and len(err.strip().splitlines()) == 1, out + err
-    assert "face_checkpoints.zip" in err and "models download official" in err and "--faces" in err
-    assert not (tmp_path / "out" / "p.png").exists()
+    assert code == 0, out + err
+    assert "faces were not refined" in err and "face_checkpoints.zip" in err and "models download official" in err
+    assert (tmp_path / "out" / "p.png").exists()
+    record = json.loads((tmp_path / "out" / "p.png.heirloom.json").read_text(encoding="utf-8"))
+    assert record["faces"]["ran"] is False and "face_checkpoints.zip" in record["faces"]["reason"]

@@ -19,7 +19,7 @@ from torch import nn
 from conftest import RecipeSource, bank_for
 from engine import pipeline
 from engine.faces import align, detect, stage
-from engine.models.checkpoints import CheckpointError, ModelBank
+from engine.models.checkpoints import ModelBank
 from engine.official import save_image_u8, to_network
 from engine.pipeline import RestoreOptions, Restorer
 from engine.progress import Cancelled, Progress
@@ -164,15 +164,17 @@ def test_progress_names_each_face_and_cancel_stops_between_faces(identity_global
     assert generator.calls == 1
 
 
-def test_faces_asked_for_without_face_weights_is_a_clear_error(identity_global, portrait):
+def test_faces_asked_for_without_face_weights_restore_with_a_clear_warning(identity_global, portrait):
     restorer = Restorer(StandInBank(StandInFace(), faces=False))
-    for call in (lambda: restorer.prepare(RestoreOptions(faces=True)),
-                 lambda: restorer.restore(portrait, RestoreOptions(faces=True, tile="off"))):
-        with pytest.raises(CheckpointError, match="face_checkpoints.zip") as info:
-            call()
-        assert "Setting_9_epoch_100" in str(info.value) and "models download official" in str(info.value)
+    restorer.prepare(RestoreOptions(faces=True))  # nothing to load, nothing to refuse
+    result = restorer.restore(portrait, RestoreOptions(faces=True, tile="off"))
+    assert result.faces is None and len(result.warnings) == 1
+    warning = result.warnings[0]
+    assert warning.startswith("faces were not refined") and "face_checkpoints.zip" in warning
+    assert "Setting_9_epoch_100" in warning and "models download official" in warning
+    np.testing.assert_allclose(result.image, portrait / 255.0, atol=1e-6)
     with pytest.raises(stage.FacesUnavailable, match="FaceSR_512"):
-        restorer.prepare(RestoreOptions(faces=True, hr=True))
+        stage.choose_face_network(restorer.bank.source, True, True)
 
 
 def test_missing_face_detector_warns_in_auto_mode_and_fails_when_asked(identity_global, portrait, monkeypatch):
