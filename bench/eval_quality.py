@@ -60,6 +60,7 @@ def main() -> None:
     parser.add_argument("--weights", default="default")
     parser.add_argument("--limit", type=int)
     parser.add_argument("--side", type=int, default=384)
+    parser.add_argument("--real", type=int, help="only the first N real old photos (default: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality")
     args = parser.parse_args()
     device = choose_device("auto").device
@@ -89,7 +90,7 @@ def main() -> None:
     scores = detection_scores(np.concatenate(probs), np.concatenate(truths), 0.4)
     print("\nDetector on held-out synthetic damage (threshold 0.4): " +
           ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
-    real = sorted((DATA / "real_old").glob("*.png"))
+    real = sorted((DATA / "real_old").glob("*.png"))[:args.real]
     for path in real:
         image = read_rgb(path)
         result = restorer.restore(image, RestoreOptions(scratch=True))

@@ -11,10 +11,10 @@
 #   --no-archive         skip the tarball (Linux) / disk image (macOS) / zip (Windows)
 #
 # The build environment lives in build/installer-<variant>/venv (gitignored) and is reused while
-# pyproject.toml and the pinned requirements below are unchanged (--fresh-venv forces a rebuild). It holds the project's runtime
-# dependencies from pyproject.toml except torchvision (nothing in Heirloom imports it), plus
-# facenet-pytorch (for its MTCNN weight files only) and PyInstaller. The spec then keeps only the
-# Qt libraries and plugins that the modules Heirloom imports need.
+# pyproject.toml and the pinned requirements below are unchanged (--fresh-venv forces a rebuild).
+# It holds the chosen torch, the runtime dependencies from pyproject.toml except torchvision
+# (nothing in Heirloom imports it), Heirloom itself, facenet-pytorch (for its MTCNN weight files
+# only) and PyInstaller. The spec then keeps only what the modules Heirloom imports need.
 #
 # Output: dist/Heirloom/ (macOS: dist/Heirloom.app) and, unless --no-archive,
 #   Linux    dist/Heirloom-<version>-linux-<arch>-<variant>.tar.gz   (with heirloom.desktop, icon, install.sh)

@@ -14,7 +14,10 @@ SIZES="16 24 32 48 64 128 256 512"
 
 refresh() {
   command -v update-desktop-database >/dev/null 2>&1 && update-desktop-database -q "$APPS" 2>/dev/null || true
-  command -v gtk-update-icon-cache >/dev/null 2>&1 && gtk-update-icon-cache -q -t "$ICONS" 2>/dev/null || true
+  # Only refresh an icon cache that exists: a new one would hide icons other programs add later.
+  if [ -f "$ICONS/icon-theme.cache" ] && command -v gtk-update-icon-cache >/dev/null 2>&1; then
+    gtk-update-icon-cache -q -t "$ICONS" 2>/dev/null || true
+  fi
 }
 
 if [ "${1:-}" = "--uninstall" ]; then
