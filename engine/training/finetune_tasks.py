@@ -37,7 +37,7 @@ from .data import PhotoPool, step_rng, synthetic_batch
 from .finetune_data import LabelledPhoto, labelled_crops
 from .finetune_job import FinetuneSettings
 from .losses import LatentDiscriminator, focal_loss, kl_to_unit, lsgan
-from .trainers import LATENT_NOISE, LUMA, adam, to_images, to_tensor
+from .trainers import LATENT_NOISE, LUMA, adam, mapping_batch, to_images, to_tensor
 
 EVAL_CROPS = 8  # fixed crops scored before and after (domain, mapping)
 PREVIEW_SIDE = 256
@@ -366,14 +366,9 @@ class MappingTask(FinetuneTask):
     def step(self, step: int) -> dict[str, float]:
         rng = self.rng(step)
         clean_np = self.clean.crops(rng, self.settings.batch, self.settings.crop)
-        plain_np, _ = synthetic_batch(clean_np, rng, structured=False)
-        scratched_np, masks_np = synthetic_batch(clean_np, rng, structured=True)
-        scratched_np = np.where(masks_np[..., None], 1.0, scratched_np).astype(np.float32)  # holes -> white
-        y = to_tensor(clean_np, self.device)
-        mask = torch.from_numpy(masks_np.astype(np.float32))[:, None].to(self.device)
+        y, mask, degraded, _ = mapping_batch(clean_np, rng, self.device)
         with torch.no_grad():
-            inputs = {"quality": self.vae_a.encode(to_tensor(plain_np, self.device)),
-                      "scratch": self.vae_a.encode(to_tensor(scratched_np, self.device))}
+            inputs = {name: self.vae_a.encode(x) for name, x in degraded.items()}
         metrics: dict[str, float] = {}
         for m in self.MODES:
             with torch.no_grad():

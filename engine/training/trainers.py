@@ -58,6 +58,19 @@ def adversarial_terms(D: nn.Module, fake: torch.Tensor, real: torch.Tensor, weig
     return weights.gan * lsgan(fake_feats[-1], True) + weights.fm * feature_matching(fake_feats, real_feats)
 
 
+def mapping_batch(clean_np: np.ndarray, rng: np.random.Generator, device: torch.device
+                  ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], np.ndarray]:
+    """One mapping batch from clean crops: the clean target, the hole mask, the degraded inputs of
+    both mappings ("quality": unstructured damage; "scratch": structured, holes filled white as the
+    networks expect) and the scratched images as arrays (for sample grids)."""
+    plain_np, _ = synthetic_batch(clean_np, rng, structured=False)
+    scratched_np, masks_np = synthetic_batch(clean_np, rng, structured=True)
+    scratched_np = np.where(masks_np[..., None], 1.0, scratched_np).astype(np.float32)
+    mask = torch.from_numpy(masks_np.astype(np.float32))[:, None].to(device)
+    degraded = {"quality": to_tensor(plain_np, device), "scratch": to_tensor(scratched_np, device)}
+    return to_tensor(clean_np, device), mask, degraded, scratched_np
+
+
 class Trainer:
     """Base: named networks and optimisers (what a checkpoint holds) and the stage's data seed."""
 
@@ -191,15 +204,10 @@ class MappingTrainer(Trainer):
     def step(self, step: int) -> dict[str, float]:
         rng = self.rng(step)
         clean_np = self.clean.crops(rng, self.cfg.batch, self.cfg.crop)
-        plain_np, _ = synthetic_batch(clean_np, rng, structured=False)
-        scratched_np, masks_np = synthetic_batch(clean_np, rng, structured=True)
-        scratched_np = np.where(masks_np[..., None], 1.0, scratched_np).astype(np.float32)  # holes -> white
-        y = to_tensor(clean_np, self.device)
-        mask = torch.from_numpy(masks_np.astype(np.float32))[:, None].to(self.device)
+        y, mask, degraded, scratched_np = mapping_batch(clean_np, rng, self.device)
         with torch.no_grad():
             target = self.vae_b.encode(y)
-            inputs = {"quality": self.vae_a.encode(to_tensor(plain_np, self.device)),
-                      "scratch": self.vae_a.encode(to_tensor(scratched_np, self.device))}
+            inputs = {name: self.vae_a.encode(x) for name, x in degraded.items()}
         w = self.cfg.loss
         outputs = {}
         for name in ("quality", "scratch"):
