@@ -62,7 +62,7 @@ def train(trainer: Trainer, out: Path, steps: int | None = None, resume: bool = 
     progress = progress or Progress()
     for net in trainer.nets.values():
         net.train()
-    step = start
+    step = saved = start
     log = open(out / "metrics.jsonl", "a", encoding="utf-8")
     started = time.perf_counter()
     try:
@@ -79,12 +79,13 @@ def train(trainer: Trainer, out: Path, steps: int | None = None, resume: bool = 
                 write_png(out / "samples" / f"step_{step:06d}.png", to_u8(trainer.samples()))
             if step % cfg.ckpt_every == 0 or step == total:
                 save_checkpoint(trainer, out, step)
+                saved = step
             progress.report((step - start) / max(total - start, 1), f"step {step}/{total}")
             yield metrics
     finally:
         log.close()
-        if step > start and (step % cfg.ckpt_every != 0 and step != total):
-            save_checkpoint(trainer, out, step)  # stopped early: keep what was learned
+        if step > saved:  # stopped early (even between logging and the periodic save): keep what was learned
+            save_checkpoint(trainer, out, step)
 
 
 def export_weights(parts: dict[str, dict[str, torch.Tensor]], dest: Path, card: dict) -> dict:
