@@ -24,6 +24,7 @@ import torch
 from PIL import Image
 
 import engine.detection
+import engine.device
 import engine.weights
 from engine.device import DeviceInfo
 from engine.masks import MaskStore
@@ -131,3 +132,13 @@ def run_detect(qtbot, win: MainWindow) -> str:
     with qtbot.waitSignal(tab.detect_done, timeout=JOB_TIMEOUT_MS) as blocker:
         assert tab.start_detect(), tab.error_label.text()
     return blocker.args[0]
+
+
+@pytest.fixture
+def one_torch_thread(monkeypatch):
+    """Tiny or stand-in networks gain nothing from threads; choosing the CPU device would widen the pool."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setattr(engine.device, "_cpu", lambda: torch.device("cpu"))
+    yield
+    torch.set_num_threads(threads)

@@ -37,20 +37,10 @@ from gui_fixtures import run_restore, use_weights
 from test_face_stage import StandInBank, StandInFace, changed, near
 
 pytest_plugins = ("gui_fixtures",)
-pytestmark = pytest.mark.usefixtures("isolated_app")
+pytestmark = pytest.mark.usefixtures("isolated_app", "one_torch_thread")
 SHOTS = os.environ.get("HEIRLOOM_TEST_SHOTS")
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """The stand-in gains nothing from threads; choosing the CPU device would widen the pool."""
-    import engine.device
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setattr(engine.device, "_cpu", lambda: torch.device("cpu"))
-    yield
-    torch.set_num_threads(threads)
 
 
 class StandInRestorers(RestorerCache):

@@ -26,22 +26,12 @@ from gui_fixtures import JOB_TIMEOUT_MS, run_restore, wait_for_listing
 from tiny_weights import make_labelled_photos, make_photos, make_tiny_weights
 
 pytest_plugins = ("gui_fixtures",)
-pytestmark = pytest.mark.usefixtures("isolated_app")
+pytestmark = pytest.mark.usefixtures("isolated_app", "one_torch_thread")
 
 SMALL = FinetuneSettings(crop=64, batch=2, detect_side=64, image_side=96, eval_side=128, ckpt_every=2)
 SHOTS = os.environ.get("HEIRLOOM_TEST_SHOTS")  # a folder to keep the tab's grabs in (to look at them)
 
 
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch):
-    """Tiny networks gain nothing from threads; choosing the CPU device would widen the pool."""
-    import engine.device
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    monkeypatch.setattr(engine.device, "_cpu", lambda: torch.device("cpu"))
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
