@@ -30,7 +30,7 @@ from .models.checkpoints import ModelBank
 from .progress import Progress
 from .device import choose_precision, memory_budget
 from .restoration import NETWORKS, SPATIAL_MULTIPLE, Mode, tile_specs, translate, translate_tiled
-from .tone import match_tone
+from .tone import apply_output_tone
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ class Restorer:
     def restore(self, image: np.ndarray, options: RestoreOptions = RestoreOptions(),
                 user_mask: np.ndarray | None = None, progress: Progress | None = None) -> RestoreResult:
         progress = progress or Progress()
-        rgb = as_float_rgb(image)
+        rgb = original = as_float_rgb(image)  # holes are filled in a copy: the tone is read from the photo
         h, w = rgb.shape[:2]
         if user_mask is not None and user_mask.shape[:2] != (h, w):
             raise ValueError(f"the mask is {user_mask.shape[1]}x{user_mask.shape[0]} but the photo is {w}x{h}; "
@@ -200,9 +200,7 @@ class Restorer:
         tiling["precision"] = str(precision or torch.float32).removeprefix("torch.")
         with torch.inference_mode():
             generated = generated[:1, :, :h, :w].float()
-            if self.bank.source.output_tone() == "match-input":  # see engine.tone: why and cost
-                valid = None if holes is None else torch.from_numpy(~holes)[None, None].to(generated.device)
-                generated = match_tone(generated, x[:1, :, :h, :w].to(generated.device), valid)
+            generated = self._anchor_tone(generated, x[:1, :, :h, :w], original, holes)
             result = ((generated[0] + 1.0) / 2.0).clamp_(0.0, 1.0)
             result = result.permute(1, 2, 0).float().cpu().numpy()
         timings["restoration"] = time.perf_counter() - t0
@@ -213,6 +211,15 @@ class Restorer:
             self._face_stage(out, face_net, required=bool(options.faces), progress=progress.sub(0.8, 0.2))
         progress.report(1.0, "done")
         return out
+
+    def _anchor_tone(self, generated: torch.Tensor, network_input: torch.Tensor, original: np.ndarray,
+                     holes: np.ndarray | None) -> torch.Tensor:
+        """Give weights trained blind to global tone the tone their card asks for (engine.tone;
+        statistics over the whole assembled image, so tiles cannot disagree)."""
+        source = self.bank.source
+        valid = None if holes is None else torch.from_numpy(~holes)[None, None].to(generated.device)
+        return apply_output_tone(generated, source.output_tone(), network_input, [original],
+                                 source.tone_predictor(), valid)
 
     def _face_network(self, options: RestoreOptions) -> tuple[str | None, str | None]:
         """The face network to run, and why faces that were asked for (``--faces``) cannot run.

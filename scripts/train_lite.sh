@@ -17,6 +17,8 @@ for stage in "${stages[@]}"; do
   resume=()
   [ -f "$RUNS/$stage/checkpoint.pt" ] && resume=(--resume)
   echo "== $(date -Is) $stage ${resume[*]}" >> "$RUNS/$stage.log"
-  "${PIN[@]}" $PY -m engine.training.cli train "$stage" --config lite --out "$RUNS/$stage" --device cpu "${resume[@]}" \
+  steps=()
+  [ -n "${STEPS:-}" ] && steps=(--steps "$STEPS")  # STEPS=6000: train past the configuration's count
+  "${PIN[@]}" $PY -m engine.training.cli train "$stage" --config lite --out "$RUNS/$stage" --device cpu "${resume[@]}" "${steps[@]}" \
       >> "$RUNS/$stage.log" 2>&1 || { echo "stage $stage failed, see $RUNS/$stage.log"; exit 1; }
 done

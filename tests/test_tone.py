@@ -4,12 +4,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from engine.models.checkpoints import ModelBank, SafetensorsSource, save_state_dicts
 from engine.models.registry import BY_NAME
 from engine.pipeline import RestoreOptions, Restorer
 from engine.tone import channel_stats, match_tone
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 QUALITY = ("VAE_A_quality", "mapping_quality", "VAE_B_quality")
 
@@ -56,3 +59,59 @@ def test_card_decides_whether_output_takes_the_input_tone(tmp_path: Path) -> Non
     anchored, raw = results["match-input"], results[None]
     assert np.allclose(anchored.mean((0, 1)), photo.mean((0, 1)), atol=0.01)
     assert np.abs(raw.mean((0, 1)) - photo.mean((0, 1))).max() > 0.02  # without the card: the model's own tone
+
+
+# --- predicted tone ---------------------------------------------------------------------------------
+
+def clean_photos(count: int, side: int = 96) -> list[np.ndarray]:
+    from engine.training.tone_fit import training_photos
+
+    return training_photos([SHARED_DATA / "clean_train" / "bsds500"], side)[:count]
+
+
+def test_tone_predictor_undoes_fading_better_than_keeping_the_input_tone() -> None:
+    from engine.degrade import colour_fading
+    from engine.training.tone_fit import fit_tone_predictor, tone_targets
+
+    photos = clean_photos(136)
+    predictor = fit_tone_predictor(photos[:120], rounds=3)
+    kept, predicted = [], []
+    for i, clean in enumerate(photos[120:]):
+        faded = colour_fading(clean, np.random.default_rng(i), amount=0.8)
+        truth = tone_targets(clean)
+        kept.append(np.abs(tone_targets(faded) - truth).mean())
+        predicted.append(np.abs(np.concatenate(predictor.predict(faded)) - truth).mean())
+    assert np.mean(predicted) < 0.8 * np.mean(kept), (np.mean(predicted), np.mean(kept))
+
+
+def test_tone_predictor_keeps_a_grey_photo_grey_and_survives_its_card() -> None:
+    from engine.tone import TonePredictor
+
+    rng = np.random.default_rng(1)
+    predictor = TonePredictor.fit(rng.normal(size=(80, 30)), rng.uniform(0.1, 0.6, size=(80, 6)))
+    grey = np.repeat(rng.uniform(0, 1, (40, 50, 1)), 3, axis=2).astype(np.float32)
+    mean, std = predictor.predict(grey)
+    assert np.ptp(mean) == 0 and np.ptp(std) == 0
+    again = TonePredictor.from_json(json.loads(json.dumps(predictor.to_json())))
+    colour = rng.uniform(0, 1, (40, 50, 3)).astype(np.float32)
+    assert np.allclose(np.concatenate(again.predict(colour)), np.concatenate(predictor.predict(colour)), atol=1e-4)
+
+
+def test_predicted_tone_card_gives_the_output_the_predicted_stats(tmp_path: Path) -> None:
+    from engine.models.checkpoints import CheckpointError
+    from engine.tone import TonePredictor
+
+    rng = np.random.default_rng(2)
+    targets = np.c_[rng.uniform(0.4, 0.6, size=(80, 3)), rng.uniform(0.05, 0.1, size=(80, 3))]
+    predictor = TonePredictor.fit(rng.normal(size=(80, 30)), targets)  # moderate: no clipping at 0 or 1
+    folder = write_weights(tmp_path / "w", "predicted")
+    card = json.loads((folder / "model.json").read_text())
+    with pytest.raises(CheckpointError, match="tone_predictor"):
+        SafetensorsSource(folder).tone_predictor()
+    card["tone_predictor"] = predictor.to_json()
+    (folder / "model.json").write_text(json.dumps(card))
+    photo = np.clip(0.5 + 0.1 * rng.standard_normal((32, 40, 3)), 0, 1).astype(np.float32)
+    result = Restorer(ModelBank(SafetensorsSource(folder), torch.device("cpu"))).restore(photo, RestoreOptions())
+    mean, std = predictor.predict(photo)
+    assert np.allclose(result.image.mean((0, 1)), mean, atol=0.01)
+    assert np.allclose(result.image.std((0, 1)), std, atol=0.01)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from conftest import ROOT
 from engine.cli import main as cli_main
@@ -67,6 +68,20 @@ def test_all_stages_train_and_export_weights_the_pipeline_uses(tmp_path, photos)
     assert cli_main(["restore", str(photo), "-o", str(tmp_path / "o"), "--scratch", "--weights", str(dest)],
                     out=out, err=io.StringIO()) == 0, out.getvalue()
     assert Image.open(tmp_path / "o" / "p.png").size == (52, 40)
+
+    # the optional end-to-end stage starts from those runs, and export then takes its chains
+    assert train("joint", runs / "joint", photos) == 0
+    joint_dest = tmp_path / "joint-weights"
+    assert train_main(["train", "export", "--runs", str(runs), "--dest", str(joint_dest)]) == 0
+    joint_card = json.loads((joint_dest / "model.json").read_text())
+    assert joint_card["steps"]["joint"] == 4 and "joint" not in card["steps"]
+    files = {name: load_file(joint_dest / f"{name}.safetensors") for name in ("VAE_B_quality", "VAE_B_scratch")}
+    before = load_file(dest / "VAE_B_scratch.safetensors")
+    key = next(k for k in before if k.startswith("decoder") and k.endswith("weight"))
+    assert not torch.equal(files["VAE_B_scratch"][key], files["VAE_B_quality"][key])  # each chain its own decoder
+    assert not torch.equal(files["VAE_B_scratch"][key], before[key])
+    assert cli_main(["restore", str(photo), "-o", str(tmp_path / "o2"), "--scratch", "--weights", str(joint_dest)],
+                    out=out, err=io.StringIO()) == 0, out.getvalue()
 
 
 def test_resume_continues_exactly_where_it_stopped(tmp_path, photos):

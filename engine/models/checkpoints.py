@@ -26,6 +26,7 @@ from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
 from .registry import BY_NAME, FACE_NETWORKS, Manifest, NetworkSpec, manifest_for
+from ..tone import ANCHORED_TONES, TonePredictor
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "int64": torch.int64}
 _MAX_KEYS_SHOWN = 8
@@ -113,9 +114,13 @@ class WeightSource:
         return {}
 
     def output_tone(self) -> str:
-        """"model" (the decoder's own global tone, as officially) or "match-input" (weights trained
-        tone-anchored: the pipeline gives the output the input photo's tone, see engine.tone)."""
+        """"model" (the decoder's own global tone, as officially), "match-input" (weights trained
+        tone-anchored: the pipeline gives the output the input photo's tone) or "predicted" (the
+        output gets the tone the card's predictor estimates for the clean photo); see engine.tone."""
         return "model"
+
+    def tone_predictor(self) -> TonePredictor | None:
+        return None
 
 
 class OfficialSource(WeightSource):
@@ -196,10 +201,20 @@ class SafetensorsSource(WeightSource):
 
     def output_tone(self) -> str:
         tone = self.card.get("output_tone", "model")
-        if tone not in ("model", "match-input"):
+        if tone not in ("model", *ANCHORED_TONES):
             raise CheckpointError(f"{self.folder / self.CARD}: unknown output_tone {tone!r} "
-                                  "(expected 'model' or 'match-input')")
+                                  "(expected 'model', 'match-input' or 'predicted')")
         return tone
+
+    def tone_predictor(self) -> TonePredictor | None:
+        if self.output_tone() != "predicted":
+            return None
+        try:
+            return TonePredictor.from_json(self.card["tone_predictor"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{self.folder / self.CARD}: output_tone is 'predicted' but its "
+                                  f"tone_predictor entry is missing or malformed ({exc}); re-export the "
+                                  "weights with `main.py train export`") from None
 
     def _file(self, spec: NetworkSpec) -> Path:
         return self.folder / f"{spec.name}.safetensors"

@@ -21,12 +21,13 @@ from .calibrate import calibrate_detector
 from .loop import CHECKPOINT, export_weights, train
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-STAGES = ("vae-a", "vae-b", "mapping", "detector")
+STAGES = ("vae-a", "vae-b", "mapping", "detector")  # the paper's stages: export needs all four
+OPTIONAL_STAGES = ("joint",)  # ours; when its run exists, export takes the restoration networks from it
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a stage of the networks, or export trained weights")
-    t.add_argument("stage", choices=STAGES + ("export",))
+    t.add_argument("stage", choices=STAGES + OPTIONAL_STAGES + ("export",))
     t.add_argument("--config", choices=sorted(CONFIGS), default="lite")
     t.add_argument("--out", type=Path, help="run folder (checkpoint, metrics.jsonl, samples/)")
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
@@ -45,7 +46,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def build_trainer(stage: str, config_name: str, device: torch.device, args: argparse.Namespace):
     from .data import PhotoPool
-    from .trainers import DetectorTrainer, MappingTrainer, VAETrainer
+    from .trainers import DetectorTrainer, JointTrainer, MappingTrainer, VAETrainer
 
     config = CONFIGS[config_name]
     crop = config.stage(stage).crop
@@ -59,6 +60,9 @@ def build_trainer(stage: str, config_name: str, device: torch.device, args: argp
         return DetectorTrainer(config, device, clean, args.seed)
     vae_a = load_vae(args.vae_a or args.out.parent / "vae-a", config_name, "vae-a")
     vae_b = load_vae(args.vae_b or args.out.parent / "vae-b", config_name, "vae-b")
+    if stage == "joint":
+        mappings = load_run(args.out.parent / "mapping", "mapping")["nets"]
+        return JointTrainer(config, device, clean, vae_a, vae_b, mappings, args.seed)
     return MappingTrainer(config, device, clean, vae_a, vae_b, args.seed)
 
 
@@ -108,6 +112,14 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
             parts["mapping_quality"], parts["mapping_scratch"] = nets["quality"], nets["scratch"]
         else:
             parts["detector"] = nets["U"]
+    if (args.runs / "joint" / CHECKPOINT).exists():  # the end-to-end fine-tune replaces the chains
+        state = load_run(args.runs / "joint", "joint")
+        config_names.add(state["config"])
+        steps["joint"] = state["step"]
+        nets = state["nets"]
+        parts.update(VAE_A_quality=nets["vae_a"], VAE_B_quality=nets["vae_b_quality"],
+                     VAE_B_scratch=nets["vae_b_scratch"], mapping_quality=nets["quality"],
+                     mapping_scratch=nets["scratch"])
     if len(config_names) != 1:
         raise ValueError(f"the runs mix configurations {sorted(config_names)}")
     config = CONFIGS[config_names.pop()]
@@ -118,6 +130,10 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
             "networks": {name: kwargs[name] for name in parts},
             "detector_calibration": calibration.to_json(),
             "data": {"clean": [str(p) for p in args.clean], "old": [str(p) for p in args.old]}}
+    if config.output_tone == "predicted":
+        from .tone_fit import fit_tone_predictor, training_photos
+
+        card["tone_predictor"] = fit_tone_predictor(training_photos(args.clean)).to_json()
     card = export_weights(parts, args.dest, card)
     print(f"exported {len(parts)} networks to {args.dest}", file=out)
     return 0

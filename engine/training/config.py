@@ -66,8 +66,9 @@ class TrainConfig:
     arch: Architecture
     stages: dict[str, StageConfig] = field(default_factory=dict)
     image_cache_side: int = 512  # photos are downscaled once to this long side and kept in memory
-    # "model": the decoder's own global tone (official); "match-input": the weights were trained
-    # tone-anchored and the pipeline must give their output the input photo's tone (engine.tone)
+    # "model": the decoder's own global tone (official); "match-input" / "predicted": the weights were
+    # trained tone-anchored and the pipeline gives their output the input photo's tone or the tone a
+    # predictor fitted at export estimates for the clean photo (engine.tone)
     output_tone: str = "model"
 
     def stage(self, name: str) -> StageConfig:
@@ -87,15 +88,18 @@ CONFIGS: dict[str, TrainConfig] = {
     "full": TrainConfig("full", Architecture(), {
         s: StageConfig(crop=256, batch=4, steps=100_000, ckpt_every=1000, sample_every=2000,
                        loss=LossWeights(recon=0.0, raw=10.0))
-        for s in ("vae-a", "vae-b", "mapping", "detector")}, image_cache_side=1024),
+        for s in ("vae-a", "vae-b", "mapping", "detector", "joint")}, image_cache_side=1024),
     "lite": TrainConfig("lite", Architecture(vae_channels=32, mapping_width=128, mapping_blocks=3, nl_blocks=2, detector_width_log2=3), {
         "vae-a": replace(_LITE_STAGE, steps=2000),
         "vae-b": replace(_LITE_STAGE, steps=2000),
         "mapping": replace(_LITE_STAGE, steps=2000, loss=LossWeights(raw=1.0, recon=4.0, gan=0.05, fm=0.5)),
         "detector": StageConfig(crop=128, batch=8, steps=2000, lr=5e-4),
-    }, output_tone="match-input"),
+        # optional end-to-end fine-tune of both chains (engine.training.trainers.JointTrainer)
+        "joint": replace(_LITE_STAGE, steps=3000, lr=1e-4, loss=LossWeights(recon=4.0, raw=1.0, latent=1.0,
+                                                                              gan=0.0, fm=0.0)),
+    }, output_tone="predicted"),
     "tiny": TrainConfig("tiny", Architecture(vae_channels=8, mapping_width=16, mapping_blocks=1, nl_blocks=1,
                                              detector_width_log2=2), {
         s: StageConfig(crop=64, batch=2, steps=4, ckpt_every=2, sample_every=2, log_every=1)
-        for s in ("vae-a", "vae-b", "mapping", "detector")}, image_cache_side=96, output_tone="match-input"),
+        for s in ("vae-a", "vae-b", "mapping", "detector", "joint")}, image_cache_side=96, output_tone="match-input"),
 }

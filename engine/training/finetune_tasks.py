@@ -2,7 +2,7 @@
 
 Shapes come from the source (``network_kwargs``: our cards; empty = the official shapes), so lite,
 tiny and official weights all fine-tune. Loss terms follow how the base was trained: weights whose
-pipeline output is tone-matched (``output_tone == "match-input"``) are judged tone-anchored, official
+pipeline output is tone-anchored (``output_tone`` "match-input" or "predicted") are judged tone-anchored, official
 ones on their raw output (see engine.tone).
 
 * ``DetectorTask``: the user's masks as labels; half of every batch gets synthetic structured damage
@@ -31,7 +31,7 @@ from ..detection import OFFICIAL_THRESHOLD, detect_scratches
 from ..metrics import detection_scores, psnr
 from ..models.checkpoints import WeightSource, build_network
 from ..models.registry import BY_NAME
-from ..tone import match_tone
+from ..tone import ANCHORED_TONES, TonePredictor, apply_output_tone, match_tone
 from .config import LossWeights
 from .data import PhotoPool, step_rng, synthetic_batch
 from .finetune_data import LabelledPhoto, labelled_crops
@@ -66,7 +66,7 @@ def freeze_batchnorm(net: nn.Module) -> None:
 
 def losses_for(tone: str, anchored: float) -> LossWeights:
     """Tone-anchored L1 (plus a little raw L1) for our weights, raw L1 for official-style ones."""
-    if tone == "match-input":
+    if tone in ANCHORED_TONES:
         return LossWeights(recon=anchored, raw=1.0, gan=0.0, fm=0.0)
     return LossWeights(recon=0.0, raw=10.0, gan=0.0, fm=0.0)
 
@@ -222,10 +222,11 @@ def fixed_crops(photos: list[np.ndarray], size: int, count: int, seed: int) -> n
 
 
 def restore_small(vae_a: nn.Module, mapping: nn.Module, vae_b: nn.Module, rgb: np.ndarray, tone: str,
-                  mask: np.ndarray | None = None) -> np.ndarray:
+                  mask: np.ndarray | None = None, predictor: TonePredictor | None = None) -> np.ndarray:
     """Quality (or, with ``mask``, scratch) restoration of a small photo batch (B,H,W,3) with the given
-    networks, as the pipeline does it untiled (holes white, tone matched for match-input weights)."""
+    networks, as the pipeline does it untiled (holes white, the output tone the weights ask for)."""
     device = next(vae_a.parameters()).device
+    originals = list(rgb)
     rgb = rgb.copy()
     mask_t = None
     if mask is not None:
@@ -234,8 +235,7 @@ def restore_small(vae_a: nn.Module, mapping: nn.Module, vae_b: nn.Module, rgb: n
     with torch.no_grad():
         x = to_tensor(rgb, device)
         out = vae_b.decode(mapping(vae_a.encode(x), mask_t))
-        if tone == "match-input":
-            out = match_tone(out, x, None if mask_t is None else (mask_t < 0.5))
+        out = apply_output_tone(out, tone, x, originals, predictor, None if mask_t is None else (mask_t < 0.5))
     return to_images(out)
 
 
@@ -248,7 +248,7 @@ class DomainTask(FinetuneTask):
                  settings: FinetuneSettings, device: torch.device, seed: int = 0) -> None:
         super().__init__(source, settings, device, seed)
         self.scans, self.held, self.clean = scans, held, clean
-        self.tone = source.output_tone()
+        self.tone, self.predictor = source.output_tone(), source.tone_predictor()
         self.w = losses_for(self.tone, anchored=10.0)
         vae = load_net(source, "VAE_A_quality", device, trainable=True)
         self.anchor = load_net(source, "VAE_A_quality", device, trainable=False)
@@ -334,7 +334,8 @@ class DomainTask(FinetuneTask):
             out = []
             for i, scan in enumerate((self.held or self.scans.photos)[:count]):
                 img = small(scan)
-                out.append(Preview(f"scan {i + 1}", img, restore_small(vae, mapping, vae_b, img[None], self.tone)[0]))
+                out.append(Preview(f"scan {i + 1}", img, restore_small(vae, mapping, vae_b, img[None], self.tone,
+                                                                      predictor=self.predictor)[0]))
             return out
         finally:
             vae.train()
@@ -350,7 +351,7 @@ class MappingTask(FinetuneTask):
                  device: torch.device, seed: int = 0) -> None:
         super().__init__(source, settings, device, seed)
         self.clean, self.held = clean, held
-        self.tone = source.output_tone()
+        self.tone, self.predictor = source.output_tone(), source.tone_predictor()
         self.w = losses_for(self.tone, anchored=4.0)
         self.vae_a = load_net(source, "VAE_A_quality", device, trainable=False)
         self.vae_b = {m: load_net(source, f"VAE_B_{m}", device, trainable=False) for m in self.MODES}
@@ -397,9 +398,10 @@ class MappingTask(FinetuneTask):
         clean, plain, scratched, masks = self._eval_set()
         self.eval_mode()
         try:
-            out_q = restore_small(self.vae_a, self.nets["mapping_quality"], self.vae_b["quality"], plain, self.tone)
+            out_q = restore_small(self.vae_a, self.nets["mapping_quality"], self.vae_b["quality"], plain, self.tone,
+                                  predictor=self.predictor)
             out_s = restore_small(self.vae_a, self.nets["mapping_scratch"], self.vae_b["scratch"], scratched,
-                                  self.tone, masks)
+                                  self.tone, masks, self.predictor)
         finally:
             self.train_mode()
         return {"psnr_quality": float(np.mean([psnr(a, b) for a, b in zip(out_q, clean)])),
@@ -415,7 +417,7 @@ class MappingTask(FinetuneTask):
                 img = small(photo)
                 damaged, mask = synthetic_batch(img[None], np.random.default_rng(500 + i), structured=True)
                 restored = restore_small(self.vae_a, self.nets["mapping_scratch"], self.vae_b["scratch"], damaged,
-                                         self.tone, mask)
+                                         self.tone, mask, self.predictor)
                 out.append(Preview(f"photo {i + 1}", damaged[0], restored[0]))
             return out
         finally:

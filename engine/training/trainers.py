@@ -9,6 +9,8 @@ for short CPU runs and stated next to each trainer.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import nn
@@ -266,3 +268,67 @@ class DetectorTrainer(Trainer):
 
     def export(self) -> dict[str, dict[str, torch.Tensor]]:
         return {"detector": {k: v.detach().cpu() for k, v in self.nets["U"].state_dict().items()}}
+
+
+class JointTrainer(Trainer):
+    """Optional last stage (ours, not the paper's): both restoration chains fine-tuned end to end.
+
+    The paper trains the mapping with both VAEs frozen, which needs long GPU runs before the
+    mapped latents are good enough for VAE_B's decoder. On a CPU budget we then let the encoder
+    (VAE_A), each mapping and its own copy of VAE_B's decoder (``VAE_B_quality`` /
+    ``VAE_B_scratch``, which the official release also keeps separately) adapt to each other
+    on image L1, with the mapping stage's latent L1 (targets from the frozen, original VAE_B) kept
+    as a regulariser so the chain stays a latent translation. No discriminator: this stage is
+    about fidelity. Starts from the vae-a, vae-b and mapping runs; resumes like every stage.
+    """
+
+    stage = "joint"
+    CHAINS = ("quality", "scratch")
+
+    def __init__(self, config: TrainConfig, device: torch.device, clean: PhotoPool, vae_a: VAEGenerator,
+                 vae_b: VAEGenerator, mappings: dict[str, dict[str, torch.Tensor]], seed: int = 0) -> None:
+        super().__init__(config, device, seed)
+        self.clean = clean
+        self.vae_b_target = copy.deepcopy(vae_b).to(device).eval().requires_grad_(False)
+        a = config.arch
+        self.nets = {
+            "vae_a": vae_a.to(device).train(),
+            "quality": QualityMapping(a.mapping_width, a.mapping_blocks, a.vae_channels).to(device),
+            "scratch": ScratchMapping(a.mapping_width, a.mapping_blocks, a.nl_blocks, a.vae_channels).to(device),
+            "vae_b_quality": copy.deepcopy(vae_b).to(device).train(),
+            "vae_b_scratch": copy.deepcopy(vae_b).to(device).train(),
+        }
+        for name in self.CHAINS:
+            self.nets[name].load_state_dict(mappings[name])
+        params = [p for net in self.nets.values() for p in net.parameters()]
+        self.optims = {"all": adam(params, self.cfg.lr)}
+
+    def step(self, step: int) -> dict[str, float]:
+        rng = self.rng(step)
+        clean_np = self.clean.crops(rng, self.cfg.batch, self.cfg.crop)
+        y, mask, degraded, scratched_np = mapping_batch(clean_np, rng, self.device)
+        with torch.no_grad():
+            target = self.vae_b_target.encode(y)
+        w, metrics = self.cfg.loss, {}
+        loss = torch.zeros((), device=self.device)
+        images = {}
+        for name in self.CHAINS:
+            mapped = self.nets[name](self.nets["vae_a"].encode(degraded[name]), mask if name == "scratch" else None)
+            img = images[name] = self.nets[f"vae_b_{name}"].decode(mapped)
+            latent_l1 = (mapped - target).abs().mean()
+            image_l1 = (match_tone(img, y) - y).abs().mean()
+            loss = loss + w.latent * latent_l1 + w.recon * image_l1 + w.raw * (img - y).abs().mean()
+            metrics[f"{name}_latent_l1"], metrics[f"{name}_image_l1"] = latent_l1.item(), image_l1.item()
+        self.optims["all"].zero_grad(set_to_none=True)
+        loss.backward()
+        self.optims["all"].step()
+        self._last = (scratched_np, to_images(images["scratch"]), clean_np)
+        return metrics
+
+    def export(self) -> dict[str, dict[str, torch.Tensor]]:
+        def cpu(net: nn.Module) -> dict[str, torch.Tensor]:
+            return {k: v.detach().cpu() for k, v in net.state_dict().items()}
+
+        return {"VAE_A_quality": cpu(self.nets["vae_a"]), "mapping_quality": cpu(self.nets["quality"]),
+                "mapping_scratch": cpu(self.nets["scratch"]), "VAE_B_quality": cpu(self.nets["vae_b_quality"]),
+                "VAE_B_scratch": cpu(self.nets["vae_b_scratch"])}
