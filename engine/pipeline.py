@@ -126,6 +126,27 @@ def required_networks(options: RestoreOptions, has_user_mask: bool) -> list[str]
     return names
 
 
+# Global attention at scale. The partial non-local block compares every latent cell with every
+# other: time grows with the square of the photo's area (a 6000 x 4000 scan has 1.5 million latent
+# cells: ~10^13 multiply-adds per attention layer, hours on a CPU). With ``--tile auto`` a photo
+# whose long side is at most EXACT_ATTENTION_SIDE pixels keeps the exact global attention; a
+# larger one is tiled so that each tile's attention window (tile + margin) spans at most
+# ATTENTION_WINDOW latent cells (1024 image pixels): holes then borrow features from the
+# surrounding 1024 x 1024 pixels rather than the whole photo, and the cost grows linearly with
+# the area. ``--tile off`` always keeps the exact global attention, whatever it costs.
+EXACT_ATTENTION_SIDE = 1024
+ATTENTION_WINDOW = EXACT_ATTENTION_SIDE // 4
+
+
+def attention_window_tile(mode: Mode, mapping_halo: int) -> int | None:
+    """The largest image tile whose scratch-mapping window stays within ATTENTION_WINDOW latent
+    cells, or None for modes without the global attention (quality; HR's patch attention is
+    multi-scale and local by construction)."""
+    if mode is not Mode.SCRATCH:
+        return None
+    return 4 * (ATTENTION_WINDOW - 2 * mapping_halo)
+
+
 class Restorer:
     """Runs the pipeline with one set of networks (built once, shared by every call)."""
 
@@ -257,9 +278,10 @@ class Restorer:
         def peak(side_h: int, side_w: int) -> float:
             return max(side_h * side_w * enc_spec.bytes_per_pixel,
                        side_h * side_w / 16 * max(map_spec.bytes_per_pixel, dec_spec.bytes_per_pixel))
-        if peak(h, w) <= budget:
+        window_tile = attention_window_tile(mode, map_spec.halo)
+        if peak(h, w) <= budget and (window_tile is None or max(h, w) <= EXACT_ATTENTION_SIDE):
             return None
         tile = max(h, w)
         while tile > 64 and peak(tile + 2 * enc_spec.halo, tile + 2 * enc_spec.halo) > budget / 4:
             tile -= 32
-        return tile
+        return tile if window_tile is None else min(tile, window_tile)

@@ -112,6 +112,21 @@ def test_auto_policy_tiles_only_when_the_budget_requires_it(restorer):
     assert restorer.choose_tile(RestoreOptions(tile=512), Mode.SCRATCH, 1000, 1000) == 512
 
 
+def test_auto_policy_bounds_the_global_attention_window_of_large_scratch_photos(restorer):
+    """Plenty of memory: quality mode stays untiled at any size, scratch mode only up to the exact
+    attention limit; beyond it every tile's attention window is at most ATTENTION_WINDOW cells."""
+    from engine.pipeline import ATTENTION_WINDOW, EXACT_ATTENTION_SIDE
+    from engine.restoration import Mode, tile_specs
+
+    roomy = RestoreOptions(max_memory_gb=1000)
+    assert restorer.choose_tile(roomy, Mode.QUALITY, 4000, 6000) is None
+    assert restorer.choose_tile(roomy, Mode.SCRATCH, EXACT_ATTENTION_SIDE, 800) is None  # exact global attention
+    tile = restorer.choose_tile(roomy, Mode.SCRATCH, 4000, 6000)
+    map_spec = tile_specs(restorer.bank, Mode.SCRATCH, tile)[1]
+    assert tile is not None and map_spec.tile + 2 * map_spec.halo <= ATTENTION_WINDOW
+    assert restorer.choose_tile(RestoreOptions(tile="off"), Mode.SCRATCH, 4000, 6000) is None  # asked: exact
+
+
 def test_scratch_and_hr_modes_tile_too(restorer):
     image = photo(96, 128)
     mask = np.zeros((96, 128), bool)
