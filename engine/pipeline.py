@@ -128,23 +128,21 @@ def required_networks(options: RestoreOptions, has_user_mask: bool) -> list[str]
 
 # Global attention at scale. The partial non-local block compares every latent cell with every
 # other: time grows with the square of the photo's area (a 6000 x 4000 scan has 1.5 million latent
-# cells: ~10^13 multiply-adds per attention layer, hours on a CPU). With ``--tile auto`` a photo
-# whose long side is at most EXACT_ATTENTION_SIDE pixels keeps the exact global attention; a
-# larger one is tiled so that each tile's attention window (tile + margin) spans at most
-# ATTENTION_WINDOW latent cells (1024 image pixels): holes then borrow features from the
-# surrounding 1024 x 1024 pixels rather than the whole photo, and the cost grows linearly with
-# the area. ``--tile off`` always keeps the exact global attention, whatever it costs.
+# cells: ~10^15 multiply-adds for one attention layer, days on a CPU). A photo whose long side is
+# at most EXACT_ATTENTION_SIDE pixels keeps the exact global attention. For a larger one (unless
+# ``--tile off``) the scratch mapping runs in tiles whose window (core + margin) spans at most
+# ATTENTION_WINDOW latent cells (512 image pixels): a hole borrows features from its surrounding
+# 512 x 512 pixels instead of the whole photo, exactly as the official block would inside that
+# window, and the cost grows linearly with the area. Encoder and decoder tiles are not affected.
 EXACT_ATTENTION_SIDE = 1024
-ATTENTION_WINDOW = EXACT_ATTENTION_SIDE // 4
+ATTENTION_WINDOW = 128
 
 
-def attention_window_tile(mode: Mode, mapping_halo: int) -> int | None:
-    """The largest image tile whose scratch-mapping window stays within ATTENTION_WINDOW latent
-    cells, or None for modes without the global attention (quality; HR's patch attention is
-    multi-scale and local by construction)."""
-    if mode is not Mode.SCRATCH:
+def attention_window(mode: Mode, options: RestoreOptions, h: int, w: int) -> int | None:
+    """The scratch mapping's attention window (latent cells) for this photo, None = global."""
+    if mode is not Mode.SCRATCH or options.tile == "off" or max(h, w) <= EXACT_ATTENTION_SIDE:
         return None
-    return 4 * (ATTENTION_WINDOW - 2 * mapping_halo)
+    return ATTENTION_WINDOW
 
 
 class Restorer:
@@ -217,7 +215,8 @@ class Restorer:
         else:
             generated, tiling = translate_tiled(self.bank, x, mask_t, mode, tile,
                                                 memory_budget(self.device, options.max_memory_gb), stage_progress,
-                                                precision=precision)
+                                                precision=precision,
+                                                attention_window=attention_window(mode, options, *x.shape[-2:]))
         tiling["precision"] = str(precision or torch.float32).removeprefix("torch.")
         with torch.inference_mode():
             generated = generated[:1, :, :h, :w].float()
@@ -272,16 +271,16 @@ class Restorer:
         if options.tile == "off":
             return None
         if isinstance(options.tile, int):
-            return None if options.tile >= max(h, w) else options.tile
+            big_enough = options.tile >= max(h, w) and attention_window(mode, options, h, w) is None
+            return None if big_enough else options.tile
         budget = memory_budget(self.device, options.max_memory_gb)
         enc_spec, map_spec, dec_spec = tile_specs(self.bank, mode, 4)
         def peak(side_h: int, side_w: int) -> float:
             return max(side_h * side_w * enc_spec.bytes_per_pixel,
                        side_h * side_w / 16 * max(map_spec.bytes_per_pixel, dec_spec.bytes_per_pixel))
-        window_tile = attention_window_tile(mode, map_spec.halo)
-        if peak(h, w) <= budget and (window_tile is None or max(h, w) <= EXACT_ATTENTION_SIDE):
-            return None
+        if peak(h, w) <= budget:  # fits: one piece (still tiled for a bounded attention window)
+            return None if attention_window(mode, options, h, w) is None else max(h, w)
         tile = max(h, w)
         while tile > 64 and peak(tile + 2 * enc_spec.halo, tile + 2 * enc_spec.halo) > budget / 4:
             tile -= 32
-        return tile if window_tile is None else min(tile, window_tile)
+        return tile

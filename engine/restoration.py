@@ -90,18 +90,24 @@ def _widest(module: torch.nn.Module) -> int:
     return max((m.out_channels for m in module.modules() if isinstance(m, torch.nn.Conv2d)), default=64)
 
 
-def tile_specs(bank: ModelBank, mode: Mode, tile: int) -> tuple["TileSpec", "TileSpec", "TileSpec"]:
+def tile_specs(bank: ModelBank, mode: Mode, tile: int,
+               attention_window: int | None = None) -> tuple["TileSpec", "TileSpec", "TileSpec"]:
     """Encoder, mapping and decoder tiling for an image tile of ``tile`` pixels.
 
     Halos cover each network's receptive field (encoder ~41 px, mapping 20 latent cells without
     attention, decoder ~11 latent cells), so with shared normalisation statistics a tile's core equals the
     untiled result; only the attention of the scratch mapping is limited to the tile's window.
+    ``attention_window`` (latent cells) caps the mapping's window (core + 2 halos) for bounded
+    attention cost on very large photos (engine.pipeline.attention_window).
     Memory per box pixel is a conservative estimate (a few live float32 maps of the widest layer).
     """
     from .tiling import TileSpec
 
     enc_name, map_name, dec_name = NETWORKS[mode]
     latent_tile = max(8, tile // 4)
+    map_halo = 24
+    if attention_window is not None:
+        latent_tile = min(latent_tile, max(8, attention_window - 2 * map_halo))
     align = 8 if mode is Mode.HR else 1  # whole 8x8 attention patches in every tile
     enc_c = _widest(bank.get(enc_name))
     map_c = _widest(bank.get(map_name))
@@ -109,14 +115,15 @@ def tile_specs(bank: ModelBank, mode: Mode, tile: int) -> tuple["TileSpec", "Til
     # halo pixels, which are exact only that far from its box edge.
     return (
         TileSpec(tile=tile, halo=48, align=4 * align, out_scale=0.25, bytes_per_pixel=enc_c * 4 * 4, feather=4),
-        TileSpec(tile=latent_tile, halo=24, align=align, bytes_per_pixel=map_c * 4 * 6, feather=2),
-        TileSpec(tile=latent_tile, halo=16, align=align, out_scale=4, bytes_per_pixel=16 * enc_c * 4 * 4, feather=4),
+        TileSpec(tile=latent_tile, halo=map_halo, align=align, bytes_per_pixel=map_c * 4 * 6, feather=2),
+        TileSpec(tile=max(8, tile // 4), halo=16, align=align, out_scale=4, bytes_per_pixel=16 * enc_c * 4 * 4, feather=4),
     )
 
 
 def translate_tiled(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | None, mode: Mode, tile: int,
                     budget_bytes: int | None = None, progress: Progress | None = None,
-                    max_first_batch: int = 64, precision: torch.dtype | None = None) -> tuple[torch.Tensor, dict]:
+                    max_first_batch: int = 64, precision: torch.dtype | None = None,
+                    attention_window: int | None = None) -> tuple[torch.Tensor, dict]:
     """Like ``translate`` but tile by tile (see ``engine.tiling``); image and mask stay on the CPU
     and only tiles move to the device. Returns the decoder output and tiling facts."""
     from .tiling import TiledRunner
@@ -125,7 +132,7 @@ def translate_tiled(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | N
     enc_name, map_name, dec_name = NETWORKS[mode]
     encoder, mapping, decoder = bank.get(enc_name), bank.get(map_name), bank.get(dec_name)
     device = next(encoder.parameters()).device
-    enc_spec, map_spec, dec_spec = tile_specs(bank, mode, tile)
+    enc_spec, map_spec, dec_spec = tile_specs(bank, mode, tile, attention_window)
     def reduced(fn):
         def run(*args):
             with autocast(device, precision):
@@ -144,6 +151,6 @@ def translate_tiled(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | N
     progress.report(0.85, "decoding (tiled)")
     generated = runners[2].run(mapped, progress=progress.sub(0.85, 0.15))
     progress.report(1.0)
-    facts = {"tile": tile, "tile_shrinks": sum(r.shrinks for r in runners),
+    facts = {"tile": tile, "attention_window": attention_window, "tile_shrinks": sum(r.shrinks for r in runners),
              "final_tiles": [r.spec.tile for r in runners]}
     return generated, facts

@@ -112,19 +112,47 @@ def test_auto_policy_tiles_only_when_the_budget_requires_it(restorer):
     assert restorer.choose_tile(RestoreOptions(tile=512), Mode.SCRATCH, 1000, 1000) == 512
 
 
-def test_auto_policy_bounds_the_global_attention_window_of_large_scratch_photos(restorer):
-    """Plenty of memory: quality mode stays untiled at any size, scratch mode only up to the exact
-    attention limit; beyond it every tile's attention window is at most ATTENTION_WINDOW cells."""
-    from engine.pipeline import ATTENTION_WINDOW, EXACT_ATTENTION_SIDE
+def test_large_scratch_photos_bound_the_attention_window_and_nothing_else(restorer):
+    """Plenty of memory: quality mode stays one piece at any size; a scratch photo up to the exact
+    attention limit too; beyond it the mapping (only) runs in windows of ATTENTION_WINDOW cells."""
+    from engine.pipeline import ATTENTION_WINDOW, EXACT_ATTENTION_SIDE, attention_window
     from engine.restoration import Mode, tile_specs
 
     roomy = RestoreOptions(max_memory_gb=1000)
     assert restorer.choose_tile(roomy, Mode.QUALITY, 4000, 6000) is None
     assert restorer.choose_tile(roomy, Mode.SCRATCH, EXACT_ATTENTION_SIDE, 800) is None  # exact global attention
+    assert attention_window(Mode.SCRATCH, roomy, EXACT_ATTENTION_SIDE, 800) is None
     tile = restorer.choose_tile(roomy, Mode.SCRATCH, 4000, 6000)
-    map_spec = tile_specs(restorer.bank, Mode.SCRATCH, tile)[1]
-    assert tile is not None and map_spec.tile + 2 * map_spec.halo <= ATTENTION_WINDOW
-    assert restorer.choose_tile(RestoreOptions(tile="off"), Mode.SCRATCH, 4000, 6000) is None  # asked: exact
+    window = attention_window(Mode.SCRATCH, roomy, 4000, 6000)
+    assert tile == 6000 and window == ATTENTION_WINDOW  # encoder/decoder in one piece
+    enc, mapping, dec = tile_specs(restorer.bank, Mode.SCRATCH, tile, window)
+    assert mapping.tile + 2 * mapping.halo <= ATTENTION_WINDOW and enc.tile == 6000 and dec.tile == 1500
+    off = RestoreOptions(tile="off")
+    assert restorer.choose_tile(off, Mode.SCRATCH, 4000, 6000) is None and attention_window(Mode.SCRATCH, off, 4000, 6000) is None
+
+
+def test_windowed_attention_restores_a_large_scratch_photo_in_full(tmp_path, monkeypatch):
+    """A small stand-in for a big scan (tiny networks, lowered limits): the tiled, windowed result
+    covers the whole photo and, away from the holes, equals the global run."""
+    import engine.pipeline as pipeline
+    from engine.models.checkpoints import ModelBank, SafetensorsSource
+    from tiny_weights import make_tiny_weights
+
+    restorer = Restorer(ModelBank(SafetensorsSource(make_tiny_weights(tmp_path / "w", output_tone="model")),
+                                  torch.device("cpu")))
+    rgb = photo(96, 128)
+    mask = np.zeros((96, 128), bool)
+    mask[40:44, 20:110] = True
+    global_run = restorer.restore(rgb, RestoreOptions(scratch=False, tile="off"), user_mask=mask)
+    monkeypatch.setattr(pipeline, "EXACT_ATTENTION_SIDE", 64)
+    monkeypatch.setattr(pipeline, "ATTENTION_WINDOW", 8 + 2 * 24)
+    windowed = restorer.restore(rgb, RestoreOptions(scratch=False), user_mask=mask)
+    assert windowed.tiling["attention_window"] == 56 and windowed.image.shape == rgb.shape
+    assert np.isfinite(windowed.image).all()
+    far = np.ones_like(mask)
+    far[20:64] = False  # away from the holes the attention plays no part: same as the global run
+    assert np.abs(windowed.image[far] - global_run.image[far]).max() < 2 / 255
+    assert np.abs(windowed.image[~far] - global_run.image[~far]).mean() < 0.1
 
 
 def test_scratch_and_hr_modes_tile_too(restorer):

@@ -1,8 +1,9 @@
 """``python main.py train ...``: run a training stage, or export trained runs as shipped weights.
 
-    train {vae-a,vae-b,mapping,detector} --config lite|full|tiny --out DIR [--resume] [--steps N]
+    train {vae-a,vae-b,mapping,detector,joint,face} --config lite|full|tiny --out DIR [--resume] [--steps N]
           [--device ...] [--clean DIR ...] [--old DIR ...] [--vae-a RUN] [--vae-b RUN] [--seed N]
-    train export --runs DIR --dest DIR [--name NAME]     (DIR holds vae-a/, vae-b/, mapping/, detector/)
+    train export --runs DIR --dest DIR [--name NAME]     (DIR holds vae-a/, vae-b/, mapping/, detector/,
+                                                          and optionally joint/ and face/)
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from .loop import CHECKPOINT, export_weights, train
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 STAGES = ("vae-a", "vae-b", "mapping", "detector")  # the paper's stages: export needs all four
-OPTIONAL_STAGES = ("joint",)  # ours; when its run exists, export takes the restoration networks from it
+# ours; when a run exists, export takes the restoration networks from joint/ and adds face_256 from face/
+OPTIONAL_STAGES = ("joint", "face")
+FACE_CACHE = "faces_256.npz"  # the face stage's aligned training faces, cached in its run folder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,6 +52,13 @@ def build_trainer(stage: str, config_name: str, device: torch.device, args: argp
     from .trainers import DetectorTrainer, JointTrainer, MappingTrainer, VAETrainer
 
     config = CONFIGS[config_name]
+    if stage == "face":  # trains on aligned faces, not on crops of the photos
+        from .face_data import training_faces
+        from .face_train import FaceTrainer
+
+        faces = training_faces(args.clean, args.out / FACE_CACHE)
+        print(f"face stage: {faces.summary()} (cached in {args.out / FACE_CACHE})", file=sys.stderr)
+        return FaceTrainer(config, device, faces, args.seed)
     crop = config.stage(stage).crop
     clean = PhotoPool.from_folders(args.clean, config.image_cache_side, crop)
     if stage == "vae-a":
@@ -120,6 +130,11 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
         parts.update(VAE_A_quality=nets["vae_a"], VAE_B_quality=nets["vae_b_quality"],
                      VAE_B_scratch=nets["vae_b_scratch"], mapping_quality=nets["quality"],
                      mapping_scratch=nets["scratch"])
+    if (args.runs / "face" / CHECKPOINT).exists():  # our face generator: the pipeline's face stage runs with it
+        state = load_run(args.runs / "face", "face")
+        config_names.add(state["config"])
+        steps["face"] = state["step"]
+        parts["face_256"] = state["nets"]["G"]
     if len(config_names) != 1:
         raise ValueError(f"the runs mix configurations {sorted(config_names)}")
     config = CONFIGS[config_names.pop()]

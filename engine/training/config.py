@@ -1,6 +1,7 @@
 """Training configurations. ``full`` keeps the official shapes (so official weights can be
 fine-tuned); ``lite`` narrows the VAEs, the mapping and the detector so each stage trains on 2 CPU cores in
-about 45 minutes; ``tiny`` exists for tests."""
+about 45 minutes (and the optional face generator on one core in about an hour); ``tiny`` exists for
+tests."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ class Architecture:
     mapping_blocks: int = 6
     nl_blocks: int = 3
     detector_width_log2: int = 6
+    face_ngf: int = 64  # face generator base width (official 64)
+    face_spade_hidden: int = 128  # its SPADE hidden width (official 128)
 
     def network_kwargs(self) -> dict[str, dict]:
         """Constructor arguments per registry network name (empty = official defaults)."""
@@ -28,6 +31,7 @@ class Architecture:
                                 "nl_blocks": self.nl_blocks, "latent": self.vae_channels},
             "mapping_Patch_Attention": {"width": self.mapping_width, "latent": self.vae_channels},
             "detector": {"width_log2": self.detector_width_log2},
+            "face_256": {"ngf": self.face_ngf, "spade_hidden": self.face_spade_hidden},
         }
 
 
@@ -83,13 +87,17 @@ class TrainConfig:
 # Lite: minutes of CPU, so reconstruction dominates; a discriminator only for the mapping, gently
 # (adversarial terms need far longer runs to pay off and make short runs unstable).
 _LITE_STAGE = StageConfig(crop=128, batch=4, steps=4000, lr=5e-4, loss=LossWeights(raw=1.0, gan=0.0, fm=0.0))
+# The optional face stage (engine.training.face_train): whole 256 px aligned faces, tone-anchored L1
+# (the pipeline histogram-matches the face to its crop, so only a light raw term), no discriminator.
+_FACE_LOSS = LossWeights(recon=1.0, raw=0.2, gan=0.0, fm=0.0)
 
 CONFIGS: dict[str, TrainConfig] = {
     "full": TrainConfig("full", Architecture(), {
         s: StageConfig(crop=256, batch=4, steps=100_000, ckpt_every=1000, sample_every=2000,
                        loss=LossWeights(recon=0.0, raw=10.0))
         for s in ("vae-a", "vae-b", "mapping", "detector", "joint")}, image_cache_side=1024),
-    "lite": TrainConfig("lite", Architecture(vae_channels=32, mapping_width=128, mapping_blocks=3, nl_blocks=2, detector_width_log2=3), {
+    "lite": TrainConfig("lite", Architecture(vae_channels=32, mapping_width=128, mapping_blocks=3, nl_blocks=2,
+                                             detector_width_log2=3, face_ngf=16, face_spade_hidden=16), {
         "vae-a": replace(_LITE_STAGE, steps=2000),
         "vae-b": replace(_LITE_STAGE, steps=2000),
         "mapping": replace(_LITE_STAGE, steps=2000, loss=LossWeights(raw=1.0, recon=4.0, gan=0.05, fm=0.5)),
@@ -97,9 +105,14 @@ CONFIGS: dict[str, TrainConfig] = {
         # optional end-to-end fine-tune of both chains (engine.training.trainers.JointTrainer)
         "joint": replace(_LITE_STAGE, steps=3000, lr=1e-4, loss=LossWeights(recon=4.0, raw=1.0, latent=1.0,
                                                                               gan=0.0, fm=0.0)),
+        # optional face generator (engine.training.face_train), one CPU core
+        "face": StageConfig(crop=256, batch=4, steps=800, lr=5e-4, ckpt_every=25, sample_every=100, log_every=5,
+                            loss=_FACE_LOSS),
     }, output_tone="predicted"),
     "tiny": TrainConfig("tiny", Architecture(vae_channels=8, mapping_width=16, mapping_blocks=1, nl_blocks=1,
-                                             detector_width_log2=2), {
-        s: StageConfig(crop=64, batch=2, steps=4, ckpt_every=2, sample_every=2, log_every=1)
-        for s in ("vae-a", "vae-b", "mapping", "detector", "joint")}, image_cache_side=96, output_tone="match-input"),
+                                             detector_width_log2=2, face_ngf=2, face_spade_hidden=4), {
+        **{s: StageConfig(crop=64, batch=2, steps=4, ckpt_every=2, sample_every=2, log_every=1)
+           for s in ("vae-a", "vae-b", "mapping", "detector", "joint")},
+        "face": StageConfig(crop=256, batch=2, steps=4, ckpt_every=2, sample_every=2, log_every=1, loss=_FACE_LOSS),
+    }, image_cache_side=96, output_tone="match-input"),
 }
