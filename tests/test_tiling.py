@@ -244,3 +244,4 @@ def test_precision_choice(monkeypatch):
     assert dev.choose_precision(cpu, "auto") is None  # emulated bf16 would be slower than fp32
     monkeypatch.setattr(dev, "_cpu_has_native_bf16", lambda: True)
     assert dev.choose_precision(cpu, "auto") is torch.bfloat16
+

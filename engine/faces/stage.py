@@ -68,6 +68,16 @@ def choose_face_network(source: WeightSource, faces: bool | None, hr: bool) -> s
     return None
 
 
+def generator_name(source: WeightSource, network: str) -> str:
+    """The face generator for provenance: the official checkpoint's name for official-width weights,
+    else (our own lite generator) the network, its widths and the weights it came from."""
+    kwargs = source.network_kwargs(BY_NAME[network])
+    if not kwargs:
+        return _CHECKPOINT[network]
+    widths = ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
+    return f"{network} ({widths}) from {source.label}"
+
+
 def require_detector() -> None:
     """Raise FacesUnavailable unless the MTCNN weight files can be found."""
     try:
@@ -175,6 +185,7 @@ class FaceReport:
     seconds: float = 0.0
     # The photo before any face, under the layers: all ``compose`` needs besides the layers.
     regions: list[FaceRegion] = field(default_factory=list, repr=False)
+    checkpoint: str | None = None  # what generated the faces (None: the official checkpoint of ``network``)
 
     @property
     def found(self) -> int:
@@ -222,7 +233,7 @@ class FaceReport:
         return (work / 255.0).astype(np.float32)
 
     def describe(self) -> dict[str, Any]:
-        return {"ran": True, "network": self.network, "checkpoint": _CHECKPOINT.get(self.network),
+        return {"ran": True, "network": self.network, "checkpoint": self.checkpoint or _CHECKPOINT.get(self.network),
                 "crop_size": self.size, "detector": detector_description(), "found": self.found,
                 "refined": self.refined, "faces": [f.describe() for f in self.faces], "warnings": list(self.warnings)}
 
@@ -260,6 +271,7 @@ def refine_faces(image: np.ndarray, bank: ModelBank, network: str, progress: Pro
     except CheckpointError as exc:
         raise FacesUnavailable(f"the face generator could not be loaded: {exc}") from None
     size = report.size = int(net.load_size)
+    report.checkpoint = generator_name(bank.source, network)
     for record in records:
         progress.report(0.1 + 0.9 * (record.index - 1) / len(records),
                         f"refining face {record.index} of {len(records)}")

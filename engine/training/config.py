@@ -93,9 +93,11 @@ _FACE_LOSS = LossWeights(recon=1.0, raw=0.2, gan=0.0, fm=0.0)
 
 CONFIGS: dict[str, TrainConfig] = {
     "full": TrainConfig("full", Architecture(), {
-        s: StageConfig(crop=256, batch=4, steps=100_000, ckpt_every=1000, sample_every=2000,
-                       loss=LossWeights(recon=0.0, raw=10.0))
-        for s in ("vae-a", "vae-b", "mapping", "detector", "joint")}, image_cache_side=1024),
+        **{s: StageConfig(crop=256, batch=4, steps=100_000, ckpt_every=1000, sample_every=2000,
+                          loss=LossWeights(recon=0.0, raw=10.0))
+           for s in ("vae-a", "vae-b", "mapping", "detector", "joint")},
+        "face": StageConfig(crop=256, batch=4, steps=100_000, ckpt_every=1000, sample_every=2000, loss=_FACE_LOSS),
+    }, image_cache_side=1024),
     "lite": TrainConfig("lite", Architecture(vae_channels=32, mapping_width=128, mapping_blocks=3, nl_blocks=2,
                                              detector_width_log2=3, face_ngf=16, face_spade_hidden=16), {
         "vae-a": replace(_LITE_STAGE, steps=2000),
