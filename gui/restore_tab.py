@@ -569,8 +569,9 @@ class RestoreTab(QWidget):
             found, refined = result.faces.found, result.faces.refined
             faces = (f" {refined} of {found} face{'s' if found != 1 else ''} refined"
                      f"{': click a box to switch a face off' if refined else ''}.")
-        self.set_status(f"Restored in {total:.1f} s ({result.mode.value} mode).{faces} Drag the line to compare, "
-                        "Save… to keep it.")
+        notes = "".join(f" Note: {warning}." for warning in result.warnings)  # e.g. a face that failed
+        self.set_status(f"Restored in {total:.1f} s ({result.mode.value} mode).{faces}{notes} Drag the line to "
+                        "compare, Save… to keep it.")
 
     # ------------------------------------------------------------------ faces
 

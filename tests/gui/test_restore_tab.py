@@ -250,3 +250,16 @@ def test_restore_requires_a_photo_and_free_device(make_window):
     tab = make_window().restore_tab
     assert not tab.start_restore()
     assert "Open a photo first" in tab.error_label.text()
+
+
+def test_engine_warnings_reach_the_status_line(qtbot, tab, monkeypatch):
+    """What the engine could not do (here: a face that failed) is said, not swallowed."""
+    def warned(self, image, options, user_mask=None, progress=None):
+        progress.report(1.0, "done")
+        result = RestoreResult(as_float_rgb(image), options.mode(user_mask is not None), user_mask)
+        result.warnings.append("face 2 was left as it was (its crop is too small)")
+        return result
+
+    monkeypatch.setattr(Restorer, "restore", warned)
+    assert run_restore(qtbot, tab.window()) == "finished", tab.error_label.text()
+    assert "Note: face 2 was left as it was (its crop is too small)." in tab.last_status
