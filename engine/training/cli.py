@@ -44,6 +44,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--runs", type=Path, help="export: folder holding the four stage runs")
     t.add_argument("--dest", type=Path, help="export: destination weights folder")
     t.add_argument("--name", default="heirloom-lite-v1", help="export: weights name for the model card")
+    t.add_argument("--without", nargs="+", choices=OPTIONAL_STAGES, default=[],
+                   help="export: leave out these optional stages' runs (e.g. a face model that does not help yet)")
     t.set_defaults(func=cmd_train)
 
 
@@ -122,7 +124,10 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
             parts["mapping_quality"], parts["mapping_scratch"] = nets["quality"], nets["scratch"]
         else:
             parts["detector"] = nets["U"]
-    if (args.runs / "joint" / CHECKPOINT).exists():  # the end-to-end fine-tune replaces the chains
+    def wanted(stage: str) -> bool:
+        return stage not in getattr(args, "without", []) and (args.runs / stage / CHECKPOINT).exists()
+
+    if wanted("joint"):  # the end-to-end fine-tune replaces the chains
         state = load_run(args.runs / "joint", "joint")
         config_names.add(state["config"])
         steps["joint"] = state["step"]
@@ -130,7 +135,7 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
         parts.update(VAE_A_quality=nets["vae_a"], VAE_B_quality=nets["vae_b_quality"],
                      VAE_B_scratch=nets["vae_b_scratch"], mapping_quality=nets["quality"],
                      mapping_scratch=nets["scratch"])
-    if (args.runs / "face" / CHECKPOINT).exists():  # our face generator: the pipeline's face stage runs with it
+    if wanted("face"):  # our face generator: the pipeline's face stage runs with it
         state = load_run(args.runs / "face", "face")
         config_names.add(state["config"])
         steps["face"] = state["step"]

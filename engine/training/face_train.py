@@ -11,7 +11,8 @@ Loss: L1 after giving the output the target's per-channel mean and spread (the p
 histogram-matches every generated face to its own crop, so the generator's global tone is thrown
 away and should not cost capacity), a light raw L1 that keeps the output in range, and optionally
 the LSGAN + feature-matching terms of the other stages (off in ``lite``: on one core the
-discriminator costs a quarter more per step and pays off only in far longer runs).
+discriminator costs about a tenth more per step, and adversarial terms pay off only in far longer
+runs than an hour).
 
 The network is the official generator with narrower widths; the normalisation layers use batch
 statistics and the spectral norms are power-iterated while training, as in the official training
