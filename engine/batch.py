@@ -350,7 +350,7 @@ class PhotoProcessor:
             weights={"choice": cfg.weights, "label": getattr(source, "label", None),
                      "files": self.hashes.describe(networks),
                      "card": self.hashes.card()},
-            options={**cfg.settings(), "mode": result.mode.value}, device=provenance.device_info(self.restorer.device),
+            options={**cfg.settings(), "mode": result.mode.value, "strength_applied": result.strength}, device=provenance.device_info(self.restorer.device),
             mask={"source": provenance.mask_source(cfg.options.detect, brushed),
                   "file": str(Path(mask_file).resolve()) if brushed else None,
                   "file_sha256": provenance.sha256_file(Path(mask_file)) if brushed else None,

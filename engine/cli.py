@@ -91,7 +91,8 @@ def cmd_restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     config = BatchConfig(
         inputs=tuple(args.inputs), outdir=outdir,
         options=RestoreOptions(scratch=args.scratch, hr=args.hr, tile=args.tile, max_memory_gb=args.max_memory,
-                               detection_scale=args.detect_scale, precision=args.precision, faces=args.faces),
+                               detection_scale=args.detect_scale, precision=args.precision, faces=args.faces,
+                               strength=args.strength),
         mask=Path(args.mask) if args.mask else None, mask_dir=Path(args.mask_dir) if args.mask_dir else None,
         weights=args.weights, fmt=args.format, quality=args.quality if args.quality is not None else 95,
         save_mask=args.save_mask, overwrite=args.overwrite, allow_huge=args.allow_huge, resume=args.resume,
@@ -180,6 +181,16 @@ def cmd_sample(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def parse_strength(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"strength must be a number from 0 to 1, not {text!r}")
+    return value
+
+
 def parse_tile(value: str) -> int | str:
     if value in ("auto", "off"):
         return value
@@ -239,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--max-memory", type=float, metavar="GB", help="memory budget (default: a share of what is free)")
     r.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], default="fp32",
                    help="fp32 (exact, default); bf16/fp16 are faster where the hardware supports them natively")
+    r.add_argument("--strength", type=parse_strength, metavar="S",
+                   help="how much of the restoration to apply outside repaired scratches, 0-1 "
+                        "(default: the weights' own; 1 for the official weights)")
     r.add_argument("--detect-scale", type=parse_detect_scale, default="official", metavar="official|full|N",
                    help="resolution the scratch detector sees: official (256 px short side), full, or N px")
     r.set_defaults(func=cmd_restore, scratch=False, faces=None)

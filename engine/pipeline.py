@@ -30,6 +30,7 @@ from .models.checkpoints import ModelBank
 from .progress import Progress
 from .device import choose_precision, memory_budget
 from .restoration import NETWORKS, SPATIAL_MULTIPLE, Mode, tile_specs, translate, translate_tiled
+from .strength import apply_strength
 from .tone import apply_output_tone
 
 
@@ -46,6 +47,9 @@ class RestoreOptions:
     max_memory_gb: float | None = None  # memory budget; None = a safe share of what the device has free
     precision: str = "fp32"  # fp32 (exact), bf16, fp16 (GPU) or auto (reduced where the hardware is native)
     faces: bool | None = None  # refine faces: True = required, False = off, None = if the weights have the generator
+    # how much of the restoration to apply outside the repaired holes (holes are always repaired):
+    # 1 = all of it (official), 0 = only the holes; None = the weights' default (engine.strength)
+    strength: float | None = None
 
     @property
     def detect(self) -> bool:
@@ -73,6 +77,7 @@ class RestoreResult:
     tiling: dict = field(default_factory=dict)  # tile size used (None = untiled), shrinks on low memory
     faces: FaceReport | None = None  # None: the face stage did not run
     warnings: list[str] = field(default_factory=list)  # things the user should know; the photo is still restored
+    strength: float = 1.0  # the restoration strength applied (engine.strength)
 
 
 def compose_faces(result: RestoreResult, enabled: Iterable[int]) -> np.ndarray:
@@ -223,8 +228,10 @@ class Restorer:
             generated = self._anchor_tone(generated, x[:1, :, :h, :w], original, holes)
             result = ((generated[0] + 1.0) / 2.0).clamp_(0.0, 1.0)
             result = result.permute(1, 2, 0).float().cpu().numpy()
+        strength = self.bank.source.default_strength() if options.strength is None else options.strength
+        result = apply_strength(result, original, holes, strength)
         timings["restoration"] = time.perf_counter() - t0
-        out = RestoreResult(np.ascontiguousarray(result), mode, holes, detected, timings, tiling)
+        out = RestoreResult(np.ascontiguousarray(result), mode, holes, detected, timings, tiling, strength=strength)
         if faces_skipped:
             out.warnings.append(faces_skipped)
         if face_net is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from PySide6.QtCore import Signal, Slot
-from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QLabel, QWidget
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QLabel, QSpinBox, QWidget
 
 from engine.device import DeviceInfo, list_devices
 from engine.faces.stage import FacesUnavailable, face_network, require_detector
@@ -124,12 +124,23 @@ class OptionsPanel(QGroupBox):
         self.tile_combo.setToolTip("auto: process in tiles only when the photo does not fit in memory; "
                                    "off: never; or a tile size in pixels (at least 64)")
 
+        self.strength_spin = QSpinBox(self)
+        self.strength_spin.setRange(-1, 100)  # -1 shows as "Weights' default"
+        self.strength_spin.setSingleStep(10)
+        self.strength_spin.setSuffix(" %")
+        self.strength_spin.setSpecialValueText("Weights' default")
+        self.strength_spin.setToolTip("How much of the restoration to apply outside the repaired scratches: "
+                                      "100 % = all of it, 0 % = only the scratches. Lower keeps more of "
+                                      "the original detail and grain. The default comes with the weights "
+                                      "(official: 100 %).")
+
         form = QFormLayout(self)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Repair scratches:", self.scratch_combo)
         form.addRow("", self.hr_checkbox)
         form.addRow("Refine faces:", self.faces_combo)
         form.addRow("", self.faces_note)
+        form.addRow("Strength:", self.strength_spin)
         form.addRow("Device:", self.device_combo)
         form.addRow("Tile size:", self.tile_combo)
 
@@ -142,6 +153,7 @@ class OptionsPanel(QGroupBox):
         self.faces_combo.currentIndexChanged.connect(self._on_widget_changed)
         self.device_combo.currentIndexChanged.connect(self._on_widget_changed)
         self.tile_combo.currentIndexChanged.connect(self._on_widget_changed)
+        self.strength_spin.valueChanged.connect(self._on_widget_changed)
         self.tile_combo.lineEdit().editingFinished.connect(self._on_widget_changed)
         settings.changed.connect(self._on_setting_changed)
 
@@ -156,6 +168,9 @@ class OptionsPanel(QGroupBox):
         self.hr_checkbox.blockSignals(True)
         self.hr_checkbox.setChecked(s.hr)
         self.hr_checkbox.blockSignals(False)
+        self.strength_spin.blockSignals(True)
+        self.strength_spin.setValue(-1 if s.strength is None else s.strength)
+        self.strength_spin.blockSignals(False)
         if self.device_combo.currentData() != s.device:
             fill_device_combo(self.device_combo, self.devices, s.device)
         fill_tile_combo(self.tile_combo, s.tile)
@@ -183,6 +198,7 @@ class OptionsPanel(QGroupBox):
             s.scratch_mode = self.scratch_combo.currentData()
             s.hr = self.hr_checkbox.isChecked()
             s.faces = self.faces_combo.currentData()
+            s.strength = None if self.strength_spin.value() < 0 else self.strength_spin.value()
             s.device = self.device_combo.currentData() or "auto"
             try:
                 s.tile = parse_tile(self.tile_combo.currentText())
@@ -216,11 +232,13 @@ class OptionsPanel(QGroupBox):
         if FACES_SUPPORTED:  # unavailable: automatic, so the engine records why no face was refined
             kwargs["faces"] = None if self.faces_unavailable else FACE_VALUES[self.faces_combo.currentData()]
         return RestoreOptions(scratch=self.scratch_auto, hr=self.hr, threshold=threshold, mask_dilation=dilation,
-                              tile=self.settings.tile, max_memory_gb=self.settings.max_memory_gb, **kwargs)
+                              tile=self.settings.tile, max_memory_gb=self.settings.max_memory_gb,
+                              strength=None if self.strength_spin.value() < 0 else self.strength_spin.value() / 100,
+                              **kwargs)
 
     def set_locked(self, locked: bool) -> None:
         """No option changes while a job runs (the running job would not see them anyway)."""
         self._unlocked = not locked
-        for widget in (self.scratch_combo, self.hr_checkbox, self.device_combo, self.tile_combo):
+        for widget in (self.scratch_combo, self.hr_checkbox, self.strength_spin, self.device_combo, self.tile_combo):
             widget.setEnabled(not locked)
         self.faces_combo.setEnabled(FACES_SUPPORTED and not locked and self.faces_unavailable is None)

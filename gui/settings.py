@@ -164,6 +164,21 @@ class Settings(QObject):
             raise ValueError(f"faces must be one of {FACE_MODES}")
         self._set("restore/faces", value)
 
+    @property
+    def strength(self) -> int | None:
+        """Restoration strength in percent, or None for the weights' own default."""
+        try:
+            value = int(self._get("restore/strength", -1))
+        except (TypeError, ValueError):
+            return None
+        return value if 0 <= value <= 100 else None
+
+    @strength.setter
+    def strength(self, value: int | None) -> None:
+        if value is not None and not 0 <= value <= 100:
+            raise ValueError("strength must be 0-100 % or None (the weights' default)")
+        self._set("restore/strength", -1 if value is None else int(value))
+
     # ------------------------------------------------------------------ folders and files
 
     def _path(self, key: str) -> Path | None:

@@ -62,6 +62,7 @@ def test_all_stages_train_and_export_weights_the_pipeline_uses(tmp_path, photos)
                                                                "mapping_quality", "mapping_scratch", "detector")}
     assert card["networks"]["mapping_scratch"]["width"] == 16
     assert card["output_tone"] == "match-input" and "best_threshold" in card["detector_calibration"]
+    assert 0 <= card["default_strength"] <= 1 and len(card["strength_fit_psnr"]) == 11
     photo = tmp_path / "p.png"
     Image.fromarray(np.full((40, 52, 3), 120, np.uint8)).save(photo)
     out = io.StringIO()

@@ -122,6 +122,10 @@ class WeightSource:
     def tone_predictor(self) -> TonePredictor | None:
         return None
 
+    def default_strength(self) -> float:
+        """How much of the restoration the pipeline applies outside the holes unless told (1 = all)."""
+        return 1.0
+
 
 class OfficialSource(WeightSource):
     """The official release: ``global_checkpoints.zip`` or the folder it unzips to."""
@@ -205,6 +209,13 @@ class SafetensorsSource(WeightSource):
             raise CheckpointError(f"{self.folder / self.CARD}: unknown output_tone {tone!r} "
                                   "(expected 'model', 'match-input' or 'predicted')")
         return tone
+
+    def default_strength(self) -> float:
+        value = self.card.get("default_strength", 1.0)
+        if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+            raise CheckpointError(f"{self.folder / self.CARD}: default_strength must be a number from 0 to 1, "
+                                  f"not {value!r}")
+        return float(value)
 
     def tone_predictor(self) -> TonePredictor | None:
         if self.output_tone() != "predicted":

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -155,7 +156,13 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
 
         card["tone_predictor"] = fit_tone_predictor(training_photos(args.clean)).to_json()
     card = export_weights(parts, args.dest, card)
-    print(f"exported {len(parts)} networks to {args.dest}", file=out)
+    if config.output_tone != "model":  # our weights: how much of their restoration to apply by default
+        from .strength_fit import fit_strength
+
+        card["default_strength"], card["strength_fit_psnr"] = fit_strength(args.dest, calibration_photos(args.clean, 16))
+        (args.dest / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    print(f"exported {len(parts)} networks to {args.dest}"
+          + (f" (default strength {card['default_strength']})" if "default_strength" in card else ""), file=out)
     return 0
 
 

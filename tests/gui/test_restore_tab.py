@@ -263,3 +263,14 @@ def test_engine_warnings_reach_the_status_line(qtbot, tab, monkeypatch):
     monkeypatch.setattr(Restorer, "restore", warned)
     assert run_restore(qtbot, tab.window()) == "finished", tab.error_label.text()
     assert "Note: face 2 was left as it was (its crop is too small)." in tab.last_status
+
+
+def test_strength_control_reaches_the_engine_and_is_remembered(qtbot, tab, recorded):
+    """"Weights' default" sends None (the card decides); a percentage is sent as a fraction and kept."""
+    spin = tab.options_panel.strength_spin
+    assert spin.value() == -1 and spin.text() == "Weights' default"
+    assert run_restore(qtbot, tab.window()) == "finished", tab.error_label.text()
+    spin.setValue(40)
+    assert tab.window().settings.strength == 40
+    assert run_restore(qtbot, tab.window()) == "finished", tab.error_label.text()
+    assert [options.strength for options, _ in recorded] == [None, 0.4]
