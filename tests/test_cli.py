@@ -109,7 +109,27 @@ def test_usage_errors_exit_2(tmp_path, capsys, argv, needle):
     assert needle in err + captured.err
 
 
-def test_missing_default_weights_say_what_to_do(tmp_path):
+def test_default_weights_ship_and_restore_out_of_the_box(tmp_path):
+    """A fresh checkout restores with no download: the shipped card's files are all there, unaltered."""
+    import hashlib
+    import json
+
+    from engine.weights import DEFAULT_WEIGHTS_DIR
+
+    card = json.loads((DEFAULT_WEIGHTS_DIR / "model.json").read_text())
+    for name, digest in card["files"].items():
+        assert hashlib.sha256((DEFAULT_WEIGHTS_DIR / name).read_bytes()).hexdigest() == digest, name
+    assert sum((DEFAULT_WEIGHTS_DIR / n).stat().st_size for n in card["files"]) < 50 * 2**20
+    photo = small_photo(tmp_path / "p.png", size=(96, 64))
+    code, out, err = run("restore", photo, "-o", tmp_path / "out", "--scratch")
+    assert code == 0, err
+    assert Image.open(tmp_path / "out" / "p.png").size == (96, 64)
+
+
+def test_missing_default_weights_say_what_to_do(tmp_path, monkeypatch):
+    import engine.weights
+
+    monkeypatch.setattr(engine.weights, "DEFAULT_WEIGHTS_DIR", tmp_path / "not-installed")
     photo = small_photo(tmp_path / "p.png")
     code, out, err = run("restore", photo, "-o", tmp_path / "out")
     assert code == 1
