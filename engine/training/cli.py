@@ -145,8 +145,8 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
         raise ValueError(f"the runs mix configurations {sorted(config_names)}")
     config = CONFIGS[config_names.pop()]
     kwargs = config.arch.network_kwargs()
-    parts["detector"], calibration = calibrate_detector(parts["detector"], config.arch.detector_width_log2,
-                                                        calibration_photos(args.clean))
+    photos = calibration_photos(args.clean)  # training photos for the detector and strength fits
+    parts["detector"], calibration = calibrate_detector(parts["detector"], config.arch.detector_width_log2, photos)
     card = {"name": args.name, "config": config.to_json(), "steps": steps, "output_tone": config.output_tone,
             "networks": {name: kwargs[name] for name in parts},
             "detector_calibration": calibration.to_json(),
@@ -159,7 +159,7 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
     if config.output_tone != "model":  # our weights: how much of their restoration to apply by default
         from .strength_fit import fit_strength
 
-        card["default_strength"], card["strength_fit_psnr"] = fit_strength(args.dest, calibration_photos(args.clean, 16))
+        card["default_strength"], card["strength_fit_psnr"] = fit_strength(args.dest, photos)
         (args.dest / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     print(f"exported {len(parts)} networks to {args.dest}"
           + (f" (default strength {card['default_strength']})" if "default_strength" in card else ""), file=out)
