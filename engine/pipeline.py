@@ -205,7 +205,8 @@ class Restorer:
             rgb[holes] = 1.0  # holes are filled with white, as the networks were trained
         progress.check()
         t0 = time.perf_counter()
-        x = torch.from_numpy(rgb).permute(2, 0, 1)[None] * 2.0 - 1.0
+        x = torch.from_numpy(rgb).permute(2, 0, 1)[None].mul(2.0).sub_(1.0)
+        del rgb  # the hole-filled copy (if any) is in x now; a large scan cannot afford spare copies
         multiple = SPATIAL_MULTIPLE[mode]
         x, _ = pad_to_multiple(x, multiple)
         mask_t = None
@@ -223,11 +224,13 @@ class Restorer:
                                                 precision=precision,
                                                 attention_window=attention_window(mode, options, *x.shape[-2:]))
         tiling["precision"] = str(precision or torch.float32).removeprefix("torch.")
-        with torch.inference_mode():
-            generated = generated[:1, :, :h, :w].float()
-            generated = self._anchor_tone(generated, x[:1, :, :h, :w], original, holes)
-            result = ((generated[0] + 1.0) / 2.0).clamp_(0.0, 1.0)
-            result = result.permute(1, 2, 0).float().cpu().numpy()
+        with torch.inference_mode():  # in place where possible: each copy of a 24 MP photo is 288 MB
+            del mask_t
+            generated = self._anchor_tone(generated[:1, :, :h, :w].float(), x[:1, :, :h, :w], original, holes)
+            del x
+            generated = generated[0].add_(1.0).mul_(0.5).clamp_(0.0, 1.0)
+            result = generated.permute(1, 2, 0).contiguous().cpu().numpy()
+            del generated
         strength = self.bank.source.default_strength() if options.strength is None else options.strength
         result = apply_strength(result, original, holes, strength)
         timings["restoration"] = time.perf_counter() - t0

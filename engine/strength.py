@@ -15,12 +15,15 @@ import numpy as np
 
 def apply_strength(restored: np.ndarray, original: np.ndarray, holes: np.ndarray | None,
                    strength: float) -> np.ndarray:
-    """HxWx3 float arrays in [0, 1]; ``holes`` HxW bool or None."""
+    """HxWx3 float32 arrays in [0, 1]; ``holes`` HxW bool or None. Blends *into* ``restored`` and
+    returns it (one temporary instead of four: a 24 MP photo is 288 MB per copy)."""
     if not 0.0 <= strength <= 1.0:
         raise ValueError(f"strength must be between 0 and 1, got {strength}")
     if strength == 1.0:
         return restored
-    blended = strength * restored + (1.0 - strength) * original
+    kept = None if holes is None else restored[holes]
+    restored *= strength
+    restored += (1.0 - strength) * original
     if holes is not None:
-        blended = np.where(holes[..., None], restored, blended)
-    return np.ascontiguousarray(blended, dtype=np.float32)
+        restored[holes] = kept
+    return restored

@@ -125,7 +125,10 @@ def anchor_to_stats(output: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
                     valid: torch.Tensor | None = None) -> torch.Tensor:
     """``output`` (N,C,H,W) with the given per-channel mean/std ((C,) each, same value range)."""
     out_mean, out_std = channel_stats(output, valid)
-    return (output - out_mean) / (out_std + EPS) * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)
+    if torch.is_grad_enabled():
+        return (output - out_mean) / (out_std + EPS) * std.view(1, -1, 1, 1) + mean.view(1, -1, 1, 1)
+    # inference: one new tensor instead of four (large scans)
+    return output.sub(out_mean).div_(out_std + EPS).mul_(std.view(1, -1, 1, 1)).add_(mean.view(1, -1, 1, 1))
 
 
 def apply_output_tone(generated: torch.Tensor, tone: str, network_input: torch.Tensor,

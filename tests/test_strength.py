@@ -22,7 +22,7 @@ def test_holes_come_from_the_restoration_and_the_rest_is_blended() -> None:
     restored, original = rng.random((8, 9, 3)).astype(np.float32), rng.random((8, 9, 3)).astype(np.float32)
     holes = np.zeros((8, 9), bool)
     holes[2:4, 3:7] = True
-    out = apply_strength(restored, original, holes, 0.25)
+    out = apply_strength(restored.copy(), original, holes, 0.25)
     assert np.array_equal(out[holes], restored[holes])
     assert np.allclose(out[~holes], 0.25 * restored[~holes] + 0.75 * original[~holes])
     assert apply_strength(restored, original, None, 1.0) is restored

@@ -30,6 +30,6 @@ def fit_strength(weights: Path, photos: list[np.ndarray]) -> tuple[float, dict[s
     for i, clean in enumerate(photos):
         damaged = degrade(clean, seed=SEED + i).degraded
         result = restorer.restore(damaged, RestoreOptions(scratch=True, strength=1.0, faces=False))
-        scores += [psnr(apply_strength(result.image, damaged, result.mask, s), clean) for s in GRID]
+        scores += [psnr(apply_strength(result.image.copy(), damaged, result.mask, s), clean) for s in GRID]
     scores /= max(len(photos), 1)
     return float(GRID[int(np.argmax(scores))]), {f"{s:.1f}": round(float(v), 3) for s, v in zip(GRID, scores)}
