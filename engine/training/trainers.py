@@ -73,6 +73,16 @@ def mapping_batch(clean_np: np.ndarray, rng: np.random.Generator, device: torch.
     return to_tensor(clean_np, device), mask, degraded, scratched_np
 
 
+def chain_loss(mapped: torch.Tensor, image: torch.Tensor, target_latent: torch.Tensor, clean: torch.Tensor,
+               w: LossWeights) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The restoration chain's fidelity loss (mapping and joint stages): latent L1 to VAE_B's code of
+    the clean photo, tone-anchored and raw image L1. Returns (loss, latent L1, anchored image L1)."""
+    latent_l1 = (mapped - target_latent).abs().mean()
+    image_l1 = (match_tone(image, clean) - clean).abs().mean()
+    loss = w.latent * latent_l1 + w.recon * image_l1 + w.raw * (image - clean).abs().mean()
+    return loss, latent_l1, image_l1
+
+
 class Trainer:
     """Base: named networks and optimisers (what a checkpoint holds) and the stage's data seed."""
 
@@ -219,9 +229,7 @@ class MappingTrainer(Trainer):
         if "D" in self.nets:
             metrics["d"] = discriminator_step(self.nets["D"], self.optims["D"], y, [img for _, img in outputs.values()])
         for name, (mapped, img) in outputs.items():
-            latent_l1 = (mapped - target).abs().mean()
-            image_l1 = (match_tone(img, y) - y).abs().mean()
-            loss = w.latent * latent_l1 + w.recon * image_l1 + w.raw * (img - y).abs().mean()
+            loss, latent_l1, image_l1 = chain_loss(mapped, img, target, y, w)
             if "D" in self.nets:
                 loss = loss + adversarial_terms(self.nets["D"], img, y, w)
             self.optims[name].zero_grad(set_to_none=True)
@@ -315,9 +323,8 @@ class JointTrainer(Trainer):
         for name in self.CHAINS:
             mapped = self.nets[name](self.nets["vae_a"].encode(degraded[name]), mask if name == "scratch" else None)
             img = images[name] = self.nets[f"vae_b_{name}"].decode(mapped)
-            latent_l1 = (mapped - target).abs().mean()
-            image_l1 = (match_tone(img, y) - y).abs().mean()
-            loss = loss + w.latent * latent_l1 + w.recon * image_l1 + w.raw * (img - y).abs().mean()
+            chain, latent_l1, image_l1 = chain_loss(mapped, img, target, y, w)
+            loss = loss + chain
             metrics[f"{name}_latent_l1"], metrics[f"{name}_image_l1"] = latent_l1.item(), image_l1.item()
         self.optims["all"].zero_grad(set_to_none=True)
         loss.backward()
