@@ -102,6 +102,13 @@ class Trainer:
     def step(self, step: int) -> dict[str, float]:
         raise NotImplementedError
 
+    def chain_batch(self, step: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, dict[str, torch.Tensor], np.ndarray]:
+        """The step's clean crops (array) plus ``mapping_batch`` of them: the batch of the stages
+        that train the restoration chains (mapping, joint); needs ``self.clean``."""
+        rng = self.rng(step)
+        clean_np = self.clean.crops(rng, self.cfg.batch, self.cfg.crop)
+        return (clean_np, *mapping_batch(clean_np, rng, self.device))
+
     def samples(self) -> np.ndarray:
         """A row-per-example grid (input | output | target) of the last batch, HxWx3 in [0, 1]."""
         rows = [np.concatenate(list(row), axis=1) for row in zip(*self._last)]
@@ -214,9 +221,7 @@ class MappingTrainer(Trainer):
             self.optims["D"] = adam(self.nets["D"].parameters(), self.cfg.lr)
 
     def step(self, step: int) -> dict[str, float]:
-        rng = self.rng(step)
-        clean_np = self.clean.crops(rng, self.cfg.batch, self.cfg.crop)
-        y, mask, degraded, scratched_np = mapping_batch(clean_np, rng, self.device)
+        clean_np, y, mask, degraded, scratched_np = self.chain_batch(step)
         with torch.no_grad():
             target = self.vae_b.encode(y)
             inputs = {name: self.vae_a.encode(x) for name, x in degraded.items()}
@@ -312,9 +317,7 @@ class JointTrainer(Trainer):
         self.optims = {"all": adam(params, self.cfg.lr)}
 
     def step(self, step: int) -> dict[str, float]:
-        rng = self.rng(step)
-        clean_np = self.clean.crops(rng, self.cfg.batch, self.cfg.crop)
-        y, mask, degraded, scratched_np = mapping_batch(clean_np, rng, self.device)
+        clean_np, y, mask, degraded, scratched_np = self.chain_batch(step)
         with torch.no_grad():
             target = self.vae_b_target.encode(y)
         w, metrics = self.cfg.loss, {}
