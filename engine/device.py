@@ -92,6 +92,16 @@ def ram_bytes() -> tuple[int | None, int | None]:
         return None, None
 
 
+def process_memory_bytes() -> int | None:
+    """Resident memory of this process right now (Linux), None where the platform does not say:
+    what a restoration already holds counts against its memory budget."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
 def list_devices() -> list[DeviceInfo]:
     """Every device we could run on, with its memory."""
     total, free = ram_bytes()

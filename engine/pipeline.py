@@ -28,8 +28,8 @@ from .detection import OFFICIAL_THRESHOLD, detect_scratches, detection_short_sid
 from .faces.stage import FaceReport, FacesUnavailable, choose_face_network, refine_faces, require_detector
 from .models.checkpoints import ModelBank
 from .progress import Progress
-from .device import choose_precision, memory_budget
-from .restoration import NETWORKS, SPATIAL_MULTIPLE, Mode, tile_specs, translate, translate_tiled
+from .device import choose_precision, memory_budget, process_memory_bytes
+from .restoration import NETWORKS, SPATIAL_MULTIPLE, Mode, latent_channels, tile_specs, translate, translate_tiled
 from .strength import apply_strength
 from .tone import apply_output_tone
 
@@ -150,6 +150,32 @@ def attention_window(mode: Mode, options: RestoreOptions, h: int, w: int) -> int
     return ATTENTION_WINDOW
 
 
+MIN_NETWORK_BUDGET = 256 * 2**20  # below this the networks run with the smallest tiles anyway
+
+
+def network_budget(budget: int, device: torch.device, pixels: int, latent_c: int) -> tuple[int, str | None]:
+    """Bytes the networks' tiles may use out of a restoration's ``budget``, and a warning when the
+    photo alone needs more than the budget.
+
+    On the CPU the budget covers the whole process: what it already holds (the photo, its copies,
+    the mask, the networks, the runtime) and the full-size results the tiled run will still
+    allocate (latent maps and output accumulators) are taken off first. On a GPU the budget is
+    device memory, which those CPU-side arrays do not use.
+    """
+    if device.type != "cpu":
+        return budget, None
+    held = process_memory_bytes() or 0
+    latent = 4 * (latent_c + 1) * pixels / 16  # one latent map plus its blending weights
+    to_come = int(max(2 * latent, latent + pixels * 16))  # mapping stage, or decoding (RGB + weights)
+    left = budget - held - to_come
+    if left >= MIN_NETWORK_BUDGET:
+        return left, None
+    need = (held + to_come + MIN_NETWORK_BUDGET) / 2**30
+    return MIN_NETWORK_BUDGET, (f"this photo needs about {need:.1f} GB of memory, more than the limit of "
+                                f"{budget / 2**30:.1f} GB; it was restored anyway with the smallest tiles "
+                                "(raise the memory limit, or close other photos, to stay within it)")
+
+
 class Restorer:
     """Runs the pipeline with one set of networks (built once, shared by every call)."""
 
@@ -212,17 +238,19 @@ class Restorer:
         mask_t = None
         if mode.uses_mask:
             mask_t, _ = pad_to_multiple(torch.from_numpy(holes.astype(np.float32))[None, None], multiple)
-        tile = self.choose_tile(options, mode, x.shape[-2], x.shape[-1])
+        budget, over_budget = network_budget(memory_budget(self.device, options.max_memory_gb), self.device,
+                                             x.shape[-2] * x.shape[-1], latent_channels(self.bank, mode))
+        tile = self.choose_tile(options, mode, x.shape[-2], x.shape[-1], budget)
         stage_progress = global_progress.sub(restore_start, 1.0 - restore_start)
         precision = choose_precision(self.device, options.precision)
         if tile is None:
             generated = translate(self.bank, x, mask_t, mode, stage_progress, precision=precision).generated
             tiling = {"tile": None}
         else:
-            generated, tiling = translate_tiled(self.bank, x, mask_t, mode, tile,
-                                                memory_budget(self.device, options.max_memory_gb), stage_progress,
+            generated, tiling = translate_tiled(self.bank, x, mask_t, mode, tile, budget, stage_progress,
                                                 precision=precision,
                                                 attention_window=attention_window(mode, options, *x.shape[-2:]))
+        tiling["network_budget_mib"] = round(budget / 2**20)
         tiling["precision"] = str(precision or torch.float32).removeprefix("torch.")
         with torch.inference_mode():  # in place where possible: each copy of a 24 MP photo is 288 MB
             del mask_t
@@ -235,6 +263,8 @@ class Restorer:
         result = apply_strength(result, original, holes, strength)
         timings["restoration"] = time.perf_counter() - t0
         out = RestoreResult(np.ascontiguousarray(result), mode, holes, detected, timings, tiling, strength=strength)
+        if over_budget:
+            out.warnings.append(over_budget)
         if faces_skipped:
             out.warnings.append(faces_skipped)
         if face_net is not None:
@@ -274,16 +304,18 @@ class Restorer:
             result.warnings.extend(result.faces.warnings)
         result.timings["faces"] = time.perf_counter() - t0
 
-    def choose_tile(self, options: RestoreOptions, mode: Mode, h: int, w: int) -> int | None:
+    def choose_tile(self, options: RestoreOptions, mode: Mode, h: int, w: int, budget: int | None = None) -> int | None:
         """Tile policy: an explicit size wins; "off" never tiles; "auto" runs untiled (exact,
-        including the global attention) when the estimated peak fits the memory budget, else picks
-        the largest tile whose working set fits a quarter of the budget."""
+        including the global attention) when the estimated peak fits the networks' memory budget
+        (default: the whole restoration budget), else picks the largest tile whose working set fits
+        a quarter of it."""
         if options.tile == "off":
             return None
         if isinstance(options.tile, int):
             big_enough = options.tile >= max(h, w) and attention_window(mode, options, h, w) is None
             return None if big_enough else options.tile
-        budget = memory_budget(self.device, options.max_memory_gb)
+        if budget is None:
+            budget = memory_budget(self.device, options.max_memory_gb)
         enc_spec, map_spec, dec_spec = tile_specs(self.bank, mode, 4)
         def peak(side_h: int, side_w: int) -> float:
             return max(side_h * side_w * enc_spec.bytes_per_pixel,

@@ -86,6 +86,12 @@ def translate(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | None, m
     return Translation(latent, mapped, generated)
 
 
+def latent_channels(bank: ModelBank, mode: Mode) -> int:
+    """Channels of the latent map the mapping network translates."""
+    mapping = bank.get(NETWORKS[mode][1])
+    return next(m.in_channels for m in mapping.modules() if isinstance(m, torch.nn.Conv2d))
+
+
 def _widest(module: torch.nn.Module) -> int:
     return max((m.out_channels for m in module.modules() if isinstance(m, torch.nn.Conv2d)), default=64)
 
@@ -99,7 +105,7 @@ def tile_specs(bank: ModelBank, mode: Mode, tile: int,
     untiled result; only the attention of the scratch mapping is limited to the tile's window.
     ``attention_window`` (latent cells) caps the mapping's window (core + 2 halos) for bounded
     attention cost on very large photos (engine.pipeline.attention_window).
-    Memory per box pixel is a conservative estimate (a few live float32 maps of the widest layer).
+    Memory per box pixel is a conservative estimate (live float32 maps of the widest layer, measured).
     """
     from .tiling import TileSpec
 
@@ -109,15 +115,26 @@ def tile_specs(bank: ModelBank, mode: Mode, tile: int,
     if attention_window is not None:
         latent_tile = min(latent_tile, max(8, attention_window - 2 * map_halo))
     align = 8 if mode is Mode.HR else 1  # whole 8x8 attention patches in every tile
-    enc_c = _widest(bank.get(enc_name))
-    map_c = _widest(bank.get(map_name))
+    enc_c, map_c, dec_c = (_widest(bank.get(name)) for name in NETWORKS[mode])
+    mapping = bank.get(map_name)
+    attention = max((getattr(m, "attention_bytes", 0) for m in mapping.modules()), default=0)
     # halo - feather must cover the receptive radius: the feathered band borrows a neighbour's
     # halo pixels, which are exact only that far from its box edge.
     return (
-        TileSpec(tile=tile, halo=48, align=4 * align, out_scale=0.25, bytes_per_pixel=enc_c * 4 * 4, feather=4),
-        TileSpec(tile=latent_tile, halo=map_halo, align=align, bytes_per_pixel=map_c * 4 * 6, feather=2),
-        TileSpec(tile=max(8, tile // 4), halo=16, align=align, out_scale=4, bytes_per_pixel=16 * enc_c * 4 * 4, feather=4),
+        TileSpec(tile=tile, halo=48, align=4 * align, out_scale=0.25,
+                 bytes_per_pixel=ENCODER_MAPS * 4 * enc_c, feather=4),
+        TileSpec(tile=latent_tile, halo=map_halo, align=align, bytes_per_pixel=MAPPING_MAPS * 4 * map_c, feather=2,
+                 attention_bytes=attention / 3),  # partial_attention's one rows x N block per chunk
+        TileSpec(tile=max(8, tile // 4), halo=16, align=align, out_scale=4,
+                 bytes_per_pixel=DECODER_MAPS * 16 * 4 * dec_c, feather=4),
     )
+
+
+# Live float32 maps of a network's widest layer per pixel, at the network's input resolution (decoder:
+# per output pixel). Measured peaks (VmHWM over a fresh process, official and lite widths): encoder
+# 2.25, mapping 5.8-9.6 (scratch: plus the attention's g/theta/phi and one chunk), decoder 3.6-3.8;
+# the constants leave headroom so a tile chosen to fit really fits.
+ENCODER_MAPS, MAPPING_MAPS, DECODER_MAPS = 4, 16, 5
 
 
 def translate_tiled(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | None, mode: Mode, tile: int,

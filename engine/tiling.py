@@ -55,6 +55,8 @@ class TileSpec:
     align: int = 1  # tile boxes and cores start on multiples of this (the network's total stride)
     out_scale: float = 1.0  # output pixels per input pixel
     bytes_per_pixel: float = 0.0  # peak working memory per box pixel (0 = unknown, never checked)
+    # one attention block over a whole box, computed box by box: min(this cap, 4 bytes * pixels^2)
+    attention_bytes: float = 0.0
     feather: int = 0  # width of the blending ramp beyond the core, input pixels
 
 
@@ -109,16 +111,33 @@ class SharedNormStats:
         else:
             mean, var = self.values[self.index]
             self.index += 1
-        return (x - mean.view(1, -1, 1, 1)) * torch.rsqrt(var + eps).view(1, -1, 1, 1)
+        scale = torch.rsqrt(var + eps).view(1, -1, 1, 1)
+        # x * scale - mean * scale in one output allocation (a full-resolution map can be GBs)
+        return torch.addcmul(-mean.view(1, -1, 1, 1) * scale, x, scale)
 
     def _pooled(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and variance over the cores, accumulated in float64 a band of rows at a time so the
+        temporaries stay small (whole float64 copies of a big first batch cost several GB)."""
         sy, sx = x.shape[-2] / self.box_hw[0], x.shape[-1] / self.box_hw[1]
         regions = [x[b, :, round(y0 * sy):round(y1 * sy), round(x0 * sx):round(x1 * sx)]
                    for b, (y0, y1, x0, x1) in enumerate(self.cores)]
         count = sum(r.shape[1] * r.shape[2] for r in regions)
-        mean = sum(r.double().sum(dim=(1, 2)) for r in regions) / count
-        var = sum((r.double() - mean.view(-1, 1, 1)).pow(2).sum(dim=(1, 2)) for r in regions) / count
+        mean = sum(band.double().sum(dim=(1, 2)) for band in _row_bands(regions)) / count
+        centred = mean.view(-1, 1, 1)
+        var = sum((band.double() - centred).square_().sum(dim=(1, 2)) for band in _row_bands(regions)) / count
         return mean.to(x.dtype), var.to(x.dtype)
+
+
+STATS_BAND_ELEMENTS = 4 * 2**20  # float64 temporaries of at most 32 MB while pooling statistics
+
+
+def _row_bands(regions: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """(C, h, w) regions -> views of at most ``STATS_BAND_ELEMENTS`` elements, whole rows each."""
+    for r in regions:
+        c, h, w = r.shape
+        rows = max(1, STATS_BAND_ELEMENTS // max(c * w, 1))
+        for y in range(0, h, rows):
+            yield r[:, y:y + rows]
 
 
 @contextmanager
@@ -167,7 +186,8 @@ class TiledRunner:
 
     def _check_budget(self, boxes: int, box_hw: tuple[int, int]) -> None:
         if self.budget_bytes and self.spec.bytes_per_pixel:
-            need = boxes * box_hw[0] * box_hw[1] * self.spec.bytes_per_pixel
+            pixels = box_hw[0] * box_hw[1]
+            need = boxes * pixels * self.spec.bytes_per_pixel + min(self.spec.attention_bytes, 4.0 * pixels**2)
             if need > self.budget_bytes:
                 raise MemoryBudgetExceeded(f"tile needs ~{need / 2**20:.0f} MiB, budget {self.budget_bytes / 2**20:.0f} MiB")
 
@@ -221,7 +241,7 @@ class TiledRunner:
                 self._accumulate(out, weight, sub, o, h, w)
             done += 1
             progress.report(done / len(tiles))
-        return out / weight.clamp_min(1e-12)
+        return out.div_(weight.clamp_min_(1e-12))  # in place: the output can be a full-size photo
 
     def _first_batch_size(self, count: int) -> int:
         first = min(count, self.max_first_batch)

@@ -102,6 +102,66 @@ def test_a_fake_memory_budget_shrinks_tiles_and_completes(restorer):
     assert runner.shrinks > 0 and runner.spec.tile < 128
 
 
+def test_pooled_statistics_in_row_bands_equal_the_whole_cores(monkeypatch):
+    """The first pass pools mean and variance over the cores a band of rows at a time (small
+    float64 temporaries); the result must be the statistics of exactly those core pixels."""
+    import engine.tiling as tiling
+
+    monkeypatch.setattr(tiling, "STATS_BAND_ELEMENTS", 3 * 40)  # force many bands
+    x = torch.randn(2, 3, 20, 24) * torch.tensor([1.0, 3.0, 0.5]).view(1, 3, 1, 1) + 2.0
+    stats = tiling.SharedNormStats()
+    cores = [(2, 18, 4, 20), (0, 10, 0, 24)]
+    stats.start_batch(cores, (20, 24))
+    mean, var = stats._pooled(x)
+    pixels = torch.cat([x[0, :, 2:18, 4:20].reshape(3, -1), x[1, :, 0:10, :].reshape(3, -1)], dim=1)
+    assert torch.allclose(mean, pixels.mean(1), atol=1e-5)
+    assert torch.allclose(var, pixels.var(1, unbiased=False), atol=1e-4)
+    y = stats.normalize(x, 1e-5)  # one allocation: x * scale - mean * scale
+    expected = (x - pixels.mean(1).view(1, 3, 1, 1)) / torch.sqrt(pixels.var(1, unbiased=False) + 1e-5).view(1, 3, 1, 1)
+    assert torch.allclose(y, expected, atol=1e-4)
+
+
+def test_attention_memory_counts_once_per_batch_against_the_budget(restorer):
+    """A box's attention block (4 bytes x pixels^2, capped) is part of what a batch needs: with it
+    a tile that would otherwise fit is shrunk until the quadratic term fits."""
+    enc = restorer.bank.get("VAE_A_quality")
+    x = torch.from_numpy(photo(128, 128)).permute(2, 0, 1)[None] * 2 - 1
+    plain = TileSpec(tile=128, halo=0, align=4, out_scale=0.25, bytes_per_pixel=1)
+    runner = TiledRunner(enc.encode, enc, plain, torch.device("cpu"), budget_bytes=2**30)
+    runner.run(x)
+    assert runner.shrinks == 0
+    quadratic = TileSpec(tile=128, halo=0, align=4, out_scale=0.25, bytes_per_pixel=1, attention_bytes=2**40)
+    runner = TiledRunner(enc.encode, enc, quadratic, torch.device("cpu"), budget_bytes=2**30)
+    result = runner.run(x)  # 4 * (128^2)^2 = 1 GiB does not fit next to the rest; 64^2 boxes do
+    assert runner.shrinks > 0 and runner.spec.tile <= 64 and result.shape[-2:] == (32, 32)
+
+
+def test_the_networks_get_the_budget_minus_what_the_process_holds(monkeypatch):
+    """--max-memory bounds the whole process on the CPU: held memory and the full-size results
+    still to come are taken off the networks' share; too little left -> smallest tiles + warning."""
+    import engine.pipeline as pipeline
+
+    gib = 2**30
+    monkeypatch.setattr(pipeline, "process_memory_bytes", lambda: gib)
+    pixels = 6000 * 4000
+    left, warning = pipeline.network_budget(4 * gib, torch.device("cpu"), pixels, latent_c=32)
+    latent = 4 * 33 * pixels / 16
+    assert left == int(4 * gib - gib - int(latent + 16 * pixels)) and warning is None
+    left, warning = pipeline.network_budget(int(1.2 * gib), torch.device("cpu"), pixels, latent_c=32)
+    assert left == pipeline.MIN_NETWORK_BUDGET
+    assert "more than the limit of 1.2 GB" in warning and "raise the memory limit" in warning
+    # GPU budgets are device memory: the CPU-side arrays do not count
+    assert pipeline.network_budget(4 * gib, torch.device("cuda:0"), pixels, 32) == (4 * gib, None)
+
+
+def test_a_memory_limit_below_what_the_photo_needs_still_restores_and_says_so(restorer):
+    image = photo(96, 128)
+    result = restorer.restore(image, RestoreOptions(max_memory_gb=0.2))  # the test process holds more
+    assert result.image.shape == (96, 128, 3) and np.isfinite(result.image).all()
+    assert any("more than the limit of 0.2 GB" in w for w in result.warnings), result.warnings
+    assert result.tiling["network_budget_mib"] == 256
+
+
 def test_auto_policy_tiles_only_when_the_budget_requires_it(restorer):
     from engine.restoration import Mode
 
