@@ -163,3 +163,23 @@ def test_detector_calibration_moves_the_best_cut_to_the_official_threshold():
     from engine.metrics import detection_scores
     assert detection_scores(prob, truth, 0.4)["f1"] == pytest.approx(cal.f1_at_official_after, abs=0.01)
     assert cal.f1_at_official_after >= cal.f1_at_official_before
+
+
+def test_detector_alternates_small_and_large_crops_with_the_same_pixels_per_step():
+    """Damage is drawn at the crop's scale, so the detector also trains on crops twice as large
+    (holes as big as at the pipeline's 256 px detection size), with the same pixels per step."""
+    from engine.training.config import CONFIGS
+    from engine.training.data import PhotoPool
+    from engine.training.trainers import DetectorTrainer
+
+    config = CONFIGS["lite"]
+    rng = np.random.default_rng(0)
+    pool = PhotoPool([rng.integers(0, 255, (300, 400, 3), np.uint8) for _ in range(3)])
+    trainer = DetectorTrainer(config, torch.device("cpu"), pool)
+    small, large = trainer.crop_and_batch(0), trainer.crop_and_batch(1)
+    assert small == (128, 8) and large == (256, 2) and trainer.crop_and_batch(2) == small
+    assert small[0] ** 2 * small[1] == large[0] ** 2 * large[1]
+    tight = DetectorTrainer(config, torch.device("cpu"), PhotoPool([rng.integers(0, 255, (200, 220, 3), np.uint8)]))
+    assert tight.crop_and_batch(1)[0] == 192  # never larger than the smallest photo, a multiple of 16
+    metrics = tight.step(1)  # a large-crop step runs
+    assert 0.0 <= metrics["f1"] <= 1.0 and np.isfinite(metrics["focal"])

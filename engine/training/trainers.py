@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..models.networks.mapping import QualityMapping, ScratchMapping
-from ..models.networks.unet import ScratchUNet
+from ..models.networks.unet import SPATIAL_MULTIPLE, ScratchUNet
 from ..models.networks.vae import VAEGenerator
 from ..tone import match_tone
 from .config import LossWeights, TrainConfig
@@ -260,10 +260,22 @@ class DetectorTrainer(Trainer):
         self.clean = clean
         self.nets = {"U": ScratchUNet(width_log2=config.arch.detector_width_log2).to(device)}
         self.optims = {"U": adam(self.nets["U"].parameters(), self.cfg.lr)}
+        smallest = min(min(p.shape[:2]) for p in clean.photos)
+        self.large_crop = max(self.cfg.crop, min(2 * self.cfg.crop, smallest) // SPATIAL_MULTIPLE * SPATIAL_MULTIPLE)
+
+    def crop_and_batch(self, step: int) -> tuple[int, int]:
+        """Every other step: crops twice as large, a quarter as many (same pixels per step). Damage
+        is drawn at the crop's scale (holes, corners and creases grow with the image), while the
+        pipeline detects at 256 px on the short side; small crops alone leave the detector blind to
+        the large holes it meets there."""
+        if step % 2 == 0:
+            return self.cfg.crop, self.cfg.batch
+        return self.large_crop, max(1, self.cfg.batch * self.cfg.crop**2 // self.large_crop**2)
 
     def step(self, step: int) -> dict[str, float]:
         rng = self.rng(step)
-        clean_np = self.clean.crops(rng, self.cfg.batch, self.cfg.crop)
+        crop, batch = self.crop_and_batch(step)
+        clean_np = self.clean.crops(rng, batch, crop)
         degraded, masks = synthetic_batch(clean_np, rng, structured=True)
         x = (to_tensor(degraded, self.device) * LUMA.to(self.device)).sum(1, keepdim=True)
         target = torch.from_numpy(masks.astype(np.float32))[:, None].to(self.device)
