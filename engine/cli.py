@@ -247,7 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--shard", metavar="K/N", help="process only shard K of N (K from 0), e.g. for array jobs")
     r.add_argument("--tile", type=parse_tile, default="auto", metavar="auto|off|N",
                    help="tile size in pixels; auto (default) tiles only when the photo does not fit in memory")
-    r.add_argument("--max-memory", type=float, metavar="GB", help="memory budget (default: a share of what is free)")
+    r.add_argument("--max-memory", type=float, metavar="GB", help="memory budget; on the CPU for the whole process, photo included "
+                   "(default: a share of what is free)")
     r.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], default="fp32",
                    help="fp32 (exact, default); bf16/fp16 are faster where the hardware supports them natively")
     r.add_argument("--strength", type=parse_strength, metavar="S",

@@ -313,7 +313,9 @@ class ModelsTab(QWidget):
         self.memory_spin.setSingleStep(0.5)
         self.memory_spin.setSuffix(" GB")
         self.memory_spin.setSpecialValueText("Automatic")
-        self.memory_spin.setToolTip("Most memory a restore may use. Automatic: a safe share of what is free.")
+        self.memory_spin.setToolTip("Most memory Heirloom may use while restoring (on the CPU: the whole app, "
+                                    "photo included; large photos are then restored in smaller tiles). "
+                                    "Automatic: a safe share of what is free.")
         found = QLabel("Found on this computer:<br>" + "<br>".join(
             f"<b>{d.name}</b>: {device_label(d)}" for d in self.devices), group)
         found.setWordWrap(True)
