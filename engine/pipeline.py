@@ -259,7 +259,7 @@ class Restorer:
             generated = generated[0].add_(1.0).mul_(0.5).clamp_(0.0, 1.0)
             result = generated.permute(1, 2, 0).contiguous().cpu().numpy()
             del generated
-        strength = self.bank.source.default_strength() if options.strength is None else options.strength
+        strength = self.default_strength(original) if options.strength is None else options.strength
         result = apply_strength(result, original, holes, strength)
         timings["restoration"] = time.perf_counter() - t0
         out = RestoreResult(np.ascontiguousarray(result), mode, holes, detected, timings, tiling, strength=strength)
@@ -303,6 +303,12 @@ class Restorer:
         else:
             result.warnings.extend(result.faces.warnings)
         result.timings["faces"] = time.perf_counter() - t0
+
+    def default_strength(self, photo: np.ndarray) -> float:
+        """The weights' strength for this photo: predicted from its damage when the card can, else
+        the card's fixed default (1 for official weights)."""
+        predictor = self.bank.source.strength_predictor()
+        return self.bank.source.default_strength() if predictor is None else predictor.predict(photo)
 
     def choose_tile(self, options: RestoreOptions, mode: Mode, h: int, w: int, budget: int | None = None) -> int | None:
         """Tile policy: an explicit size wins; "off" never tiles; "auto" runs untiled (exact,

@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 import torch
 
+from .ridge import RidgeModel
+
 EPS = 1e-4
 
 
@@ -80,45 +82,31 @@ def is_monochrome(rgb: np.ndarray) -> bool:
 
 @dataclass(frozen=True)
 class TonePredictor:
-    """Linear map from standardised ``tone_features`` to the clean photo's per-channel mean and
-    standard deviation (in [0, 1] units)."""
+    """Ridge map from ``tone_features`` to the clean photo's per-channel mean and standard
+    deviation (in [0, 1] units)."""
 
-    feature_mean: np.ndarray  # (F,)
-    feature_std: np.ndarray  # (F,)
-    weights: np.ndarray  # (F + 1, 6): last row is the bias
+    model: RidgeModel
 
     @classmethod
     def fit(cls, features: np.ndarray, targets: np.ndarray, ridge: float = 1.0) -> "TonePredictor":
-        """Ridge regression of ``targets`` (N, 6: means then stds) on ``features`` (N, F)."""
-        mean, std = features.mean(0), features.std(0) + 1e-6
-        design = np.c_[(features - mean) / std, np.ones(len(features))]
-        penalty = ridge * np.eye(design.shape[1])
-        penalty[-1, -1] = 0.0  # the bias is not shrunk
-        weights = np.linalg.solve(design.T @ design + penalty, design.T @ targets)
-        return cls(mean.astype(np.float32), std.astype(np.float32), weights.astype(np.float32))
+        """``targets`` (N, 6): means then stds; ``features`` (N, 30)."""
+        return cls(RidgeModel.fit(features, targets, ridge))
 
     def predict(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Estimated clean per-channel (mean, std) of the damaged photo ``rgb``. A grey photo
         stays grey: colour it never had is not invented (the three channels get one tone)."""
-        z = (tone_features(rgb) - self.feature_mean) / self.feature_std
-        out = np.r_[z, 1.0].astype(np.float32) @ self.weights
+        out = self.model.predict(tone_features(rgb))
         mean, std = np.clip(out[:3], 0.0, 1.0), np.clip(out[3:], 0.01, 0.5)
         if is_monochrome(rgb):
             mean, std = np.full(3, mean.mean(), np.float32), np.full(3, std.mean(), np.float32)
         return mean.astype(np.float32), std.astype(np.float32)
 
     def to_json(self) -> dict:
-        return {"features": "engine.tone.tone_features", "feature_mean": self.feature_mean.round(6).tolist(),
-                "feature_std": self.feature_std.round(6).tolist(), "weights": self.weights.round(6).tolist()}
+        return {"features": "engine.tone.tone_features", **self.model.to_json()}
 
     @classmethod
     def from_json(cls, data: dict) -> "TonePredictor":
-        mean, std = np.asarray(data["feature_mean"], np.float32), np.asarray(data["feature_std"], np.float32)
-        weights = np.asarray(data["weights"], np.float32)
-        if mean.shape != (30,) or std.shape != (30,) or weights.shape != (31, 6):
-            raise ValueError(f"tone predictor has shapes {mean.shape}, {std.shape}, {weights.shape}; "
-                             "expected (30,), (30,), (31, 6)")
-        return cls(mean, std, weights)
+        return cls(RidgeModel.from_json(data, features=30, targets=6))
 
 
 def anchor_to_stats(output: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,

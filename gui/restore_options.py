@@ -132,7 +132,8 @@ class OptionsPanel(QGroupBox):
         self.strength_spin.setToolTip("How much of the restoration to apply outside the repaired scratches: "
                                       "100 % = all of it, 0 % = only the scratches. Lower keeps more of "
                                       "the original detail and grain. The default comes with the weights "
-                                      "(official: 100 %).")
+                                      "(official: 100 %; Heirloom's own: chosen per photo from how "
+                                      "noisy, blurred and faded it looks).")
 
         form = QFormLayout(self)
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)

@@ -63,6 +63,9 @@ def test_all_stages_train_and_export_weights_the_pipeline_uses(tmp_path, photos)
     assert card["networks"]["mapping_scratch"]["width"] == 16
     assert card["output_tone"] == "match-input" and "best_threshold" in card["detector_calibration"]
     assert 0 <= card["default_strength"] <= 1 and len(card["strength_fit_psnr"]) == 11
+    assert card["strength_fit"]["samples"] > 0 and "predicted" in card["strength_fit"]
+    from engine.strength import StrengthPredictor
+    StrengthPredictor.from_json(card["strength_predictor"])  # loads
     photo = tmp_path / "p.png"
     Image.fromarray(np.full((40, 52, 3), 120, np.uint8)).save(photo)
     out = io.StringIO()

@@ -26,6 +26,7 @@ from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
 from .registry import BY_NAME, FACE_NETWORKS, Manifest, NetworkSpec, manifest_for
+from ..strength import StrengthPredictor
 from ..tone import ANCHORED_TONES, TonePredictor
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "int64": torch.int64}
@@ -126,6 +127,10 @@ class WeightSource:
         """How much of the restoration the pipeline applies outside the holes unless told (1 = all)."""
         return 1.0
 
+    def strength_predictor(self) -> StrengthPredictor | None:
+        """Per-photo strength (engine.strength) used instead of ``default_strength`` when present."""
+        return None
+
 
 class OfficialSource(WeightSource):
     """The official release: ``global_checkpoints.zip`` or the folder it unzips to."""
@@ -216,6 +221,15 @@ class SafetensorsSource(WeightSource):
             raise CheckpointError(f"{self.folder / self.CARD}: default_strength must be a number from 0 to 1, "
                                   f"not {value!r}")
         return float(value)
+
+    def strength_predictor(self) -> StrengthPredictor | None:
+        if "strength_predictor" not in self.card:
+            return None
+        try:
+            return StrengthPredictor.from_json(self.card["strength_predictor"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{self.folder / self.CARD}: its strength_predictor entry is malformed ({exc}); "
+                                  "re-export the weights with `main.py train export`") from None
 
     def tone_predictor(self) -> TonePredictor | None:
         if self.output_tone() != "predicted":

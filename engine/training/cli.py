@@ -159,7 +159,7 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
     if config.output_tone != "model":  # our weights: how much of their restoration to apply by default
         from .strength_fit import fit_strength
 
-        card["default_strength"], card["strength_fit_psnr"] = fit_strength(args.dest, photos)
+        card.update(fit_strength(args.dest, calibration_photos(args.clean, count=64)).to_card())
         (args.dest / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     print(f"exported {len(parts)} networks to {args.dest}"
           + (f" (default strength {card['default_strength']})" if "default_strength" in card else ""), file=out)

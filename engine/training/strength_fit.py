@@ -1,13 +1,17 @@
-"""Choosing the default restoration strength of exported weights (engine.strength), at export.
+"""Choosing the restoration strength of exported weights (engine.strength), at export.
 
 The exported weights restore training photos (never the benchmark's held-out slice) with fresh
-synthetic damage in scratch mode at full strength; the strength on a 0.1 grid whose blend of
-restoration and damaged photo scores the best mean PSNR goes into the card as
-``default_strength``, with the whole curve for the record.
+synthetic damage in scratch mode at full strength. Two things go into the card:
+
+* ``default_strength``: the strength on a 0.1 grid whose blend of restoration and damaged photo
+  scores the best mean PSNR (with the whole curve for the record), for callers without a predictor;
+* ``strength_predictor``: a ridge regression from ``engine.strength.strength_features`` of each
+  damaged photo to the strength (0.05 grid) that scored best on that photo.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,19 +21,48 @@ from ..degrade import degrade
 from ..metrics import psnr
 from ..models.checkpoints import ModelBank, SafetensorsSource
 from ..pipeline import RestoreOptions, Restorer
-from ..strength import apply_strength
+from ..strength import StrengthPredictor, strength_features
 
-GRID = tuple(round(s, 1) for s in np.arange(0.0, 1.01, 0.1))
+GRID = tuple(round(s, 2) for s in np.arange(0.0, 1.001, 0.05))
 SEED = 2_000_000  # damage seeds apart from the tone fit's and the benchmark's
 
 
-def fit_strength(weights: Path, photos: list[np.ndarray]) -> tuple[float, dict[str, float]]:
-    """(best strength, mean PSNR per strength) of the weights in ``weights`` on ``photos``."""
+@dataclass
+class StrengthFit:
+    default: float  # best fixed strength (0.1 grid)
+    curve: dict[str, float]  # mean PSNR per fixed strength (0.1 grid)
+    predictor: StrengthPredictor
+    samples: int
+    psnr: dict[str, float] = field(default_factory=dict)  # in-sample: best fixed / predicted / per-photo best
+
+    def to_card(self) -> dict:
+        return {"default_strength": self.default, "strength_fit_psnr": self.curve,
+                "strength_predictor": self.predictor.to_json(),
+                "strength_fit": {"samples": self.samples, **self.psnr}}
+
+
+def fit_strength(weights: Path, photos: list[np.ndarray], rounds: int = 2, ridge: float = 10.0) -> StrengthFit:
+    """Fit both strengths of the weights in ``weights`` on ``rounds`` damages of every photo."""
     restorer = Restorer(ModelBank(SafetensorsSource(weights), torch.device("cpu")))
-    scores = np.zeros(len(GRID))
-    for i, clean in enumerate(photos):
-        damaged = degrade(clean, seed=SEED + i).degraded
-        result = restorer.restore(damaged, RestoreOptions(scratch=True, strength=1.0, faces=False))
-        scores += [psnr(apply_strength(result.image.copy(), damaged, result.mask, s), clean) for s in GRID]
-    scores /= max(len(photos), 1)
-    return float(GRID[int(np.argmax(scores))]), {f"{s:.1f}": round(float(v), 3) for s, v in zip(GRID, scores)}
+    features, scores = [], []
+    for r in range(rounds):
+        for i, clean in enumerate(photos):
+            damaged = degrade(clean, seed=SEED + r * 100_000 + i).degraded
+            result = restorer.restore(damaged, RestoreOptions(scratch=True, strength=1.0, faces=False))
+            holes = result.mask[..., None]
+            scores.append([psnr(np.where(holes, result.image, s * result.image + (1 - s) * damaged), clean)
+                           for s in GRID])
+            features.append(strength_features(damaged))
+    table = np.asarray(scores)  # (samples, grid)
+    mean = table.mean(0)
+    tenths = [k for k, s in enumerate(GRID) if round(s * 10) == s * 10]
+    chosen = max(tenths, key=lambda k: mean[k])
+    best = np.asarray(GRID)[table.argmax(1)]
+    predictor = StrengthPredictor.fit(np.stack(features), best, ridge)
+    predicted = [int(round(predictor.model.predict(f)[0].clip(0, 1) / 0.05)) for f in features]
+    return StrengthFit(
+        default=float(GRID[chosen]), curve={f"{GRID[k]:.1f}": round(float(mean[k]), 3) for k in tenths},
+        predictor=predictor, samples=len(features),
+        psnr={"fixed": round(float(mean[chosen]), 3),
+              "predicted": round(float(np.mean([row[k] for row, k in zip(table, predicted)])), 3),
+              "per_photo_best": round(float(table.max(1).mean()), 3)})
