@@ -186,3 +186,33 @@ def test_detector_alternates_small_and_large_crops_with_the_same_pixels_per_step
     assert tight.crop_and_batch(1)[0] == 192  # never larger than the smallest photo, a multiple of 16
     metrics = tight.step(1)  # a large-crop step runs
     assert 0.0 <= metrics["f1"] <= 1.0 and np.isfinite(metrics["focal"])
+
+
+def test_detector_ships_a_weight_average_and_resumes_checkpoints_without_one(tmp_path):
+    """Export takes the detector's moving average; a checkpoint written before the average existed
+    resumes with the average starting at the trained weights."""
+    from engine.training.config import CONFIGS
+    from engine.training.data import PhotoPool
+    from engine.training.loop import CHECKPOINT, load_checkpoint, save_checkpoint
+    from engine.training.trainers import EMA_DECAY, DetectorTrainer
+
+    rng = np.random.default_rng(0)
+    pool = PhotoPool([rng.integers(0, 255, (64, 64, 3), np.uint8) for _ in range(2)])
+    config = CONFIGS["tiny"]
+    trainer = DetectorTrainer(config, torch.device("cpu"), pool)
+    before = {k: v.clone() for k, v in trainer.nets["U"].state_dict().items()}
+    trainer.step(0)
+    after, averaged = trainer.nets["U"].state_dict(), trainer.nets["U_ema"].state_dict()
+    name = next(k for k, v in after.items() if v.is_floating_point() and not torch.equal(v, before[k]))
+    expected = EMA_DECAY * before[name] + (1 - EMA_DECAY) * after[name]
+    assert torch.allclose(averaged[name], expected, atol=1e-6)
+    exported = trainer.export()["detector"]
+    assert torch.equal(exported[name], averaged[name]) and not torch.equal(exported[name], after[name])
+
+    save_checkpoint(trainer, tmp_path, 1)
+    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    del state["nets"]["U_ema"]  # as written before the average existed
+    torch.save(state, tmp_path / CHECKPOINT)
+    resumed = DetectorTrainer(config, torch.device("cpu"), pool)
+    assert load_checkpoint(resumed, tmp_path) == 1
+    assert torch.equal(resumed.nets["U_ema"].state_dict()[name], after[name])

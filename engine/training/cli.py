@@ -124,7 +124,7 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
         elif stage == "mapping":
             parts["mapping_quality"], parts["mapping_scratch"] = nets["quality"], nets["scratch"]
         else:
-            parts["detector"] = nets["U"]
+            parts["detector"] = nets.get("U_ema", nets["U"])  # the weight average (older runs: U itself)
     def wanted(stage: str) -> bool:
         return stage not in getattr(args, "without", []) and (args.runs / stage / CHECKPOINT).exists()
 

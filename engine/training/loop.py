@@ -44,7 +44,10 @@ def load_checkpoint(trainer: Trainer, out: Path) -> int:
         raise ValueError(f"{path} is a {state['config']} {state['stage']} checkpoint, not "
                          f"{trainer.config.name} {trainer.stage}; use another --out folder")
     for k, net in trainer.nets.items():
-        net.load_state_dict(state["nets"][k])
+        if k in state["nets"]:
+            net.load_state_dict(state["nets"][k])
+        else:  # a network added to the stage since (e.g. a weight average): it starts from the trained ones
+            trainer.missing_from_checkpoint(k)
     for k, opt in trainer.optims.items():
         opt.load_state_dict(state["optims"][k])
     return int(state["step"])
