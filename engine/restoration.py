@@ -87,9 +87,10 @@ def translate(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | None, m
 
 
 def latent_channels(bank: ModelBank, mode: Mode) -> int:
-    """Channels of the latent map the mapping network translates."""
+    """Channels of the latent map the mapping network translates (64, the official width, for a
+    network without convolutions, such as a test stand-in)."""
     mapping = bank.get(NETWORKS[mode][1])
-    return next(m.in_channels for m in mapping.modules() if isinstance(m, torch.nn.Conv2d))
+    return next((m.in_channels for m in mapping.modules() if isinstance(m, torch.nn.Conv2d)), 64)
 
 
 def _widest(module: torch.nn.Module) -> int:
