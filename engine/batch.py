@@ -286,6 +286,7 @@ class Written:
     seconds: float
     notes: list[str]
     faces: tuple[int, int] | None = None  # (refined, found) when the face stage ran
+    strength: float = 1.0  # the restoration strength applied (per photo unless the user set one)
 
 
 class PhotoProcessor:
@@ -333,7 +334,7 @@ class PhotoProcessor:
         stat = out.stat()
         faces = (result.faces.refined, result.faces.found) if result.faces is not None else None
         return Written(digest, [stat.st_size, stat.st_mtime_ns], result.mode.value,
-                       sum(result.timings.values()), notes, faces)
+                       sum(result.timings.values()), notes, faces, result.strength)
 
     def _record(self, photo: PhotoFile, out: Path, fmt: str, result: Any, digest: str, mask_file: Path | None,
                 mask_out: Path | None, timings: dict[str, float], notes: list[str]) -> dict[str, Any]:
@@ -419,7 +420,8 @@ class Batch:
         for note in written.notes:
             print(f"warning: {src}: {note}", file=self.err)
         faces = f", faces refined: {written.faces[0]} of {written.faces[1]}" if written.faces is not None else ""
-        print(f"OK {src} -> {out} ({written.mode}, {written.seconds:.1f} s{faces})", file=self.out)
+        print(f"OK {src} -> {out} ({written.mode}, strength {written.strength:.2f}, {written.seconds:.1f} s{faces})",
+              file=self.out)
 
     def _failed(self, item: Item, message: str) -> None:
         item.status, item.error = FAILED, message

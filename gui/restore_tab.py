@@ -570,8 +570,9 @@ class RestoreTab(QWidget):
             faces = (f" {refined} of {found} face{'s' if found != 1 else ''} refined"
                      f"{': click a box to switch a face off' if refined else ''}.")
         notes = "".join(f" Note: {warning}." for warning in result.warnings)  # e.g. a face that failed
-        self.set_status(f"Restored in {total:.1f} s ({result.mode.value} mode).{faces}{notes} Drag the line to "
-                        "compare, Save… to keep it.")
+        strength = f", strength {round(result.strength * 100)} %"  # chosen per photo unless set
+        self.set_status(f"Restored in {total:.1f} s ({result.mode.value} mode{strength}).{faces}{notes} Drag the "
+                        "line to compare, Save… to keep it.")
 
     # ------------------------------------------------------------------ faces
 

@@ -60,9 +60,10 @@ def test_cli_takes_a_strength_and_records_it(tmp_path: Path, capsys) -> None:
     weights = make_tiny_weights(tmp_path / "w")
     photo = tmp_path / "p.png"
     Image.fromarray(np.full((24, 28, 3), 100, np.uint8)).save(photo)
-    err = io.StringIO()
+    err, out = io.StringIO(), io.StringIO()
     assert cli_main(["restore", str(photo), "-o", str(tmp_path / "o"), "--weights", str(weights),
-                     "--strength", "0.3"], out=io.StringIO(), err=err) == 0, err.getvalue()
+                     "--strength", "0.3"], out=out, err=err) == 0, err.getvalue()
+    assert "strength 0.30" in out.getvalue()
     record = json.loads((tmp_path / "o" / "p.png.heirloom.json").read_text())
     assert record["options"]["restore"]["strength"] == 0.3 and record["options"]["strength_applied"] == 0.3
     assert cli_main(["restore", str(photo), "-o", str(tmp_path / "o2"), "--strength", "2"], out=io.StringIO(),

@@ -274,3 +274,14 @@ def test_strength_control_reaches_the_engine_and_is_remembered(qtbot, tab, recor
     assert tab.window().settings.strength == 40
     assert run_restore(qtbot, tab.window()) == "finished", tab.error_label.text()
     assert [options.strength for options, _ in recorded] == [None, 0.4]
+
+
+def test_the_status_line_says_which_strength_was_applied(qtbot, tab, monkeypatch):
+    """With "Weights' default" the strength can be chosen per photo: the user is told which."""
+    def chosen(self, image, options, user_mask=None, progress=None):
+        progress.report(1.0, "done")
+        return RestoreResult(as_float_rgb(image), options.mode(user_mask is not None), user_mask, strength=0.35)
+
+    monkeypatch.setattr(Restorer, "restore", chosen)
+    assert run_restore(qtbot, tab.window()) == "finished", tab.error_label.text()
+    assert "strength 35 %" in tab.last_status, tab.last_status
