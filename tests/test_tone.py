@@ -92,6 +92,13 @@ def test_tone_predictor_keeps_a_grey_photo_grey_and_survives_its_card() -> None:
     grey = np.repeat(rng.uniform(0, 1, (40, 50, 1)), 3, axis=2).astype(np.float32)
     mean, std = predictor.predict(grey)
     assert np.ptp(mean) == 0 and np.ptp(std) == 0
+    # a black and white scan saved as JPEG: a little chroma noise is still grey
+    jpeg_grey = np.clip(grey + rng.integers(-2, 3, grey.shape) * (rng.random(grey.shape) < 0.1) / 255, 0, 1)
+    assert np.ptp(jpeg_grey, axis=2).max() > 2 / 255
+    mean, std = predictor.predict(jpeg_grey.astype(np.float32))
+    assert np.ptp(mean) == 0 and np.ptp(std) == 0
+    toned = np.clip(grey * np.array([1.0, 0.93, 0.8]), 0, 1).astype(np.float32)  # a sepia print is not grey
+    assert np.ptp(predictor.predict(toned)[0]) > 0
     again = TonePredictor.from_json(json.loads(json.dumps(predictor.to_json())))
     colour = rng.uniform(0, 1, (40, 50, 3)).astype(np.float32)
     assert np.allclose(np.concatenate(again.predict(colour)), np.concatenate(predictor.predict(colour)), atol=1e-4)
@@ -115,3 +122,23 @@ def test_predicted_tone_card_gives_the_output_the_predicted_stats(tmp_path: Path
     mean, std = predictor.predict(photo)
     assert np.allclose(result.image.mean((0, 1)), mean, atol=0.01)
     assert np.allclose(result.image.std((0, 1)), std, atol=0.01)
+
+
+def test_a_grey_photo_is_restored_grey_by_tone_blind_weights(tmp_path: Path) -> None:
+    """Our weights (tone anchored) must not invent colour in a black and white scan, even one saved
+    as JPEG with a little chroma noise; official weights (tone "model") are left as they are."""
+    from engine.models.checkpoints import ModelBank, SafetensorsSource
+    from engine.pipeline import RestoreOptions, Restorer
+    from tiny_weights import make_tiny_weights
+
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[0:40, 0:48] / 48
+    grey = np.repeat((0.3 + 0.4 * xx * yy + 0.1 * np.sin(9 * yy))[..., None], 3, axis=2)
+    grey = np.clip(grey + rng.integers(-2, 3, grey.shape) * (rng.random(grey.shape) < 0.1) / 255, 0, 1).astype(np.float32)
+    assert np.ptp(grey, axis=2).max() > 2 / 255  # not exactly grey
+    ours = Restorer(ModelBank(SafetensorsSource(make_tiny_weights(tmp_path / "ours")), torch.device("cpu")))
+    out = ours.restore(grey, RestoreOptions(strength=1.0)).image
+    assert np.ptp(out, axis=2).max() < 1e-6
+    official_like = Restorer(ModelBank(SafetensorsSource(make_tiny_weights(tmp_path / "model", output_tone="model")),
+                                       torch.device("cpu")))
+    assert np.ptp(official_like.restore(grey, RestoreOptions(strength=1.0)).image, axis=2).max() > 1e-3
