@@ -92,7 +92,11 @@ class StrengthPredictor:
         return cls(RidgeModel.fit(features, np.asarray(best, np.float64)[:, None], ridge))
 
     def predict(self, rgb: np.ndarray) -> float:
-        value = float(self.model.predict(strength_features(rgb))[0])
+        return self.from_features(strength_features(rgb))
+
+    def from_features(self, features: np.ndarray) -> float:
+        """The strength for ``strength_features`` already computed: in [0, 1], on the 0.05 grid."""
+        value = float(self.model.predict(features)[0])
         return round(round(min(max(value, 0.0), 1.0) / STRENGTH_STEP) * STRENGTH_STEP, 2)
 
     def to_json(self) -> dict:

@@ -21,9 +21,9 @@ from ..degrade import degrade
 from ..metrics import psnr
 from ..models.checkpoints import ModelBank, SafetensorsSource
 from ..pipeline import RestoreOptions, Restorer
-from ..strength import StrengthPredictor, strength_features
+from ..strength import STRENGTH_STEP, StrengthPredictor, strength_features
 
-GRID = tuple(round(s, 2) for s in np.arange(0.0, 1.001, 0.05))
+GRID = tuple(round(s, 2) for s in np.arange(0.0, 1.0 + STRENGTH_STEP / 2, STRENGTH_STEP))  # the predictor's grid
 SEED = 2_000_000  # damage seeds apart from the tone fit's and the benchmark's
 
 
@@ -59,7 +59,7 @@ def fit_strength(weights: Path, photos: list[np.ndarray], rounds: int = 2, ridge
     chosen = max(tenths, key=lambda k: mean[k])
     best = np.asarray(GRID)[table.argmax(1)]
     predictor = StrengthPredictor.fit(np.stack(features), best, ridge)
-    predicted = [int(round(predictor.model.predict(f)[0].clip(0, 1) / 0.05)) for f in features]
+    predicted = [GRID.index(predictor.from_features(f)) for f in features]
     return StrengthFit(
         default=float(GRID[chosen]), curve={f"{GRID[k]:.1f}": round(float(mean[k]), 3) for k in tenths},
         predictor=predictor, samples=len(features),
