@@ -81,7 +81,11 @@ def tone_features(rgb: np.ndarray) -> np.ndarray:
 
 
 def is_monochrome(rgb: np.ndarray) -> bool:
-    return float((rgb.max(axis=2) - rgb.min(axis=2)).mean()) <= MONOCHROME_SPREAD
+    """Mean channel spread over a regular sample of at most about a million pixels (the whole of a
+    24 MP scan took 1.9 s per call; the sample's mean is the same to well within the threshold)."""
+    step = max(1, int((rgb.shape[0] * rgb.shape[1] / 1e6) ** 0.5))
+    sample = rgb[::step, ::step]
+    return float((sample.max(axis=2) - sample.min(axis=2)).mean()) <= MONOCHROME_SPREAD
 
 
 @dataclass(frozen=True)
