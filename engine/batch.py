@@ -131,12 +131,20 @@ def collect_inputs(inputs: Sequence[str]) -> tuple[list[Path], list[tuple[Path, 
     return found, failures
 
 
+def mask_in_folder(folder: Path, photo: Path) -> Path:
+    """A photo's mask in a ``--mask-dir``: ``<stem>.png``, or ``<stem>_mask.png`` as ``detect`` and
+    ``--save-mask`` write it (so detected, then reviewed masks go straight back in)."""
+    plain = Path(folder) / f"{photo.stem}.png"
+    detected = Path(folder) / f"{photo.stem}_mask.png"
+    return detected if not plain.exists() and detected.exists() else plain
+
+
 def plan(config: BatchConfig) -> tuple[list[Item], list[tuple[Path, str]]]:
     """This shard's items and failures. Every shard plans the whole list the same way, so a name
     clash or an output that would overwrite an input is reported once, by the shard that owns it."""
     sources, failures = collect_inputs(config.inputs)
     outdir = Path(config.outdir)
-    masks = {src: config.mask if config.mask else (config.mask_dir / f"{src.stem}.png" if config.mask_dir else None)
+    masks = {src: config.mask if config.mask else (mask_in_folder(config.mask_dir, src) if config.mask_dir else None)
              for src in sources}
     protected = {p.resolve() for p in sources} | {m.resolve() for m in masks.values() if m is not None}
     owned: list[tuple[str, Item | tuple[Path, str]]] = [(str(p), (p, r)) for p, r in failures]

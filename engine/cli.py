@@ -5,6 +5,9 @@
                    [--device auto|cpu|cuda|cuda:N|mps] [--save-mask] [--overwrite]
                    [--format auto|png|tiff|jpeg [--quality N]] [--allow-huge]
                    [--resume] [--state FILE] [--shard K/N]
+    python main.py detect INPUT... -o OUTDIR [--weights ...] [--device ...] [--detect-scale ...]
+                   [--threshold P] [--dilation N] [--overwrite] [--allow-huge]
+                                               damage masks only: <stem>_mask.png (+ sidecar) per photo
     python main.py models                      list weights and whether they validate
     python main.py models import PATH.zip      validate and install global_checkpoints.zip or face_checkpoints.zip
     python main.py models download official    download (resumable), validate and install both
@@ -21,14 +24,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import Sequence, TextIO
 
 from . import __version__
 from .device import DeviceError, choose_device
 from .models.checkpoints import CheckpointError
+from .detection import OFFICIAL_THRESHOLD
 from .pipeline import RestoreOptions
-from .progress import EtaEstimator, format_seconds
+from .progress import Cancelled, EtaEstimator, format_seconds
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -101,6 +106,40 @@ def cmd_restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return run(config, out, err, device=choice.device, make_bar=lambda label: ProgressBar(label, err))
     except BatchError as exc:
         raise UsageError(str(exc)) from None
+
+
+def cmd_detect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .detect_batch import DetectConfig, load_bank, run
+
+    outdir = Path(args.output)
+    if outdir.exists() and not outdir.is_dir():
+        raise UsageError(f"output {outdir} exists and is not a folder")
+    try:
+        choice = choose_device(args.device)
+    except DeviceError as exc:
+        raise UsageError(str(exc)) from None
+    if choice.note:
+        print(f"warning: {choice.note}", file=err)
+    options = RestoreOptions(scratch=True, threshold=args.threshold, mask_dilation=args.dilation,
+                             detection_scale=args.detect_scale)
+    config = DetectConfig(tuple(args.inputs), outdir, options, args.weights, args.overwrite, args.allow_huge,
+                          tuple(args.argv))
+    started = time.perf_counter()
+    try:
+        bank = load_bank(args.weights, choice.device)
+        summary = run(config, bank, out, make_bar=lambda label: ProgressBar(label, err))
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_FAILED
+    except Cancelled:
+        print("cancelled", file=err)
+        return EXIT_FAILED
+    except OSError as exc:
+        print(f"error: {exc}", file=err)
+        return EXIT_FAILED
+    print(f"done: {summary.done}, failed: {summary.failed}, skipped: {summary.skipped} "
+          f"in {time.perf_counter() - started:.1f} s", file=out)
+    return EXIT_FAILED if summary.failed else EXIT_OK
 
 
 def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -203,6 +242,16 @@ def parse_tile(value: str) -> int | str:
     return size
 
 
+def parse_threshold(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"threshold must be a probability between 0 and 1, not {text!r}")
+    return value
+
+
 def parse_detect_scale(value: str) -> int | str:
     if value in ("official", "full"):
         return value
@@ -257,6 +306,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--detect-scale", type=parse_detect_scale, default="official", metavar="official|full|N",
                    help="resolution the scratch detector sees: official (256 px short side), full, or N px")
     r.set_defaults(func=cmd_restore, scratch=False, faces=None)
+
+    d = sub.add_parser("detect", help="write damage masks only (<stem>_mask.png), to review before restoring "
+                                      "with restore --mask-dir")
+    d.add_argument("inputs", nargs="+", metavar="INPUT", help="photo files or folders of photos")
+    d.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the masks")
+    d.add_argument("--weights", default="default", help="default, official, profile:NAME or a weights folder")
+    d.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    d.add_argument("--detect-scale", type=parse_detect_scale, default="official", metavar="official|full|N",
+                   help="resolution the scratch detector sees: official (256 px short side), full, or N px")
+    d.add_argument("--threshold", type=parse_threshold, default=OFFICIAL_THRESHOLD, metavar="P",
+                   help=f"detector probability that counts as damage (default {OFFICIAL_THRESHOLD})")
+    d.add_argument("--dilation", type=int, choices=range(0, 11), default=None, metavar="N",
+                   help="grow the mask by N pixels (default 0)")
+    d.add_argument("--overwrite", action="store_true", help="replace existing masks (they may hold your corrections)")
+    d.add_argument("--allow-huge", action="store_true", help="read photos above the decompression-bomb limit")
+    d.set_defaults(func=cmd_detect)
 
     m = sub.add_parser("models", help="list, import or download weights")
     msub = m.add_subparsers(dest="models_command")

@@ -34,6 +34,24 @@ from .strength import apply_strength
 from .tone import apply_output_tone
 
 
+def damage_mask(bank: ModelBank, rgb: np.ndarray, options: "RestoreOptions", user_mask: np.ndarray | None = None,
+                progress: Progress | None = None, dilate: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The one mask policy (restore, ``detect``, the Restore tab, the queue): detection when the
+    options ask for it, thresholded, merged with the user's mask, grown by the options' dilation.
+    Returns (holes HxW bool or None when there is no mask at all, detector probability or None)."""
+    h, w = rgb.shape[:2]
+    detected = holes = None
+    if options.detect:
+        detected = detect_scratches(bank, rgb, detection_short_side(options.detection_scale, h, w), progress)
+        holes = detected >= options.threshold
+    if user_mask is not None:
+        user = np.asarray(user_mask).astype(bool)
+        holes = user if holes is None else (holes | user)
+    if dilate and holes is not None and options.dilation > 0:
+        holes = cv2.dilate(holes.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=options.dilation).astype(bool)
+    return holes, detected
+
+
 @dataclass(frozen=True)
 class RestoreOptions:
     """What to do with one photo. ``hr`` implies masked restoration with patch attention."""
@@ -213,20 +231,14 @@ class Restorer:
         detected = None
         holes = None
         restore_start = 0.0
-        if options.detect:
+        if options.detect or user_mask is not None:
             t0 = time.perf_counter()
-            short_side = detection_short_side(options.detection_scale, h, w)
-            detected = detect_scratches(self.bank, rgb, short_side, global_progress.sub(0.0, 0.1))
-            timings["detection"] = time.perf_counter() - t0
-            holes = detected >= options.threshold
-            restore_start = 0.1
-        if user_mask is not None:
-            user = np.asarray(user_mask).astype(bool)
-            holes = user if holes is None else (holes | user)
+            holes, detected = damage_mask(self.bank, rgb, options, user_mask, global_progress.sub(0.0, 0.1),
+                                          dilate=mode.uses_mask)
+            if detected is not None:
+                timings["detection"] = time.perf_counter() - t0
+                restore_start = 0.1
         if mode.uses_mask:
-            if options.dilation > 0:
-                holes = cv2.dilate(holes.astype(np.uint8), np.ones((3, 3), np.uint8),
-                                   iterations=options.dilation).astype(bool)
             rgb = rgb.copy()
             rgb[holes] = 1.0  # holes are filled with white, as the networks were trained
         progress.check()
