@@ -24,6 +24,9 @@ from typing import Callable
 import cv2
 import numpy as np
 
+from .damage_overlays import OverlayLibrary
+from .damage_realistic import realistic_structured
+
 Image = np.ndarray
 Op = Callable[[Image, np.random.Generator], Image]
 
@@ -274,8 +277,17 @@ class Degradation:
     steps: tuple[str, ...]
 
 
-def degrade(clean: Image, seed: int, structured_damage: bool = True, jpeg_probability: float = 0.4) -> Degradation:
-    """Make an old-looking photo from ``clean``; the same seed always gives the same damage."""
+DAMAGE_STYLES = ("classic", "realistic")
+
+
+def degrade(clean: Image, seed: int, structured_damage: bool = True, jpeg_probability: float = 0.4,
+            damage: str = "classic", overlays: OverlayLibrary | None = None) -> Degradation:
+    """Make an old-looking photo from ``clean``; the same seed (and overlay library) always gives the
+    same damage. ``damage="realistic"`` draws what real prints show (``engine.damage_realistic``:
+    crack networks, flaking, tears, folds, foxing, real dust and hair shapes from ``overlays``);
+    ``"classic"`` the earlier curves and ellipses, kept so earlier benchmarks stay comparable."""
+    if damage not in DAMAGE_STYLES:
+        raise ValueError(f"damage must be one of {DAMAGE_STYLES}, not {damage!r}")
     rng = np.random.default_rng(seed)
     img = np.ascontiguousarray(clean, dtype=np.float32)
     img, steps = unstructured(img, rng)
@@ -284,7 +296,10 @@ def degrade(clean: Image, seed: int, structured_damage: bool = True, jpeg_probab
         steps.append("paper")
     mask = np.zeros(img.shape[:2], bool)
     if structured_damage:
-        img, mask, kinds = structured(img, rng)
+        if damage == "realistic":
+            img, mask, kinds = realistic_structured(img, rng, overlays)
+        else:
+            img, mask, kinds = structured(img, rng)
         steps += kinds
     if rng.random() < jpeg_probability:
         img = jpeg(img, rng)

@@ -3,13 +3,15 @@
 # background-friendly way: each stage resumes from its checkpoint if there is one, and logs to
 # runs/lite/<stage>.log. Then export the weights the app ships.
 #   scripts/train_lite.sh [STAGE...]     (default: vae-b vae-a mapping detector)
+#   CONFIG=lite-d8 CORES=1 STEPS=40000 scripts/train_lite.sh detector   (the 8-channel detector)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 # CORES=0 pins the run to one core (two stages can then train side by side without thrashing)
 PIN=()
 [ -n "${CORES:-}" ] && PIN=(taskset -c "$CORES")
-RUNS=${RUNS:-training-runs/lite}  # committed, so a later session resumes
+CONFIG=${CONFIG:-lite}  # lite-d8: the same with the 8-channel detector
+RUNS=${RUNS:-training-runs/$CONFIG}  # committed, so a later session resumes
 mkdir -p "$RUNS"
 stages=("$@")
 [ ${#stages[@]} -eq 0 ] && stages=(vae-b vae-a mapping detector)
@@ -19,6 +21,6 @@ for stage in "${stages[@]}"; do
   echo "== $(date -Is) $stage ${resume[*]}" >> "$RUNS/$stage.log"
   steps=()
   [ -n "${STEPS:-}" ] && steps=(--steps "$STEPS")  # STEPS=6000: train past the configuration's count
-  "${PIN[@]}" $PY -m engine.training.cli train "$stage" --config lite --out "$RUNS/$stage" --device cpu "${resume[@]}" "${steps[@]}" \
+  "${PIN[@]}" $PY -m engine.training.cli train "$stage" --config "$CONFIG" --out "$RUNS/$stage" --device cpu "${resume[@]}" "${steps[@]}" \
       >> "$RUNS/$stage.log" 2>&1 || { echo "stage $stage failed, see $RUNS/$stage.log"; exit 1; }
 done

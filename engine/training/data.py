@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from ..damage_overlays import OverlayLibrary
 from ..degrade import degrade
 from ..imageio import IMAGE_SUFFIXES
 
@@ -63,13 +64,24 @@ class PhotoPool:
             raise ValueError(f"no usable photos (at least {min_side} px) in {', '.join(map(str, folders))}")
         return cls(photos)
 
-    def crops(self, rng: np.random.Generator, count: int, size: int) -> np.ndarray:
-        """(count, size, size, 3) float32 in [0, 1]: random crops, random flips."""
+    def crops(self, rng: np.random.Generator, count: int, size: int,
+              around: list[tuple[int, float, float]] | None = None, around_share: float = 0.0) -> np.ndarray:
+        """(count, size, size, 3) float32 in [0, 1]: random crops, random flips. With ``around``
+        (photo index, x, y) points, a share ``around_share`` of the crops contains one of them
+        (e.g. faces, so the detector sees eyes and mouths as the undamaged things they are)."""
         out = np.empty((count, size, size, 3), np.float32)
         for i in range(count):
-            img = self.photos[int(rng.integers(len(self.photos)))]
+            if around and rng.random() < around_share:
+                index, px, py = around[int(rng.integers(len(around)))]
+            else:
+                index, px, py = int(rng.integers(len(self.photos))), None, None
+            img = self.photos[index]
             h, w = img.shape[:2]
-            y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+            if px is None:
+                y, x = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+            else:
+                y = int(np.clip(py - rng.integers(size // 4, 3 * size // 4 + 1), 0, h - size))
+                x = int(np.clip(px - rng.integers(size // 4, 3 * size // 4 + 1), 0, w - size))
             crop = img[y:y + size, x:x + size]
             if rng.random() < 0.5:
                 crop = crop[:, ::-1]
@@ -81,11 +93,16 @@ def step_rng(seed: int, stage: str, step: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(stage.encode()), step])
 
 
-def synthetic_batch(clean: np.ndarray, rng: np.random.Generator, structured: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Degrade each clean crop: returns (degraded (B,H,W,3), masks (B,H,W) bool)."""
+def synthetic_batch(clean: np.ndarray, rng: np.random.Generator, structured: bool, realistic: float = 0.0,
+                    overlays: OverlayLibrary | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Degrade each clean crop: returns (degraded (B,H,W,3), masks (B,H,W) bool). A share
+    ``realistic`` of the crops gets the realistic damage (``engine.damage_realistic``) instead of
+    the classic one."""
     degraded, masks = [], []
     for img in clean:
-        d = degrade(img, int(rng.integers(2**31)), structured_damage=structured and rng.random() < 0.8)
+        style = "realistic" if realistic > 0 and rng.random() < realistic else "classic"
+        d = degrade(img, int(rng.integers(2**31)), structured_damage=structured and rng.random() < 0.8,
+                    damage=style, overlays=overlays)
         degraded.append(d.degraded)
         masks.append(d.mask)
     return np.stack(degraded), np.stack(masks)

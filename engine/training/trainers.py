@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import copy
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
 
+from ..damage_overlays import OverlayLibrary
 from ..models.networks.mapping import QualityMapping, ScratchMapping
 from ..models.networks.unet import SPATIAL_MULTIPLE, ScratchUNet
 from ..models.networks.vae import VAEGenerator
@@ -257,14 +259,50 @@ class MappingTrainer(Trainer):
 EMA_DECAY = 0.999  # the detector's weight average spans about the last thousand steps
 
 
+def face_points(pool: PhotoPool) -> list[tuple[int, float, float]]:
+    """(photo index, x, y) of each eye and the mouth of every face found in the pool's photos
+    (the face stage's detector), for crops centred on the hard negatives a detector must leave."""
+    from .face_data import detect_landmarks  # MTCNN: loaded only by stages that want faces
+
+    points = []
+    for index, photo in enumerate(pool.photos):
+        for landmarks, _ in detect_landmarks(photo):
+            for x, y in (landmarks[0], landmarks[1], (landmarks[3] + landmarks[4]) / 2):
+                points.append((index, float(x), float(y)))
+    return points
+
+
+TEXT_FONTS = (cv2.FONT_HERSHEY_SIMPLEX, cv2.FONT_HERSHEY_DUPLEX, cv2.FONT_HERSHEY_COMPLEX,
+              cv2.FONT_HERSHEY_TRIPLEX, cv2.FONT_HERSHEY_SCRIPT_SIMPLEX, cv2.FONT_ITALIC | cv2.FONT_HERSHEY_COMPLEX)
+
+
+def print_text(img: np.ndarray, rng: np.random.Generator) -> None:
+    """Print a caption into a clean crop (in place): lettering on a photo is content, not damage,
+    and thin bright strokes are what a crack detector most easily mistakes for cracks."""
+    h, w = img.shape[:2]
+    canvas = np.round(img * 255).astype(np.uint8)  # OpenCV draws text on 8-bit images only
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789 .,-"
+    for _ in range(int(rng.integers(1, 4))):
+        text = "".join(letters[i] for i in rng.integers(0, len(letters), int(rng.integers(3, 16))))
+        scale = float(rng.uniform(0.3, 1.2))
+        colour = (int(rng.integers(215, 256)),) * 3 if rng.random() < 0.6 else (int(rng.integers(0, 50)),) * 3
+        origin = (int(rng.integers(0, max(1, w // 2))), int(rng.integers(12, max(13, h))))
+        cv2.putText(canvas, text, origin, TEXT_FONTS[int(rng.integers(len(TEXT_FONTS)))], scale, colour,
+                    int(rng.integers(1, 3)), cv2.LINE_AA)
+    img[:] = canvas.astype(np.float32) / 255.0
+
+
 class DetectorTrainer(Trainer):
     """Scratch-detection U-Net on synthetic damage with exact masks, focal loss."""
 
     stage = "detector"
 
-    def __init__(self, config: TrainConfig, device: torch.device, clean: PhotoPool, seed: int = 0) -> None:
+    def __init__(self, config: TrainConfig, device: torch.device, clean: PhotoPool, seed: int = 0,
+                 overlays: OverlayLibrary | None = None) -> None:
         super().__init__(config, device, seed)
         self.clean = clean
+        self.overlays = overlays if overlays is not None else OverlayLibrary.default()
+        self.faces = face_points(clean) if self.cfg.face_crops > 0 else []
         unet = ScratchUNet(width_log2=config.arch.detector_width_log2).to(device)
         # "U_ema": an exponential moving average of U's weights, which is what export ships. Small
         # batches at a constant learning rate make single checkpoints noisy (held-out F1 moved by
@@ -286,8 +324,12 @@ class DetectorTrainer(Trainer):
     def step(self, step: int) -> dict[str, float]:
         rng = self.rng(step)
         crop, batch = self.crop_and_batch(step)
-        clean_np = self.clean.crops(rng, batch, crop)
-        degraded, masks = synthetic_batch(clean_np, rng, structured=True)
+        clean_np = self.clean.crops(rng, batch, crop, around=self.faces, around_share=self.cfg.face_crops)
+        for img in clean_np:
+            if rng.random() < self.cfg.text_negatives:
+                print_text(img, rng)
+        degraded, masks = synthetic_batch(clean_np, rng, structured=True, realistic=self.cfg.realistic_damage,
+                                          overlays=self.overlays)
         x = (to_tensor(degraded, self.device) * LUMA.to(self.device)).sum(1, keepdim=True)
         target = torch.from_numpy(masks.astype(np.float32))[:, None].to(self.device)
         logits = self.nets["U"](x)
