@@ -6,10 +6,16 @@ inherit a mask drawn for other pixels. The originals' folders are never written 
 read-only archive shares). The restore view saves here, the album queue and the detector
 fine-tuning read from here.
 
+Each mask records who vouches for it (``origin``): ``brushed`` (a person painted or erased on it),
+``accepted`` (a person looked at it and pressed *Accept mask*) or ``detected`` (the detector's output
+nobody reviewed). The album queue restores with any of them; fine-tuning learns only from the
+first two, so the detector's own false marks never become labels. Masks stored before origins were
+recorded count as ``detected`` (nobody can tell any more who made them).
+
 Layout::
 
     <root>/<sha256>.png    white = damage, same size as the photo
-    <root>/index.json      sha256 -> {"path": last known photo path, "name": file name}
+    <root>/index.json      sha256 -> {"path": last known photo path, "name": file name, "origin": ...}
 """
 
 from __future__ import annotations
@@ -26,10 +32,21 @@ from .durable import sha256_file
 from .imageio import read_mask, write_bytes_atomic
 
 
+BRUSHED, ACCEPTED, DETECTED = "brushed", "accepted", "detected"
+ORIGINS = (BRUSHED, ACCEPTED, DETECTED)
+REVIEWED = (BRUSHED, ACCEPTED)
+
+
 @dataclass(frozen=True)
 class BrushedMask:
     photo: Path  # where the photo was last seen
     mask: Path
+    origin: str = DETECTED  # brushed | accepted | detected
+
+    @property
+    def reviewed(self) -> bool:
+        """A person painted or explicitly accepted it: fit to teach the detector."""
+        return self.origin in REVIEWED
 
 
 class MaskStore:
@@ -57,8 +74,11 @@ class MaskStore:
     def mask_path(self, photo: Path, digest: str | None = None) -> Path:
         return self.root / f"{digest or sha256_file(Path(photo))}.png"
 
-    def save(self, photo: Path, mask: np.ndarray) -> Path:
-        """Store ``mask`` (HxW, true/nonzero = damage) for ``photo``; an empty mask deletes it."""
+    def save(self, photo: Path, mask: np.ndarray, origin: str = BRUSHED) -> Path:
+        """Store ``mask`` (HxW, true/nonzero = damage) for ``photo`` with who vouches for it
+        (``origin``, see the module docstring); an empty mask deletes it."""
+        if origin not in ORIGINS:
+            raise ValueError(f"unknown mask origin {origin!r} (one of {', '.join(ORIGINS)})")
         photo = Path(photo)
         digest = sha256_file(photo)
         target = self.mask_path(photo, digest)
@@ -72,7 +92,7 @@ class MaskStore:
             buffer = io.BytesIO()
             Image.fromarray(binary.astype(np.uint8) * 255, mode="L").save(buffer, format="PNG")
             write_bytes_atomic(target, buffer.getvalue())
-            index[digest] = {"path": str(photo.resolve()), "name": photo.name}
+            index[digest] = {"path": str(photo.resolve()), "name": photo.name, "origin": origin}
         write_bytes_atomic(self._index_path(), json.dumps(index, indent=1, sort_keys=True).encode("utf-8"))
         return target
 
@@ -87,26 +107,43 @@ class MaskStore:
             return None
         return mask
 
+    def origin(self, photo: Path) -> str | None:
+        """Who vouches for the stored mask of ``photo`` (None: no mask stored)."""
+        digest = sha256_file(Path(photo))
+        if not self.mask_path(photo, digest).is_file():
+            return None
+        origin = self._index().get(digest, {}).get("origin")
+        return origin if origin in ORIGINS else DETECTED
+
     def find(self, photo: Path) -> Path | None:
         path = self.mask_path(Path(photo))
         return path if path.is_file() else None
 
-    def entries(self) -> list[BrushedMask]:
-        """Every stored mask whose photo still exists at its last known path (for fine-tuning)."""
+    def entries(self, reviewed_only: bool = False) -> list[BrushedMask]:
+        """Every stored mask whose photo still exists at its last known path; ``reviewed_only``
+        keeps those a person painted or accepted (what fine-tuning may learn from)."""
         found = []
         for digest, info in sorted(self._index().items()):
             mask = self.root / f"{digest}.png"
             photo = Path(info.get("path", ""))
-            if mask.is_file() and photo.is_file():
-                found.append(BrushedMask(photo, mask))
+            origin = info.get("origin") if info.get("origin") in ORIGINS else DETECTED
+            if mask.is_file() and photo.is_file() and (origin in REVIEWED or not reviewed_only):
+                found.append(BrushedMask(photo, mask, origin))
         return found
 
+    def counts(self) -> dict[str, int]:
+        """How many usable stored masks each origin has (brushed / accepted / detected)."""
+        counts = dict.fromkeys(ORIGINS, 0)
+        for entry in self.entries():
+            counts[entry.origin] += 1
+        return counts
+
     def export_folder(self, dest: Path) -> int:
-        """Write ``<photo stem>.png`` masks into ``dest`` (the layout ``finetune detector --masks``
-        reads); returns how many were written."""
+        """Write the reviewed masks as ``<photo stem>.png`` into ``dest`` (the layout ``finetune
+        detector --masks`` reads); returns how many were written."""
         dest.mkdir(parents=True, exist_ok=True)
         count = 0
-        for entry in self.entries():
+        for entry in self.entries(reviewed_only=True):
             write_bytes_atomic(dest / f"{entry.photo.stem}.png", entry.mask.read_bytes())
             count += 1
         return count

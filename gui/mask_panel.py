@@ -9,6 +9,10 @@ undo macro on the canvas's own stack (the canvas's mask edit plus a command that
 detection and slider values), so Ctrl+Z walks back through strokes and slider moves in order and
 the sliders follow. The sliders apply on release (not while dragging): a preview that bypassed the
 undo stack would have to reset the canvas's history.
+
+The panel also says who vouches for the mask (``origin``, see :mod:`engine.masks`): a stroke makes it
+*brushed*, a new detection makes it *detected* again, and *Accept mask* marks a detected mask that a
+person looked at and found right. Only brushed and accepted masks teach the detector (Train tab).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QFileDialog, QGridLayout
                                QLabel, QPushButton, QSizePolicy, QSlider, QToolButton, QVBoxLayout, QWidget)
 
 from engine.detection import OFFICIAL_THRESHOLD, mask_from_probability
+from engine.masks import ACCEPTED, BRUSHED, DETECTED
 
 from .canvas import PhotoCanvas
 from .paths import same_file
@@ -31,6 +36,12 @@ MAX_DILATION = 10
 BRUSH_MIN, BRUSH_MAX = 1, 400
 BRUSH_STEP = 1.25  # [ and ] scale the brush by this factor
 DEFAULT_OPACITY = 0.5
+ORIGIN_TEXT = {
+    BRUSHED: "Reviewed: brushed by you (used to teach the detector)",
+    ACCEPTED: "Reviewed: accepted by you (used to teach the detector)",
+    DETECTED: "Not reviewed: the detector's guess. Correct it with the brush or press Accept mask; "
+              "until then it is not used to teach the detector",
+}
 
 
 @dataclass(frozen=True)
@@ -89,6 +100,7 @@ class MaskPanel(QWidget):
 
     detect_requested = Signal()
     params_changed = Signal()  # threshold or dilation moved (the options follow them)
+    origin_changed = Signal(str)  # who vouches for the mask changed (the tab stores it with the mask)
     error = Signal(str, str)
     message = Signal(str)
 
@@ -102,6 +114,7 @@ class MaskPanel(QWidget):
         self._can_undo = self._can_redo = False
         self.last_folder: Path | None = None
         self.original: Path | None = None  # the open photo: a mask is never saved over it
+        self.origin = DETECTED  # brushed | accepted | detected: who vouches for the mask
         self._build_detector_group()
         self._build_brush_group()
         layout = QVBoxLayout(self)
@@ -110,6 +123,9 @@ class MaskPanel(QWidget):
         layout.addWidget(self.brush_group)
         self._update_labels()
         self.set_tool("pan")
+        canvas.mask_changed.connect(self.update_coverage)
+        canvas.stroked.connect(self._on_stroked)
+        self.update_coverage()
 
     # ------------------------------------------------------------------ construction
 
@@ -145,6 +161,18 @@ class MaskPanel(QWidget):
             grid.addWidget(QLabel(name, group), row, 0)
             grid.addWidget(slider, row, 1)
             grid.addWidget(value, row, 2)
+        self.coverage_label = QLabel(group)
+        self.coverage_label.setToolTip("How much of the photo the mask marks as damage; it follows the "
+                                       "threshold, dilation and your strokes")
+        self.review_label = QLabel(group)
+        self.review_label.setWordWrap(True)
+        self.accept_button = QPushButton("Accept mask", group)
+        self.accept_button.setToolTip("I checked this mask and it marks the damage right: it may teach the "
+                                      "detector (Train tab)")
+        self.accept_button.clicked.connect(self.accept_mask)
+        grid.addWidget(self.coverage_label, 5, 0, 1, 3)
+        grid.addWidget(self.review_label, 6, 0, 1, 2)
+        grid.addWidget(self.accept_button, 6, 2)
         grid.setColumnStretch(1, 1)
         self.detector_group = group
         self.canvas.set_overlay_visible(True)
@@ -237,10 +265,46 @@ class MaskPanel(QWidget):
 
     # ------------------------------------------------------------------ photo and detection
 
-    def reset(self, mask: np.ndarray | None = None) -> None:
-        """A new photo: forget the detection and the undo history, show ``mask`` (e.g. stored)."""
+    def reset(self, mask: np.ndarray | None = None, origin: str | None = None) -> None:
+        """A new photo: forget the detection and the undo history, show ``mask`` (e.g. stored) and
+        who vouched for it (``origin``; a stored mask without one counts as detected)."""
         self._params = DetectorParams(None, self.threshold, self.dilation)
         self.canvas.set_mask(mask, undoable=False)  # also empties the canvas's undo history
+        self.set_origin(origin or DETECTED, notify=False)
+
+    # ------------------------------------------------------------------ review
+
+    def set_origin(self, origin: str, notify: bool = True) -> None:
+        """Who vouches for the mask now; ``notify`` tells the tab to store it."""
+        changed = origin != self.origin
+        self.origin = origin
+        self._update_review()
+        if changed and notify:
+            self.origin_changed.emit(origin)
+
+    @Slot()
+    def accept_mask(self) -> None:
+        """The person checked the mask: it may now teach the detector."""
+        if self.canvas.mask_coverage() > 0 and self.origin == DETECTED:
+            self.set_origin(ACCEPTED)
+            self.message.emit("Mask accepted: the Train tab may learn from it.")
+
+    @Slot()
+    def _on_stroked(self) -> None:
+        self.set_origin(BRUSHED)
+
+    def _update_review(self) -> None:
+        has_mask = self.canvas.mask_coverage() > 0
+        self.review_label.setText(ORIGIN_TEXT[self.origin] if has_mask else "")
+        self.review_label.setStyleSheet("" if self.origin != DETECTED else "QLabel { color: #a35200; }")
+        self.accept_button.setEnabled(self._editable and has_mask and self.origin == DETECTED)
+
+    @Slot()
+    def update_coverage(self) -> None:
+        """The coverage line follows every mask change (threshold, dilation, strokes, undo)."""
+        share = self.canvas.mask_coverage() * 100
+        self.coverage_label.setText(f"Mask covers {share:.1f} % of the photo" if self.canvas.has_photo() else "")
+        self._update_review()
 
     def _change(self, text: str, params: DetectorParams, mask: np.ndarray) -> None:
         """One undo step: new detection/slider values and the mask that goes with them."""
@@ -264,6 +328,7 @@ class MaskPanel(QWidget):
             mask = new_detected | (current if old_detected is None else current & ~old_detected)
         self._change(text, params, mask)
         self.overlay_checkbox.setChecked(True)
+        self.set_origin(DETECTED)  # a fresh look by the detector: nobody has reviewed it yet
 
     def apply_params(self, params: DetectorParams) -> None:
         """Make ``params`` current and move the sliders to them (undo/redo)."""
@@ -288,6 +353,8 @@ class MaskPanel(QWidget):
         else:
             new_mask = rethreshold(self.canvas.mask(), self._params.detected(), params.detected())
             self._change("Change threshold or dilation", params, new_mask)
+            if self.origin == ACCEPTED:  # what was accepted is not what is shown any more
+                self.set_origin(DETECTED)
         self.params_changed.emit()
 
     def set_params(self, threshold: float, dilation: int) -> None:
@@ -351,6 +418,7 @@ class MaskPanel(QWidget):
                        self.load_button, *self.tool_buttons.values()):
             widget.setEnabled(on)
         self._update_history_buttons()
+        self._update_review()
         self.save_button.setEnabled(has_image)
         self.set_tool(self._tool if on else "pan", remember=False)
 
@@ -370,6 +438,7 @@ class MaskPanel(QWidget):
             return False
         self.last_folder = path.parent
         self.overlay_checkbox.setChecked(True)
+        self.set_origin(BRUSHED)  # a mask file the person made and chose
         self.message.emit(f"Loaded the mask {path.name}")
         return True
 

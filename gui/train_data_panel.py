@@ -21,8 +21,8 @@ from .workers import FunctionTask, TaskRunner
 
 TASKS: dict[str, tuple[str, str]] = {
     "detector": ("Teach the detector",
-                 "Learns to find damage like yours from scratch masks you marked (brushed in the Restore tab, "
-                 "or mask files)."),
+                 "Learns to find damage like yours from scratch masks you marked (painted or accepted in the "
+                 "Restore tab, or mask files); the detector's own unreviewed masks are never used."),
     "domain": ("Adapt to my scans",
                "Tunes the encoder to your scanner, paper and chemistry from a folder of your old scans."),
     "mapping": ("Learn from my clean photos",
@@ -33,6 +33,7 @@ MAIN_COUNT = {"detector": "labelled", "domain": "scan_photos", "mapping": "clean
 COUNT_WORDS = {
     "labelled": "labelled photos", "held_out": "held out to score the result", "photos": "photos",
     "masks": "masks", "unlabelled": "photos without a mask", "scan_photos": "scans", "clean_photos": "clean photos",
+    "brushed": "brushed", "accepted": "accepted", "detected_only": "detected-only (not used)",
 }
 WARN_COLOUR = "#a35200"
 ERROR_COLOUR = "#b00020"
@@ -46,6 +47,12 @@ def describe_summary(summary: DataSummary) -> str:
     lines += [f"<span style='color:{WARN_COLOUR}'>⚠ {escape(w)}</span>" for w in summary.warnings]
     lines += [f"<span style='color:gray'>{escape(n)}</span>" for n in summary.notes]
     return "<br>".join(lines)
+
+
+def reviewed_masks_text(counts: dict[str, int]) -> str:
+    """The radio button's label: what will be learned from, and what will not (and why)."""
+    return (f"The masks I reviewed in the Restore tab\n({counts['brushed']} brushed, {counts['accepted']} accepted, "
+            f"{counts['detected']} detected-only (not used))")
 
 
 def escape(text: str) -> str:
@@ -175,7 +182,7 @@ class DataPanel(QWidget):
     def _detector_page(self) -> QWidget:
         page, form = self._form()
         self.mask_buttons = QButtonGroup(page)
-        self.brushed_radio = QRadioButton("The masks I brushed in the Restore tab", page)
+        self.brushed_radio = QRadioButton(reviewed_masks_text({"brushed": 0, "accepted": 0, "detected": 0}), page)
         self.folder_radio = QRadioButton("A folder of mask files (white = damage)", page)
         self.folder_radio.setToolTip("One PNG per photo, named like the photo (photo.jpg -> photo.png); "
                                      "white marks damage")
@@ -271,18 +278,23 @@ class DataPanel(QWidget):
             widget.setEnabled(not locked)
         self._sync_mask_widgets()
 
-    def brushed_count(self) -> int:
+    def mask_counts(self) -> dict[str, int]:
+        """Stored masks by origin: brushed, accepted, detected (only the first two are learned from)."""
         try:
-            return len(self.masks.entries())
+            return self.masks.counts()
         except OSError:
-            return 0
+            return {"brushed": 0, "accepted": 0, "detected": 0}
+
+    def brushed_count(self) -> int:
+        """Masks fine-tuning may learn from: painted or explicitly accepted by a person."""
+        counts = self.mask_counts()
+        return counts["brushed"] + counts["accepted"]
 
     # ------------------------------------------------------------------ checking
 
     def refresh(self) -> None:
-        """Recount the brushed masks and check the folders again."""
-        count = self.brushed_count()
-        self.brushed_radio.setText(f"The masks I brushed in the Restore tab ({count} so far)")
+        """Recount the stored masks by origin and check the folders again."""
+        self.brushed_radio.setText(reviewed_masks_text(self.mask_counts()))
         self._show_page()
         self._sync_mask_widgets()
         self._on_data_changed()

@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..detection import network_size
 from ..imageio import IMAGE_SUFFIXES, read_mask, read_rgb
-from ..masks import MaskStore
+from ..masks import ACCEPTED, BRUSHED, DETECTED, ORIGINS, MaskStore
 from .data import PhotoPool, list_photos, load_small
 from .finetune_job import DetectorData, DomainData, FinetuneSettings, MappingData, TaskData
 
@@ -98,12 +98,19 @@ def find_labelled(data: DetectorData, store: MaskStore | None = None) -> tuple[l
     else:
         store = store or MaskStore.default()
         root = Path(data.images).resolve() if data.images is not None else None
+        origins = dict.fromkeys(ORIGINS, 0)
         for entry in store.entries():
             if root is None or entry.photo.resolve().is_relative_to(root):
-                pairs.append((entry.photo, entry.mask))
-        summary.counts.update(masks=len(pairs))
-        summary.notes.append("masks: the ones brushed in the Restore tab" +
+                origins[entry.origin] += 1
+                if entry.reviewed:  # the detector's own unreviewed output must not become a label
+                    pairs.append((entry.photo, entry.mask))
+        summary.counts.update(masks=len(pairs), brushed=origins[BRUSHED], accepted=origins[ACCEPTED],
+                              detected_only=origins[DETECTED])
+        summary.notes.append("masks: the ones painted or accepted in the Restore tab" +
                              (f" for photos in {data.images}" if root else ""))
+        if origins[DETECTED]:
+            summary.notes.append(f"{origins[DETECTED]} detected-only mask(s) not used: nobody painted or accepted "
+                                 "them (open the photo, correct the mask or press Accept mask)")
     summary.counts["labelled"] = len(pairs)
     held = holdout([p.name for p, _ in pairs])
     summary.counts["held_out"] = len(held)
