@@ -6,7 +6,11 @@ before/after previews of held-out photos, and *Save as profile*.
 
 One fine-tune at a time lives in the tab's work folder (``train_worker.work_dir``). Pause and
 closing the window stop after the current step with a checkpoint; the next time the tab opens it
-finds the run (``load_job``) with its chart and offers Resume, or Save as it is. While it trains,
+finds the run (``load_job``) with its chart and offers Resume, or Save as it is.
+
+Saving scores the held-out photos first (:mod:`engine.training.verdict`): a fine-tune that made the
+headline score worse is *not* saved unless the person presses *Save anyway* after reading why, so
+the better weights (the base) stay in use by default; a held-out set too small to judge is said too. While it trains,
 the device is the fine-tune's: ``running_changed`` lets the main window hold the album queue and
 the Restore tab, and ``set_device_reserved`` tells this tab when they have it.
 """
@@ -28,6 +32,7 @@ from engine.profiles import Profile, ProfileError, profiles_dir, validate_name
 from engine.progress import EtaEstimator, format_seconds
 from engine.training.finetune import DataSummary, FinetuneJob, FinetuneSession, FinetuneSettings, load_job
 from engine.training.finetune_tasks import DetectorTask, DomainTask, MappingTask
+from engine.training.verdict import Verdict, judge
 
 from .errors import ErrorBanner
 from .loss_chart import LossChart
@@ -43,8 +48,16 @@ from .workers import CANCELLED, FAILED, TaskRunner
 PROGRESS_STEPS = 1000
 LEFT_WIDTH = 430
 LOSS_KEYS = {cls.name: cls.loss_keys for cls in (DetectorTask, DomainTask, MappingTask)}
-HEADLINE = ("f1", "domain_gap", "psnr_quality", "psnr_scratch")  # the score a saved profile reports
+WARN_STYLE = "QLabel { color: #a35200; }"
+ERROR_STYLE = "QLabel { color: #b00020; }"
 NO_RUN, RUNNING, PAUSED, DONE = "none", "running", "paused", "finished"
+
+
+class SaveOutcome:
+    """What a save attempt did: the profile (None when a worse result was kept back) and the verdict."""
+
+    def __init__(self, verdict: Verdict, profile: Profile | None = None) -> None:
+        self.verdict, self.profile = verdict, profile
 
 
 def duration(seconds: float) -> str:
@@ -76,6 +89,7 @@ class TrainTab(QWidget):
         self.saved_as = ""  # the profile this run was last saved as (since its last step)
         self._reserved = ""  # why the device is not ours (the Restore tab or the queue has it)
         self._job_kind = ""  # "train" or "save" while the runner works
+        self.held_out: int | None = None  # photos held out of this run (from its data summary)
         self._eta: EtaEstimator | None = None
         self._eta_start = 0.0
         self.runner = TaskRunner(self)
@@ -168,6 +182,10 @@ class TrainTab(QWidget):
         self.use_button.setToolTip("Use the saved profile for the Restore tab and the album queue")
         self.use_button.clicked.connect(self.use_saved_profile)
         self.use_button.setVisible(False)
+        self.keep_worse_button = QPushButton("Save anyway", group)
+        self.keep_worse_button.setToolTip("Save the fine-tuned weights although they scored worse than the base")
+        self.keep_worse_button.clicked.connect(self._on_keep_worse_clicked)
+        self.keep_worse_button.setVisible(False)
         self.save_message = QLabel(group)
         self.save_message.setWordWrap(True)
         self.save_message.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
@@ -176,6 +194,7 @@ class TrainTab(QWidget):
         row.addWidget(self.name_edit, 1)
         row.addWidget(self.save_button)
         row.addWidget(self.use_button)
+        row.addWidget(self.keep_worse_button)
         box = QVBoxLayout(group)
         box.addLayout(row)
         box.addWidget(self.save_message)
@@ -323,6 +342,7 @@ class TrainTab(QWidget):
         self.previews.clear()
         self.save_message.clear()
         self.use_button.setVisible(False)
+        self.keep_worse_button.setVisible(False)
         return self._launch(resume=False)
 
     @Slot()
@@ -394,6 +414,7 @@ class TrainTab(QWidget):
         self.previews.clear()
         self.save_message.clear()
         self.use_button.setVisible(False)
+        self.keep_worse_button.setVisible(False)
         self.error_label.clear()
         self._show_progress_at_rest()
         self._set_status(self._describe_state())
@@ -416,6 +437,7 @@ class TrainTab(QWidget):
 
     @Slot(object)
     def _on_prepared(self, summary: DataSummary) -> None:
+        self.held_out = summary.counts.get("held_out")
         self.data_panel.show_loaded(summary)
 
     @Slot(object)
@@ -488,8 +510,13 @@ class TrainTab(QWidget):
     def _on_new_clicked(self) -> None:
         self.discard()
 
-    def save_profile(self, name: str | None = None) -> bool:
-        """Save the weights as they are now as profile ``name`` (the name field when None)."""
+    @Slot()
+    def _on_keep_worse_clicked(self) -> None:
+        self.save_profile(force=True)
+
+    def save_profile(self, name: str | None = None, force: bool = False) -> bool:
+        """Save the weights as they are now as profile ``name`` (the name field when None). Scored
+        first: weights worse than the base are kept back unless ``force`` (*Save anyway*)."""
         name = (self.name_edit.text() if name is None else name).strip()
         if name != self.name_edit.text():
             self.name_edit.setText(name)
@@ -511,19 +538,27 @@ class TrainTab(QWidget):
                 return False
             session = self.session = FinetuneSession(self.job, device, self.masks)
 
-        def work(progress) -> Profile:
+        held_out = self.held_out
+
+        def work(progress) -> SaveOutcome:
             if session.step == 0:
                 progress.report(0.0, "loading the checkpoint")
                 session.reload(progress)
-            progress.report(0.0, "scoring the held-out photos and saving")
-            return session.save_profile(name)
+            progress.report(0.0, "scoring the held-out photos")
+            after = session.evaluate()
+            verdict = judge(session.before, after, held_out)
+            if verdict.worse and not force:
+                return SaveOutcome(verdict)  # the base stays the better choice; nothing written
+            progress.report(0.0, "saving")
+            return SaveOutcome(verdict, session.save_profile(name, after=after))
 
         task = ProfileTask(work, session.device)
         task.finished.connect(self._on_saved)
         task.failed.connect(self._on_save_failed)
         self._job_kind = "save"
         self.save_message.setStyleSheet("")
-        self.save_message.setText(f"Saving “{name}”…")
+        self.save_message.setText(f"Scoring and saving “{name}”…")
+        self.keep_worse_button.setVisible(False)
         return self.runner.start(task)
 
     def _save_error(self, text: str) -> None:
@@ -532,14 +567,26 @@ class TrainTab(QWidget):
         self.use_button.setVisible(False)
 
     @Slot(object)
-    def _on_saved(self, profile: Profile) -> None:
+    def _on_saved(self, outcome: SaveOutcome) -> None:
+        verdict, profile = outcome.verdict, outcome.profile
+        caveats = "".join(f" ⚠ Note: {w}." for w in verdict.warnings)
+        if profile is None:  # worse than the base: kept back
+            self.save_message.setStyleSheet(ERROR_STYLE)
+            self.save_message.setText(f"⚠ Not saved: this fine-tune made the result worse ({verdict.change()}). "
+                                      "The base weights score better, so they stay in use. Train with more or "
+                                      "better-checked masks, or Save anyway if you know better." + caveats)
+            self.keep_worse_button.setVisible(True)
+            self.use_button.setVisible(False)
+            self.status_message.emit("Fine-tune not saved: it scored worse than the base weights.")
+            return
+        self.keep_worse_button.setVisible(False)
         self.saved_as = PROFILE_PREFIX + profile.name
-        before, after = profile.metrics.get("before", {}), profile.metrics.get("after", {})
-        score = next((f"; held-out {k}: {before[k]:.3f} → {after[k]:.3f}" for k in HEADLINE
-                      if k in before and k in after), "")
-        self.save_message.setStyleSheet("")
-        self.save_message.setText(f"Saved profile “{profile.name}” ({profile.card.get('steps', self.step)} steps"
-                                  f"{score}). It is listed in Models & settings.")
+        score = f"; {verdict.change()}" if verdict.change() else ""
+        text = f"Saved profile “{profile.name}” ({profile.card.get('steps', self.step)} steps{score})."
+        if verdict.worse:
+            text = f"⚠ {text} It scored WORSE than the base weights; the base stays selected unless you choose it."
+        self.save_message.setStyleSheet(ERROR_STYLE if verdict.worse else WARN_STYLE if caveats else "")
+        self.save_message.setText(f"{text} It is listed in Models & settings.{caveats}")
         self.use_button.setVisible(True)
         self.options.fill_bases(self.options.base(), self.settings.weights)
         self.profile_saved.emit(self.saved_as)

@@ -281,12 +281,13 @@ class FinetuneSession:
     def preview(self, count: int = 3) -> list[Preview]:
         return self.task.preview(count)
 
-    def save_profile(self, name: str, overwrite: bool = False) -> Profile:
-        """Score the current weights and write them, with the base's other networks, as profile ``name``."""
+    def save_profile(self, name: str, overwrite: bool = False, after: dict[str, float] | None = None) -> Profile:
+        """Write the current weights, with the base's other networks, as profile ``name``; ``after``:
+        their held-out scores when the caller has just computed them (else they are scored here)."""
         validate_name(name)
         if self.step == 0:
             raise ValueError("nothing has been trained yet: run the fine-tune before saving a profile")
-        after = self.evaluate()
+        after = self.evaluate() if after is None else after
         data = {k: (str(v) if v is not None else None) for k, v in vars(self.job.data).items()}
         info = ProfileInfo(task=self.task.name, base=self.job.base, data=data, steps=self.step, seconds=self.seconds,
                            device=str(self.device), metrics_before=self.before, metrics_after=after)
