@@ -150,7 +150,7 @@ def _open(data: bytes, allow_huge: bool = False) -> _Opened:
         try:
             img = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
-            raise ImageReadError("not an image file Pillow can read (unknown or unsupported format, "
+            raise ImageReadError("not an image file Heirloom can read (unknown or unsupported format, "
                                  "or a damaged header)") from None
         except Image.DecompressionBombError as exc:
             raise ImageReadError(f"too large to open safely: {exc} If you trust this file, run again with "

@@ -19,6 +19,33 @@ from pathlib import Path
 
 SCREENSHOT_SIZE = (1366, 768)
 SETTLE_TIMEOUT_S = 60.0
+# Libraries Qt's X11 ("xcb") platform plugin loads that minimal desktop installs often lack; without
+# them Qt prints a raw plugin error and aborts the process, so they are looked for first.
+XCB_LIBRARIES = (("xcb-cursor", "libxcb-cursor0"), ("xkbcommon-x11", "libxkbcommon-x11-0"))
+
+
+def missing_x11_libraries(platform: str | None = None, env: dict[str, str] | None = None) -> list[str]:
+    """Debian/Ubuntu package names of the X11 libraries Qt will need but cannot find (empty when
+    another platform plugin is in use: Windows, macOS, Wayland, offscreen)."""
+    import ctypes.util
+
+    platform = sys.platform if platform is None else platform
+    env = os.environ if env is None else env
+    chosen = env.get("QT_QPA_PLATFORM", "")
+    if not platform.startswith("linux") or (chosen and not chosen.startswith("xcb")):
+        return []
+    if not chosen and env.get("WAYLAND_DISPLAY") and not env.get("DISPLAY"):
+        return []
+    return [package for lib, package in XCB_LIBRARIES if ctypes.util.find_library(lib) is None]
+
+
+def x11_help(packages: list[str]) -> str:
+    """What to print instead of Qt's raw "could not load the Qt platform plugin" abort."""
+    return ("Heirloom cannot open its window: Qt needs X11 libraries that are not installed "
+            f"({', '.join(packages)}).\nInstall them, then start Heirloom again:\n"
+            f"    Ubuntu/Debian: sudo apt install {' '.join(packages)}\n"
+            "    Fedora: sudo dnf install xcb-util-cursor libxkbcommon-x11\n"
+            "The command line (python main.py restore ...) works without them.")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.screenshot is not None:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # before the QApplication exists
     from PySide6.QtWidgets import QApplication
+
+    missing = missing_x11_libraries() if QApplication.instance() is None else []
+    if missing:
+        print(x11_help(missing), file=sys.stderr)
+        return 1
 
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "heirloom"])
     app.setApplicationName("Heirloom")

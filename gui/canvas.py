@@ -45,6 +45,8 @@ DEFAULT_OVERLAY = QColor(255, 0, 110)   # magenta-red: visible on sepia, grey an
 FACE_ON_COLOUR = QColor(64, 224, 112)   # a refined face, shown refined
 FACE_OFF_COLOUR = QColor(255, 176, 32)  # a face switched off, or one the face stage could not refine
 FACE_STATES = ("on", "off", "failed")
+DEFAULT_BRUSH = 8                       # px: thin cracks first; [ and ] grow it for blotches
+LOUPE_PX = 168                          # side of the 100 % loupe shown while brushing a zoomed-out photo
 CLICK_SLOP_PX = 4.0                     # a press that moves less than this is a click, not a pan
 
 
@@ -258,6 +260,7 @@ class PhotoCanvas(QGraphicsView):
     brush_size_changed = Signal(int)  # diameter in photo pixels
     tool_changed = Signal(str)
     face_clicked = Signal(int)        # a face's label was clicked (or, with the Pan tool, its box)
+    stroked = Signal()                # a person painted or erased (not a detection, load or undo)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -291,7 +294,7 @@ class PhotoCanvas(QGraphicsView):
         self._overlay_opacity = 0.5
         self._overlay_colour = QColor(DEFAULT_OVERLAY)
         self._tool = "paint"
-        self._brush = 24
+        self._brush = DEFAULT_BRUSH
         self._fit_mode = True              # keep fitting on resize until the user zooms or pans
         self._space_down = False
         self._pan_last: QPointF | None = None
@@ -480,6 +483,12 @@ class PhotoCanvas(QGraphicsView):
         return self._compare and self._after is not None and not self._before_only and self._before is not None
 
     # ------------------------------------------------------------------------------- mask
+
+    def mask_coverage(self) -> float:
+        """Share of the photo the mask covers (0..1), without copying the mask."""
+        if self._masks is None or not self._mask_maybe_set:
+            return 0.0
+        return float(np.count_nonzero(self._masks.mask)) / self._masks.mask.size
 
     def mask(self) -> np.ndarray | None:
         """A copy of the editable mask (HxW bool, True = damage), None if there is no photo."""
@@ -737,7 +746,58 @@ class PhotoCanvas(QGraphicsView):
                 self._draw_split(painter)
             if self._brush_cursor_visible():
                 self._draw_brush_cursor(painter)
+                if self.loupe_visible():
+                    self._draw_loupe(painter)
         painter.restore()
+
+    # ------------------------------------------------------------------------------ loupe
+
+    def loupe_visible(self) -> bool:
+        """While brushing a photo shown smaller than 100 %, a corner box shows the cursor's
+        neighbourhood at 100 %: a thin crack can be traced although the whole photo is in view."""
+        return self._brush_cursor_visible() and self._before is not None and self.zoom() < 1.0 - 1e-6
+
+    def loupe_rect(self) -> QRectF:
+        """Top-left corner of the view, or top-right when the cursor is there (never under it)."""
+        side = float(LOUPE_PX)
+        box = QRectF(8, 8, side, side)
+        if self._cursor_scene is not None and box.adjusted(-24, -24, 24, 24).contains(
+                self.photo_to_view(self._cursor_scene)):
+            box.moveLeft(self.viewport().width() - side - 8)
+        return box
+
+    def _draw_loupe(self, painter: QPainter) -> None:
+        assert self._cursor_scene is not None and self._before is not None and self._masks is not None
+        box = self.loupe_rect()
+        span = box.width() * self._dpr()  # photo pixels across: one per device pixel
+        centre = self._cursor_scene
+        source = QRectF(centre.x() - span / 2, centre.y() - span / 2, span, span)
+        photo = self._after if self._after is not None and not self._before_only and (
+            not self.split_visible() or centre.x() >= self._split * self._before.width) else self._before
+        painter.save()
+        painter.setClipRect(box)
+        painter.fillRect(box, BACKGROUND)
+        painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+        painter.drawImage(box, photo.levels[0], source)
+        if self._overlay_visible and self._mask_maybe_set:
+            painter.setOpacity(self._overlay_opacity)
+            painter.drawImage(box, self._masks.images[0], source)
+            painter.setOpacity(1.0)
+        radius = self._brush / 2.0 / self._dpr()
+        mid = box.center()
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        for colour, width in ((QColor(0, 0, 0, 200), 3.0), (QColor(255, 255, 255), 1.0)):
+            painter.setPen(QPen(colour, width))
+            painter.drawEllipse(mid, max(radius, 1.5), max(radius, 1.5))
+        painter.restore()
+        painter.setPen(QPen(QColor(255, 255, 255, 220), 1.0))
+        painter.drawRect(box)
+        font = QFont(self.font())
+        font.setPixelSize(11)
+        painter.setFont(font)
+        label = QRectF(box.left(), box.bottom() - 16, 44, 16)
+        painter.fillRect(label, QColor(0, 0, 0, 160))
+        painter.drawText(label, int(Qt.AlignmentFlag.AlignCenter), "100 %")
 
     def _draw_hint(self, painter: QPainter) -> None:
         font = QFont(self.font())
@@ -880,10 +940,13 @@ class PhotoCanvas(QGraphicsView):
 
     def _move_brush_cursor(self, pos: QPointF | None) -> None:
         old = self._brush_cursor_rect()
+        old_loupe = self.loupe_rect().toAlignedRect().adjusted(-2, -2, 2, 2)
         self._cursor_scene = None if pos is None or self._before is None else self.view_to_photo(pos)
         if self._tool in ("paint", "erase"):
             self.viewport().update(old)
             self.viewport().update(self._brush_cursor_rect())
+            self.viewport().update(old_loupe)
+            self.viewport().update(self.loupe_rect().toAlignedRect().adjusted(-2, -2, 2, 2))
 
     def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802 (Qt API)
         pos = event.position()
@@ -1036,6 +1099,7 @@ class PhotoCanvas(QGraphicsView):
         label = "Paint stroke" if stroke.value else "Erase stroke"
         self._push_change(label, y0, x0, stroke.start[y0:y1, x0:x1], self._masks.mask[y0:y1, x0:x1],
                           already_applied=True)
+        self.stroked.emit()
 
     def _abort_stroke(self) -> None:
         """Drop an unfinished stroke and put back what it painted (e.g. Ctrl+Z pressed mid-stroke)."""

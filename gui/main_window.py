@@ -39,6 +39,18 @@ QUEUE_BUSY_TRAIN = "The album queue is using the device. Pause it in the Album q
 RESTORE_BUSY_TRAIN = "The Restore tab is using the device; training can start when it is done."
 
 
+def unique_keys(first: str, standard: QKeySequence.StandardKey) -> list[QKeySequence]:
+    """``first`` plus the platform's own keys for ``standard``, each once. A key listed twice on
+    one action is an "ambiguous shortcut overload" and Qt then triggers nothing (Ctrl+Shift+Z is the
+    first Redo key on some desktops); some platforms bind no key at all (Quit on a bare X11 session)."""
+    keys: dict[str, QKeySequence] = {}
+    for key in [QKeySequence(first), *QKeySequence.keyBindings(standard)]:
+        text = key.toString(QKeySequence.SequenceFormat.PortableText)
+        if text and text not in keys:
+            keys[text] = key
+    return list(keys.values())
+
+
 class MainWindow(QMainWindow):
     """Tabs: Restore, Album queue, Train, Models & settings."""
 
@@ -121,7 +133,7 @@ class MainWindow(QMainWindow):
                                               tip="Queue every photo in a folder")
         self.load_mask_action = self._action("&Load mask…", tab.mask_panel.load_mask_dialog)
         self.save_mask_action = self._action("Save &mask…", tab.mask_panel.save_mask_dialog)
-        self.quit_action = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.quit_action = self._action("&Quit", self.close, unique_keys("Ctrl+Q", QKeySequence.StandardKey.Quit))
         file_menu.addAction(self.open_action)
         file_menu.addMenu(self.recent_menu)
         file_menu.addAction(self.save_action)
@@ -136,7 +148,8 @@ class MainWindow(QMainWindow):
 
         stack = tab.canvas.undo_stack
         self.undo_action = self._action("&Undo", stack.undo, QKeySequence.StandardKey.Undo)
-        self.redo_action = self._action("&Redo", stack.redo, ["Ctrl+Shift+Z", QKeySequence.StandardKey.Redo])
+        self.redo_action = self._action("&Redo", stack.redo,
+                                        unique_keys("Ctrl+Shift+Z", QKeySequence.StandardKey.Redo))
         self.clear_mask_action = self._action("&Clear mask", tab.canvas.clear_mask, tip="Remove the whole mask")
         self.detect_action = self._action("&Detect scratches", tab.start_detect, "Ctrl+D")
         self.restore_action = self._action("&Restore", tab.start_restore, "Ctrl+R")
@@ -151,12 +164,13 @@ class MainWindow(QMainWindow):
         self.zoom_fit_action = self._action("&Fit to window", tab.zoom_fit, "Ctrl+0")
         self.zoom_100_action = self._action("&Actual pixels (100%)", tab.zoom_100, "Ctrl+1")
         self.original_action = self._action("Show &original", tab.original_button.toggle, "O")
+        self.diff_action = self._action("Show &what changed", tab.diff_button.toggle, "D")
         self.compare_action = self._action("&Compare before | after", tab.compare_button.toggle, "C")
         self.brush_smaller_action = self._action("Brush &smaller", tab.mask_panel.shrink_brush, "[")
         self.brush_bigger_action = self._action("Brush &bigger", tab.mask_panel.grow_brush, "]")
         view_menu = self.menuBar().addMenu("&View")
         for action in (self.zoom_in_action, self.zoom_out_action, self.zoom_fit_action, self.zoom_100_action,
-                       None, self.original_action, self.compare_action, None,
+                       None, self.original_action, self.compare_action, self.diff_action, None,
                        self.brush_smaller_action, self.brush_bigger_action):
             view_menu.addSeparator() if action is None else view_menu.addAction(action)
         view_menu.addSeparator()
@@ -173,7 +187,8 @@ class MainWindow(QMainWindow):
                                 self.redo_action, self.clear_mask_action, self.detect_action, self.restore_action,
                                 self.cancel_action, self.zoom_in_action, self.zoom_out_action,
                                 self.zoom_fit_action, self.zoom_100_action, self.original_action,
-                                self.compare_action, self.brush_smaller_action, self.brush_bigger_action]
+                                self.compare_action, self.diff_action, self.brush_smaller_action,
+                                self.brush_bigger_action]
 
     def _connect(self) -> None:
         tab = self.restore_tab
@@ -188,6 +203,7 @@ class MainWindow(QMainWindow):
         for signal in (stack.canUndoChanged, stack.canRedoChanged, stack.undoTextChanged, stack.redoTextChanged):
             signal.connect(self._sync_actions)
         self.queue_tab.running_changed.connect(self._on_queue_running)
+        self.queue_tab.review_requested.connect(self.review_queue_item)
         self.train_tab.running_changed.connect(self._on_train_running)
         self.train_tab.profile_saved.connect(self._on_profile_saved)
         self.train_tab.status_message.connect(self.set_status)
@@ -315,6 +331,8 @@ class MainWindow(QMainWindow):
                                 f"({', '.join(sorted(s.lstrip('.') for s in IMAGE_SUFFIXES))}).")
                 return ""
             self.tabs.setCurrentWidget(self.restore_tab)
+            if not self.restore_tab.confirm_discard("Open another photo"):
+                return ""
             return "restore" if self.restore_tab.load_image(path) else ""
         self.queue_tab.add_paths(paths)
         self.tabs.setCurrentWidget(self.queue_tab)
@@ -359,6 +377,17 @@ class MainWindow(QMainWindow):
         if folder:
             self.queue_tab.add_paths([Path(folder)])
             self.tabs.setCurrentWidget(self.queue_tab)
+
+    @Slot(object, object)
+    def review_queue_item(self, photo: Path, output: Path) -> bool:
+        """A finished queue row was opened: the photo, its mask and its result in the compare view."""
+        if self.restore_tab.busy:
+            self.set_status("The Restore tab is busy; wait or cancel before opening a queue result.")
+            return False
+        self.tabs.setCurrentWidget(self.restore_tab)
+        if not self.restore_tab.confirm_discard("Open a queue result"):
+            return False
+        return self.restore_tab.open_result(Path(photo), Path(output))
 
     @Slot(object)
     def _on_image_opened(self, path: Path) -> None:
@@ -420,6 +449,7 @@ class MainWindow(QMainWindow):
                 ("Redo", self.redo_action), ("Detect scratches", self.detect_action),
                 ("Restore", self.restore_action), ("Zoom in / out", self.zoom_in_action),
                 ("Fit / 100%", self.zoom_fit_action), ("Show original", self.original_action),
+                ("What changed", self.diff_action),
                 ("Brush smaller / bigger", self.brush_smaller_action)]
         lines = []
         for name, action in rows:
@@ -446,7 +476,13 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ closing
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 (Qt API)
-        """Stop every background job before the window (and the thread objects) go away."""
+        """Ask about an unsaved restoration, then stop every background job before the window (and
+        the thread objects) go away."""
+        if self.restore_tab.has_unsaved_work():
+            self.tabs.setCurrentWidget(self.restore_tab)
+            if not self.restore_tab.confirm_discard("Quit Heirloom"):
+                event.ignore()
+                return
         self.settings.window_geometry = self.saveGeometry()
         self.train_tab.shutdown()  # pauses a fine-tune with a checkpoint: resumable next time
         self.restore_tab.shutdown()

@@ -143,6 +143,7 @@ class QueueTab(QWidget):
 
     running_changed = Signal(bool)  # the queue uses (True) or released (False) the device lane
     item_finished = Signal(int)  # row of an item that just ended (done, skipped, failed or cancelled)
+    review_requested = Signal(object, object)  # (photo Path, restored output Path): open it to review
 
     def __init__(self, restorer_factory: Callable[[], Restorer], options_factory: Callable[[], RestoreOptions],
                  masks: MaskStore, state_path: Path | None = None, parent: QWidget | None = None) -> None:
@@ -182,6 +183,10 @@ class QueueTab(QWidget):
         self.cancel_button = QPushButton("Cancel")
         self.retry_button = QPushButton("Retry failed")
         self.remove_button = QPushButton("Remove")
+        self.review_button = QPushButton("Review…")
+        self.review_button.setToolTip("Open the selected restored photo in the Restore tab: compare it with the "
+                                      "original, fix its mask and restore it again (or double-click its row)")
+        self.review_button.clicked.connect(self._on_review_clicked)
         self.start_button.setToolTip("Restore the waiting photos, one after the other")
         self.pause_button.setToolTip("Finish the current photo, then hold the queue")
         self.cancel_button.setToolTip("Stop the current photo now and hold the queue")
@@ -199,7 +204,7 @@ class QueueTab(QWidget):
             buttons.addWidget(button)
         buttons.addStretch(1)
         for button in (self.start_button, self.pause_button, self.cancel_button, self.retry_button,
-                       self.remove_button):
+                       self.review_button, self.remove_button):
             buttons.addWidget(button)
 
         self.table = QTableView()
@@ -226,6 +231,8 @@ class QueueTab(QWidget):
         header.resizeSection(COL_PROGRESS, 130)
         header.setSectionResizeMode(COL_ERROR, QHeaderView.ResizeMode.Stretch)
         self.table.selectionModel().selectionChanged.connect(lambda *_: self._update_actions())
+        self.table.doubleClicked.connect(self._on_row_activated)
+        self.table.activated.connect(self._on_row_activated)  # Enter on a row, too
         self.model.rowsInserted.connect(lambda *_: self._show_table())
         self.model.modelReset.connect(lambda *_: self._show_table())
 
@@ -353,6 +360,37 @@ class QueueTab(QWidget):
         self._update_actions()
         self._update_overall()
         return len(gone)
+
+    def reviewable(self, row: int) -> Path | None:
+        """The restored file of a finished row (done or already restored), if it is still there."""
+        if not 0 <= row < self.model.rowCount():
+            return None
+        item = self.model.item(row)
+        if item.status not in (DONE, SKIPPED) or not item.output or not Path(item.output).is_file():
+            return None
+        return Path(item.output)
+
+    def open_row(self, row: int) -> bool:
+        """Ask the window to open a finished row's photo and result in the compare view."""
+        output = self.reviewable(row)
+        if output is None:
+            item = self.model.item(row) if 0 <= row < self.model.rowCount() else None
+            if item is not None:
+                self._set_status(f"{item.name} has no restored file to review yet "
+                                 f"({'its file is gone' if item.status in (DONE, SKIPPED) else 'not done'}).")
+            return False
+        self.review_requested.emit(Path(self.model.item(row).path), output)
+        return True
+
+    @Slot(object)
+    def _on_row_activated(self, index) -> None:
+        self.open_row(index.row())
+
+    @Slot()
+    def _on_review_clicked(self) -> None:
+        rows = self.table.selectionModel().selectedRows()
+        if rows:
+            self.open_row(rows[0].row())
 
     def set_output_dir(self, folder: Path) -> None:
         """Where restored photos go (used from the next photo a run starts)."""
@@ -539,6 +577,7 @@ class QueueTab(QWidget):
         self.retry_button.setEnabled(any(counts[s] for s in RETRYABLE))
         selected = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
         self.remove_button.setEnabled(any(self.model.item(i.row()).status != RUNNING for i in selected))
+        self.review_button.setEnabled(len(selected) == 1 and self.reviewable(selected[0].row()) is not None)
         self.output_button.setEnabled(not running)
 
     def _update_overall(self) -> None:

@@ -9,11 +9,18 @@ What is repaired is what the view shows: when Detect has run (or a previous rest
 the canvas mask, with the user's strokes, is passed to the engine as ``user_mask`` and the engine's
 own detection is switched off; in auto-detect mode without a detection yet, the worker detects
 first with the panel's threshold and dilation, adds the strokes, and the view adopts that mask.
+
+Nothing is thrown away silently: a restored photo not saved yet is asked about (Save / Discard /
+Cancel, :mod:`gui.prompts`) before another photo opens or the window closes. The mask itself is
+kept in the MaskStore as it is edited, with who vouches for it (brushed, accepted or detected).
+A finished album-queue item opens here with its result (``open_result``): compare, fix the mask,
+Restore again and Save over the queue's output.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +31,10 @@ from PySide6.QtWidgets import (QFileDialog, QFrame, QHBoxLayout, QLabel, QProgre
 from engine.device import DeviceError, DeviceInfo, choose_device
 from engine.imageio import (IMAGE_SUFFIXES, ImageReadError, PhotoFile, encode, finish, output_format,
                             output_suffix, read_photo, rgb8, to_u8, write_bytes_atomic)
-from engine.masks import MaskStore
+from engine.masks import DETECTED, MaskStore
+from engine.pipeline import RestoreResult
+from engine.provenance import sidecar_path
+from engine.restoration import Mode
 from engine.models.checkpoints import CheckpointError
 from engine.progress import EtaEstimator, format_seconds
 from engine.weights import resolve_weights
@@ -34,6 +44,7 @@ from .errors import GUI_WEIGHTS_HINT, ErrorBanner, describe_error
 from .face_panel import FacePanel
 from .mask_panel import MaskPanel
 from .paths import same_file
+from . import prompts
 from .restore_options import OptionsPanel
 from .settings import Settings
 from .workers import (FINISHED, DetectJob, DetectTask, RestoreJob, RestoreOutcome,
@@ -49,6 +60,18 @@ JPEG_QUALITY = 95
 MASK_SAVE_DELAY_MS = 600
 HR_DILATION = 3  # the official HR mode grows detected scratches by 3 pixels
 ZOOM_STEP = 1.25
+DIFF_GAIN = 4.0  # "what changed": a change of 1/4 of the range shows at full strength
+
+
+def difference_map(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """What the restoration changed, as an image: the photo in dim grey, changed pixels in warm
+    colours by how much (red = a little, yellow-white = a lot). Both HxWx3 uint8, same size."""
+    change = np.abs(after.astype(np.int16) - before.astype(np.int16)).max(axis=2).astype(np.float32) / 255.0
+    amount = np.clip(change * DIFF_GAIN, 0.0, 1.0)[..., None]
+    grey = before.astype(np.float32).mean(axis=2, keepdims=True) * 0.35
+    heat = np.concatenate([np.full_like(amount, 255.0), 255.0 * np.clip(amount * 1.6 - 0.3, 0, 1),
+                           255.0 * np.clip(amount * 2.0 - 1.0, 0, 1)], axis=2)
+    return (grey * (1 - amount) + heat * amount + 0.5).astype(np.uint8)
 
 
 def save_path_with_format(path: Path) -> tuple[Path, str]:
@@ -90,6 +113,8 @@ class RestoreTab(QWidget):
         self._job_kind = ""
         self._weights_problem = False
         self._mask_dirty = False  # strokes not yet in the MaskStore
+        self.result_saved = False  # the current result was written to a file (nothing to lose)
+        self.review_output: Path | None = None  # the album-queue output this photo was opened with
         self._eta = EtaEstimator()
         self.runner = TaskRunner(self)
         self.runner.busy_changed.connect(self._on_busy_changed)
@@ -125,6 +150,7 @@ class RestoreTab(QWidget):
         self.mask_panel.detect_requested.connect(self.start_detect)
         self.mask_panel.error.connect(self.show_error)
         self.mask_panel.message.connect(self.set_status)
+        self.mask_panel.origin_changed.connect(self._on_origin_changed)
 
         self.caption_label = QLabel(self)
         self.caption_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -150,6 +176,11 @@ class RestoreTab(QWidget):
         self.original_button.setCheckable(True)
         self.original_button.setToolTip("Show the original photo alone (O); press again to compare")
         self.original_button.toggled.connect(self._on_original_toggled)
+        self.diff_button = QPushButton("What changed", self)
+        self.diff_button.setCheckable(True)
+        self.diff_button.setToolTip("Show where the restoration changed the photo (D): dim grey = untouched, "
+                                    "red to yellow = changed a little to a lot")
+        self.diff_button.toggled.connect(self._on_diff_toggled)
         self.progress_bar = QProgressBar(self)
         self.progress_bar.setRange(0, PROGRESS_STEPS)
         self.progress_bar.setValue(0)
@@ -166,13 +197,17 @@ class RestoreTab(QWidget):
         self.save_button = QPushButton("Save…", self)
         self.save_button.setToolTip("Save the restored photo (PNG, TIFF or JPEG); the original is never replaced")
         self.save_button.clicked.connect(self.save_dialog)
-        for button in (self.compare_button, self.original_button):  # a pressed toggle must look pressed
+        for button in (self.compare_button, self.original_button, self.diff_button):
+            # A pressed toggle must look pressed, and its label must fit in both states: the checked
+            # style's padding is wider than the native button's, so reserve that width up front.
             button.setStyleSheet("QPushButton:checked { background: palette(highlight); "
                                  "color: palette(highlighted-text); border: 1px solid palette(dark); "
                                  "border-radius: 3px; padding: 4px 10px; }")
+            button.setMinimumWidth(button.fontMetrics().horizontalAdvance(button.text()) + 2 * 10 + 2 + 12)
         bottom = QHBoxLayout()
         bottom.addWidget(self.compare_button)
         bottom.addWidget(self.original_button)
+        bottom.addWidget(self.diff_button)
         bottom.addWidget(self.progress_bar, 1)
         bottom.addWidget(self.restore_button)
         bottom.addWidget(self.cancel_button)
@@ -237,6 +272,7 @@ class RestoreTab(QWidget):
         self.save_button.setEnabled(not busy and has_result)
         self.compare_button.setEnabled(has_result)
         self.original_button.setEnabled(has_result)
+        self.diff_button.setEnabled(has_result)
         self.fit_button.setEnabled(has_image)
         self.actual_button.setEnabled(has_image)
         self.sample_button.setVisible(not has_image)
@@ -330,6 +366,20 @@ class RestoreTab(QWidget):
         self.canvas.show_before_only(on)
         self._update_caption()
 
+    @Slot(bool)
+    def _on_diff_toggled(self, _on: bool) -> None:
+        self._show_after()
+        self._update_caption()
+
+    def _show_after(self) -> None:
+        """The canvas's "after" side: the result, or where it differs from the photo."""
+        if self._after_u8 is None or self.image is None:
+            self.canvas.set_after(None)
+        elif self.diff_button.isChecked():
+            self.canvas.set_after(difference_map(self.image, self._after_u8))
+        else:
+            self.canvas.set_after(self._after_u8)
+
     def _update_caption(self) -> None:
         if self.image is None or self.image_path is None:
             self.caption_label.setText("")
@@ -340,6 +390,8 @@ class RestoreTab(QWidget):
             text += " — original"
         elif self.original_button.isChecked():
             text += " — Before (original)"
+        elif self.diff_button.isChecked():
+            text += " — Before | What changed (red to yellow: changed a little to a lot)"
         elif self.compare_button.isChecked():
             text += f" — Before | After ({self.result.mode.value} mode): drag the line to compare"
         else:
@@ -351,9 +403,37 @@ class RestoreTab(QWidget):
     def open_dialog(self) -> None:
         patterns = " ".join(f"*{s}" for s in sorted(IMAGE_SUFFIXES))
         start = self.image_path.parent if self.image_path else self.settings.last_open_folder
+        if not self.confirm_discard("Open another photo"):
+            return
         path, _ = QFileDialog.getOpenFileName(self, "Open photo", str(start or ""), f"Images ({patterns});;All files (*)")
         if path:
             self.load_image(Path(path))
+
+    # ------------------------------------------------------------------ unsaved work
+
+    def has_unsaved_work(self) -> bool:
+        """A restored photo that was not written to any file yet (the mask is kept anyway)."""
+        return self.result is not None and not self.result_saved
+
+    def unsaved_question(self, action: str) -> tuple[str, str, str]:
+        """Title, text and details of the Save / Discard / Cancel box."""
+        name = self.image_path.name if self.image_path is not None else "this photo"
+        return (f"{action} — unsaved restoration", f"The restoration of {name} has not been saved.",
+                "Save it before going on? Discard throws the restored photo away (the mask is kept for this "
+                "photo either way).")
+
+    def confirm_discard(self, action: str = "Continue") -> bool:
+        """Before the current work goes away: True to go on (saved, discarded or nothing to lose),
+        False when the person cancelled. Pending strokes are stored in the MaskStore first."""
+        self.store_mask()
+        if not self.has_unsaved_work() or self.image_path is None:
+            return True
+        answer = prompts.ask_unsaved(self.window(), *self.unsaved_question(action))
+        if answer == prompts.CANCEL:
+            return False
+        if answer == prompts.SAVE:
+            return self.save_dialog()
+        return True
 
     def load_image(self, path: str | Path) -> bool:
         """Read a photo and show it with its stored mask; a previous result is dropped.
@@ -372,14 +452,15 @@ class RestoreTab(QWidget):
             return False
         self.store_mask()  # the previous photo's pending strokes
         self.image_path, self.photo, self.image = path, photo, rgb8(photo.pixels)
-        self.result = None
+        self.result, self.result_saved, self.review_output = None, False, None
         self.faces_on, self.composed, self._after_u8 = set(), None, None
         self.face_panel.show_faces(None, set())
         self.clear_error()
         stored = self._stored_mask()
         self.canvas.set_before(self.image)  # also drops the old result, mask and undo history
         self.mask_panel.original = path
-        self.mask_panel.reset(stored)
+        self.mask_panel.reset(stored, self._stored_origin() if stored is not None else None)
+        self.diff_button.setChecked(False)
         self._mask_timer.stop()
         self._mask_dirty = False
         self.original_button.setChecked(False)
@@ -393,15 +474,55 @@ class RestoreTab(QWidget):
         self._update_actions()
         self.settings.last_open_folder = path.parent
         h, w = self.image.shape[:2]
-        note = " Your brushed mask for it was restored." if stored is not None else ""
+        note = f" Its stored mask ({self.mask_panel.origin}) was restored." if stored is not None else ""
         self.set_status(f"Opened {path.name} ({w}×{h}).{note} Detect scratches or brush them, then press Restore.")
         self.image_opened.emit(path)
         return True
+
+    def open_result(self, photo: Path, output: Path) -> bool:
+        """Open an album-queue item to review it: the photo with its stored mask, its restored file
+        as the "after" side of the compare view. Restore again (e.g. after fixing the mask) and
+        Save… suggests the queue's output file, so the corrected result replaces the old one."""
+        if not self.load_image(photo):
+            return False
+        try:
+            restored = rgb8(read_photo(Path(output)).pixels)
+        except (ImageReadError, OSError) as exc:
+            self.show_error(f"Opened {Path(photo).name}, but its restored file {Path(output).name} cannot be read: "
+                            f"{describe_error(exc) if isinstance(exc, OSError) else exc}")
+            return True
+        if restored.shape != self.image.shape:
+            self.show_error(f"Opened {Path(photo).name}, but {Path(output).name} is not the same size as the photo, "
+                            "so it cannot be compared.")
+            return True
+        self.result = RestoreResult(restored.astype(np.float32) / 255.0, self._queue_mode(Path(output)))
+        self.result_saved, self.review_output = True, Path(output)  # it is the queue's file already
+        self._after_u8 = restored
+        self._show_after()
+        self.mask_panel.overlay_checkbox.setChecked(False)
+        self.compare_button.setChecked(True)
+        self.canvas.set_compare(True)
+        self.progress_bar.setFormat("Album queue result")
+        self._update_caption()
+        self._update_actions()
+        self.set_status(f"Reviewing {Path(photo).name} from the album queue: drag the line to compare. To fix it, "
+                        f"correct the mask (Show mask, M), press Restore, then Save… to replace {Path(output).name}.")
+        return True
+
+    def _queue_mode(self, output: Path) -> Mode:
+        """The mode the queue used, from the output's provenance sidecar (scratch if unknown)."""
+        try:
+            record = json.loads(sidecar_path(output).read_text(encoding="utf-8"))
+            return Mode(record["options"]["mode"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return Mode.SCRATCH
 
     @Slot()
     def open_sample(self) -> bool:
         """Make the damaged sample photo in the user data folder (first time only) and open it."""
         from engine.sample import SampleUnavailable, make_sample_photo
+        if not self.confirm_discard("Open the sample photo"):
+            return False
 
         try:
             path = make_sample_photo()
@@ -419,6 +540,20 @@ class RestoreTab(QWidget):
         except (OSError, ImageReadError):
             return None
 
+    def _stored_origin(self) -> str:
+        assert self.image_path is not None
+        try:
+            return self.masks.origin(self.image_path) or DETECTED
+        except OSError:
+            return DETECTED
+
+    @Slot(str)
+    def _on_origin_changed(self, _origin: str) -> None:
+        """Accepted or brushed: the store must know at once (the Train tab counts it)."""
+        if self.image_path is not None:
+            self._mask_dirty = True
+            self.store_mask()
+
     @Slot()
     def _on_mask_changed(self) -> None:
         if self.image_path is not None:
@@ -434,7 +569,8 @@ class RestoreTab(QWidget):
         self._mask_dirty = False
         mask = self.canvas.mask()
         try:
-            self.masks.save(self.image_path, mask if mask is not None else np.zeros(self.image.shape[:2], bool))
+            self.masks.save(self.image_path, mask if mask is not None else np.zeros(self.image.shape[:2], bool),
+                            self.mask_panel.origin)
         except OSError as exc:
             self.set_status(f"Could not keep the mask for {self.image_path.name}: {exc.strerror or exc}")
 
@@ -552,7 +688,8 @@ class RestoreTab(QWidget):
         if outcome.probability is not None:
             self.mask_panel.adopt_detection(outcome.probability, outcome.mask, "Detect scratches (restore)")
         self._after_u8 = to_u8(result.image)
-        self.canvas.set_after(self._after_u8)
+        self.result_saved = False
+        self._show_after()
         self.faces_on = result.faces.refined_indices if result.faces is not None else set()
         self.composed = None
         self._show_faces()
@@ -610,7 +747,8 @@ class RestoreTab(QWidget):
             self.composed = self.result.image.copy()
         for y0, y1, x0, x1 in report.compose_into(self.composed, self.faces_on):
             self._after_u8[y0:y1, x0:x1] = to_u8(self.composed[y0:y1, x0:x1])
-        self.canvas.set_after(self._after_u8)
+        self.result_saved = False  # what Save would write changed
+        self._show_after()
         self.canvas.set_faces([FaceBox(f.index, f.box, "on" if f.index in self.faces_on else "off")
                                if f.state != "failed" else f for f in self.canvas.faces()])
         self.face_panel.set_enabled_faces(self.faces_on)
@@ -640,28 +778,31 @@ class RestoreTab(QWidget):
     # ------------------------------------------------------------------ save
 
     def default_save_path(self) -> Path | None:
+        """The queue's output when reviewing a queue item; else the output folder setting's choice
+        (none set: next to the original, as that setting says)."""
         if self.image_path is None:
             return None
+        if self.review_output is not None:
+            return self.review_output
         folder = self.settings.output_folder or self.image_path.parent
         suffix = output_suffix(self.image_path, output_format(self.image_path))
         return folder / f"{self.image_path.stem}_restored{suffix}"
 
-    def save_dialog(self) -> None:
+    def save_dialog(self) -> bool:
+        """Ask where to save (starting at ``default_save_path``); True when it was written."""
         if self.result is None:
-            return
+            return False
         default = self.default_save_path()
-        if self.settings.output_folder is None and self.settings.last_save_folder is not None and default is not None:
-            default = self.settings.last_save_folder / default.name
         fmt = SAVE_FORMATS.get(default.suffix.lower(), "png") if default else "png"
         filters = [SAVE_FILTERS[fmt]] + [f for k, f in SAVE_FILTERS.items() if k != fmt]
         path, chosen = QFileDialog.getSaveFileName(self, "Save restored photo", str(default or ""), ";;".join(filters))
         if not path:
-            return
+            return False
         path = Path(path)
         if not path.suffix:  # the dialog's filter says which format was meant
             fmt = next((k for k, f in SAVE_FILTERS.items() if f == chosen), "png")
             path = path.with_name(path.name + {"png": ".png", "tiff": ".tif", "jpeg": ".jpg"}[fmt])
-        self.save_result(path)
+        return self.save_result(path)
 
     def save_result(self, path: str | Path) -> bool:
         """Write the result (PNG, TIFF or JPEG by suffix, the photo's depth and metadata kept),
@@ -683,9 +824,24 @@ class RestoreTab(QWidget):
             return False
         self.clear_error()
         self.settings.last_save_folder = path.parent
+        self.result_saved = True
+        if self.review_output is not None and same_file(path, self.review_output):
+            self._mark_sidecar_superseded(path)
         extra = f" ({'; '.join(notes)})" if notes else ""
         self.set_status(f"Saved {path}{extra}")
         return True
+
+    @staticmethod
+    def _mark_sidecar_superseded(output: Path) -> None:
+        """The queue's provenance record describes the file it wrote; say that it was replaced."""
+        sidecar = sidecar_path(output)
+        try:
+            record = json.loads(sidecar.read_text(encoding="utf-8"))
+            record["superseded"] = ("replaced from the Restore tab (re-restored after review); this record "
+                                    "describes the album queue's earlier output")
+            write_bytes_atomic(sidecar, (json.dumps(record, indent=1) + "\n").encode("utf-8"))
+        except (OSError, ValueError):
+            pass  # no record, or not ours to fix
 
     # ------------------------------------------------------------------ closing
 
