@@ -26,6 +26,7 @@ from PIL import Image
 import engine.detection
 import engine.device
 import engine.weights
+import gui.prompts
 from engine.device import DeviceInfo
 from engine.masks import MaskStore
 from engine.models.checkpoints import save_state_dicts
@@ -51,6 +52,9 @@ def isolated_app(tmp_path, monkeypatch):
     monkeypatch.setenv("HEIRLOOM_SETTINGS_FILE", str(tmp_path / "env-settings.ini"))
     for name in ("no_proxy", "NO_PROXY"):  # requests to 127.0.0.1 must not go to a proxy
         monkeypatch.setenv(name, "*")
+    # A modal Save / Discard / Cancel box would block a test forever (e.g. closing a window with an
+    # unsaved restore at teardown): discard unless a test patches its own answer.
+    monkeypatch.setattr(gui.prompts, "ask_unsaved", lambda *_args, **_kwargs: gui.prompts.DISCARD)
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)  # choose_device("cpu") widens it; the rest of the suite expects it small

@@ -142,7 +142,7 @@ def test_a_brushed_mask_reaches_the_engine_and_the_mask_store(qtbot, tab, make_w
     again = make_window().restore_tab
     assert again.load_image(tab.image_path)
     assert np.array_equal(again.canvas.mask(), brushed)
-    assert "brushed mask" in again.last_status
+    assert "stored mask (brushed)" in again.last_status
 
 
 def test_auto_detect_restore_detects_first_and_shows_the_mask_it_used(qtbot, tab, recorded):
