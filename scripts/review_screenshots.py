@@ -103,7 +103,9 @@ def main(folder: Path) -> int:
         save(window.grab(), folder, "what-changed.png")
         tab.diff_button.click()
 
-        # Brushing with the loupe: the photo fits the view (below 100 %), the loupe shows 100 %.
+        # Brushing with the loupe: the loupe shows only below 100 %, and a 512 px sample photo fits
+        # this window at 123 %, so zoom out to 80 % first.
+        tab.canvas.set_zoom(0.8)
         tab.mask_panel.overlay_checkbox.setChecked(True)
         tab.mask_panel.set_tool("paint")
         photo = tab.canvas.photo_rect_in_view()
