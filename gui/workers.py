@@ -1,10 +1,13 @@
 """Background work for the GUI: engine calls in a QThread, results back as queued signals.
 
 A :class:`Task` is a QObject moved to its own QThread; it talks to the window only through
-signals. The one object shared with the engine is its ``Progress``, whose cancel flag is a
-thread-safe Event, so Cancel stops the engine at its next check while the thread is computing.
-:class:`TaskRunner` owns one thread at a time and keeps the Python references alive until the
-thread has really ended (dropping a running QThread aborts the process).
+signals. The one object shared with the engine is its ``Progress``, whose cancel and pause flags
+are thread-safe Events: Cancel stops the engine at its next check while the thread is computing,
+Pause holds it there until Resume. A task that may only stop at its own safe points (the album
+queue between photos, a fine-tune between steps) hands the engine ``progress.ignoring_pause()`` and
+ends at such a point once ``progress.paused``. :class:`TaskRunner` owns one thread at a time and
+keeps the Python references alive until the thread has really ended (dropping a running QThread
+aborts the process). It is the only place in the GUI that starts a QThread.
 
 :class:`RestorerCache` holds one :class:`Restorer` per (weights, device) for the Restore tab and
 the album queue alike, so a network is built once however many photos use it.
@@ -67,12 +70,16 @@ class RestorerCache:
 
 
 class Task(QObject):
-    """One piece of background work: exactly one of finished / failed / cancelled is emitted."""
+    """One piece of background work: exactly one of finished / failed / cancelled is emitted.
+    Pause, resume and cancel are the engine Progress's, so they work however deep the engine is."""
 
     progress = Signal(float, str)  # overall fraction 0..1, stage message
     finished = Signal(object)  # whatever work() returned
     failed = Signal(str, str)  # readable message, copyable details
     cancelled = Signal()
+    # True: asked to pause (the work holds at its next check); False: resumed. Emitted in the GUI
+    # thread that asked: connect a QObject's slot (PySide queues a plain lambda to the busy worker thread).
+    paused = Signal(bool)
 
     def __init__(self, device: torch.device | None = None) -> None:
         super().__init__()
@@ -81,12 +88,32 @@ class Task(QObject):
         self._progress = Progress(callback=self._report)
 
     def cancel(self) -> None:
-        """Called from the GUI thread: the engine raises Cancelled at its next check."""
+        """Called from the GUI thread: the engine raises Cancelled at its next check (also when paused)."""
         self._progress.cancel()
+
+    def pause(self) -> bool:
+        """Called from the GUI thread; False when there is nothing to pause (already paused or cancelled)."""
+        if self._progress.paused or self._progress.cancelled:
+            return False
+        self._progress.pause()
+        self.paused.emit(True)
+        return True
+
+    def resume(self) -> bool:
+        """Called from the GUI thread; False when the task was not paused."""
+        if not self._progress.paused:
+            return False
+        self._progress.resume()
+        self.paused.emit(False)
+        return True
 
     @property
     def is_cancelled(self) -> bool:
         return self._progress.cancelled
+
+    @property
+    def is_paused(self) -> bool:
+        return self._progress.paused
 
     def _report(self, fraction: float, message: str) -> None:
         self.progress.emit(float(fraction), message)
@@ -102,7 +129,8 @@ class Task(QObject):
     def run(self) -> None:
         """Thread entry point. Every failure reaches the user as a message; none kills the thread."""
         try:
-            self._progress.check()
+            if self._progress.cancelled:  # before the work began (a pause is the work's to honour)
+                raise Cancelled("cancelled before it started")
             result = self.work(self._progress)
         except Cancelled:
             self.cancelled.emit()
@@ -247,6 +275,14 @@ class TaskRunner(QObject):
             return False
         self.task.cancel()
         return True
+
+    def pause(self) -> bool:
+        """Pause the running task; True if there was one that was not paused (or cancelled) yet."""
+        return self.task is not None and self.task.pause()
+
+    def resume(self) -> bool:
+        """Let a paused task go on; True if there was one to resume."""
+        return self.task is not None and self.task.resume()
 
     def wait(self) -> None:
         """Wait for a task that was asked to stop its own way (a fine-tune pausing at its next step):
