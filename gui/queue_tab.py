@@ -1,14 +1,15 @@
 """The Album queue tab: drop a whole album, restore it overnight, come back to it after a crash.
 
-One worker thread restores one photo at a time (one device lane); the main window holds the queue
-(``set_held``) while the Restore tab (or a fine-tune) uses the device. The queue's state lives in the engine's
-``AlbumQueue`` (saved after every change of status), outputs are written by the same code as the
-CLI batch, and a failing photo is marked failed with a readable reason while the rest go on.
+One :class:`QueueTask` (the GUI's one worker abstraction, run by a ``TaskRunner``) restores one
+photo at a time (one device lane); Pause and the main window's hold (``set_held``, while the Restore
+tab or a fine-tune uses the device) are that task's pause, honoured between photos. The queue's
+state lives in the engine's ``AlbumQueue`` (saved after every change of status), outputs are written
+by the same code as the CLI batch, and a failing photo is marked failed with a readable reason while
+the rest go on.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import asdict
 from functools import partial
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 import platformdirs
-from PySide6.QtCore import QObject, Qt, QThread, QUrl, Signal, Slot
+from PySide6.QtCore import Qt, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
                                QProgressBar, QPushButton, QStackedWidget, QTableView, QVBoxLayout, QWidget)
@@ -31,10 +32,13 @@ from engine.progress import Cancelled, EtaEstimator, Progress, format_seconds
 
 from .queue_model import (COL_ERROR, COL_NAME, COL_PROGRESS, COL_SIZE, COL_STATUS, COL_THUMB, ProgressDelegate,
                           QueueModel, ThumbnailCache)
-from .workers import describe_error
+from .workers import CANCELLED as RUN_CANCELLED
+from .workers import FAILED as RUN_FAILED
+from .workers import Task, TaskRunner, describe_error
 
 PROGRESS_STEPS = 1000
 EMIT_INTERVAL_S = 0.1  # progress signals per item are thinned to this pace
+DRAINED, HELD = "drained", "held"  # how a run that was not cancelled and did not fail ended
 
 
 def default_output_dir() -> Path:
@@ -55,41 +59,30 @@ def describe_item_error(exc: BaseException, device: object = None) -> str:
     return describe_error(exc, device)  # type: ignore[arg-type]
 
 
-class QueueWorker(QObject):
-    """Claims pending items one after the other and restores them; lives in its own QThread."""
+class QueueTask(Task):
+    """Claims pending items one after the other and restores them. Paused, it finishes the current
+    photo and ends with ``HELD``; with nothing left to do it ends with ``DRAINED``; Cancel stops the
+    current photo and ends it ``cancelled``."""
 
     item_started = Signal(int)  # item id
     item_progress = Signal(int, float, str)  # item id, fraction, stage
     item_done = Signal(int, str)  # item id, new status
-    stopped = Signal(str, str)  # why ("drained", "held", "cancelled", "error"), message
 
     def __init__(self, queue: AlbumQueue, restorer: Restorer, config: BatchConfig, masks: MaskStore | None,
                  outdir: Path) -> None:
-        super().__init__()
+        super().__init__(restorer.device)
         self.queue, self.restorer, self.config, self.masks, self.outdir = queue, restorer, config, masks, outdir
-        self._hold = threading.Event()
-        self._cancel = threading.Event()  # shared with every item's Progress: the engine stops at its next check
         self._requeue = False
         self._last_emit = 0.0
         self._last_message = ""
 
-    def hold(self) -> None:
-        """Stop taking new items; the current one finishes."""
-        self._hold.set()
-
     def cancel(self, requeue: bool = False) -> None:
         """Stop the current item now. ``requeue``: it goes back to pending (app closing), else cancelled."""
         self._requeue = requeue
-        self._hold.set()
-        self._cancel.set()
+        super().cancel()
 
-    @property
-    def cancelling(self) -> bool:
-        return self._cancel.is_set()
-
-    @property
-    def holding(self) -> bool:
-        return self._hold.is_set()
+    def describe(self, exc: Exception) -> str:
+        return describe_item_error(exc, self.device)
 
     def _report(self, item: QueueItem, fraction: float, message: str) -> None:
         item.progress = fraction  # read by the model; only the status changes are saved
@@ -99,43 +92,36 @@ class QueueWorker(QObject):
             self._last_emit, self._last_message = now, message
             self.item_progress.emit(item_id, float(fraction), message)
 
-    @Slot()
-    def run(self) -> None:
-        """Thread entry point; always ends with exactly one ``stopped``."""
-        try:
-            self.restorer.prepare(self.config.options)  # bad weights fail once, before any photo
-            processor = PhotoProcessor(self.config, self.restorer)
-        except Exception as exc:  # the run cannot start: the items stay pending
-            self.stopped.emit("error", describe_item_error(exc, self.restorer.device))
-            return
-        reason = "drained"
+    def work(self, progress: Progress) -> str:
+        """Bad weights fail once, before any photo (the items stay pending)."""
+        self.restorer.prepare(self.config.options)
+        processor = PhotoProcessor(self.config, self.restorer)
+        between_photos = progress.ignoring_pause()
         while True:
-            if self._cancel.is_set():
-                reason = "cancelled"
-                break
-            if self._hold.is_set():
-                reason = "held"
-                break
+            between_photos.check()  # Cancel wins over a pause asked for before it
+            if progress.paused:
+                return HELD
             item = self.queue.claim_next()
             if item is None:
-                break
+                return DRAINED
             self.item_started.emit(item.id)
-            progress = Progress(callback=partial(self._report, item), cancel_event=self._cancel)
-            try:
-                status = restore_item(self.queue, item, processor, self.outdir, self.masks, progress)
-            except Cancelled:
-                if self._requeue:
-                    self.queue.requeue(item)
-                    status = PENDING
-                else:
-                    self.queue.finish(item, CANCELLED, error="Cancelled before it was finished; "
-                                                             "Retry failed puts it back in the queue.")
-                    status = CANCELLED
-            except Exception as exc:  # one bad photo never stops the album
-                self.queue.finish(item, FAILED, error=describe_item_error(exc, self.restorer.device))
-                status = FAILED
-            self.item_done.emit(item.id, status)
-        self.stopped.emit(reason, "")
+            self.item_done.emit(item.id, self._restore(item, processor, progress))
+
+    def _restore(self, item: QueueItem, processor: PhotoProcessor, progress: Progress) -> str:
+        """One photo to its end: a pause does not hold it halfway, Cancel stops it; returns its status."""
+        try:
+            return restore_item(self.queue, item, processor, self.outdir, self.masks,
+                                progress.ignoring_pause(partial(self._report, item)))
+        except Cancelled:
+            if self._requeue:
+                self.queue.requeue(item)
+                return PENDING
+            self.queue.finish(item, CANCELLED, error="Cancelled before it was finished; "
+                                                     "Retry failed puts it back in the queue.")
+            return CANCELLED
+        except Exception as exc:  # one bad photo never stops the album
+            self.queue.finish(item, FAILED, error=describe_item_error(exc, self.restorer.device))
+            return FAILED
 
 
 class QueueTab(QWidget):
@@ -154,8 +140,8 @@ class QueueTab(QWidget):
             self.queue.output_dir = str(default_output_dir())
         self.thumbnails = ThumbnailCache(parent=self)
         self.model = QueueModel(self.queue, self.thumbnails, self)
-        self._thread: QThread | None = None
-        self._worker: QueueWorker | None = None
+        self.runner = TaskRunner(self)
+        self.runner.done.connect(self._on_run_done)
         self._want_run = False  # the user asked for the queue to run (Start), not paused or cancelled
         self._held = False  # the main window lent the device to the Restore tab (or the Train tab)
         self._holder = "the Restore tab"  # who has it, for the status line
@@ -282,7 +268,12 @@ class QueueTab(QWidget):
     @property
     def is_running(self) -> bool:
         """A worker holds the device lane (restoring, or finishing the current photo)."""
-        return self._thread is not None
+        return self.runner.busy
+
+    @property
+    def _task(self) -> QueueTask | None:
+        task = self.runner.task
+        return task if isinstance(task, QueueTask) else None
 
     def add_paths(self, paths: list[Path]) -> int:
         """Enqueue photo files and every image in the given folders (recursively); returns how many
@@ -312,7 +303,7 @@ class QueueTab(QWidget):
             self._set_status("No photos are waiting. Add photos, or use Retry failed.")
             return False
         self._want_run = True
-        if self._thread is not None:  # pausing or held: carry on once the current photo is finished
+        if self.is_running:  # pausing or held: carry on once the current photo is finished
             self._set_status("The queue continues after the current photo.")
         elif self._held:
             self._set_status(f"Waiting for {self._holder} to finish with the device…")
@@ -324,18 +315,16 @@ class QueueTab(QWidget):
     def pause(self) -> None:
         """Finish the current photo, then hold the queue (Start continues it)."""
         self._want_run = False
-        if self._worker is not None and not self._worker.holding:
-            self._worker.hold()
+        if self.runner.pause():
             self._set_status("Pausing after the current photo…")
-        elif self._worker is None:
+        elif not self.is_running:
             self._set_status("Paused. Press Start to go on.")
         self._update_actions()
 
     def cancel(self) -> None:
         """Stop the current photo now (the engine's cancel), mark it cancelled and hold the queue."""
         self._want_run = False
-        if self._worker is not None and not self._worker.cancelling:
-            self._worker.cancel()
+        if self.runner.cancel():
             self._set_status("Cancelling…")
         self._update_actions()
 
@@ -407,23 +396,21 @@ class QueueTab(QWidget):
         self._held = held
         if held:
             self._holder = holder
-            if self._worker is not None:
-                self._worker.hold()
+            if self.is_running:
+                self.runner.pause()
                 self._set_status(f"Holding after the current photo: {holder} needs the device.")
-        elif self._want_run and self._thread is None:
+        elif self._want_run and not self.is_running:
             self._launch()
         self._update_actions()
 
-    def shutdown(self, msecs: int = 30_000) -> None:
+    def shutdown(self) -> None:
         """Stop before the app closes: the current photo goes back to pending (as after a crash),
         so the next start picks it up again."""
         self._want_run = False
-        if self._worker is not None:
-            self._worker.cancel(requeue=True)
-        if self._thread is not None:
-            self._thread.quit()
-            self._thread.wait(msecs)
-            self._thread, self._worker = None, None
+        task = self._task
+        if task is not None:
+            task.cancel(requeue=True)
+        self.runner.stop()
         self.thumbnails.wait()
 
     # ------------------------------------------------------------------ running
@@ -451,22 +438,16 @@ class QueueTab(QWidget):
         config = BatchConfig(inputs=(), outdir=outdir, options=options,
                              weights=str(getattr(source, "label", None) or type(source).__name__),
                              argv=("heirloom", "gui", "album-queue"))
-        thread = QThread()
-        worker = QueueWorker(self.queue, restorer, config, self.masks, outdir)
-        worker.moveToThread(thread)
-        thread.started.connect(worker.run)
-        worker.item_started.connect(self._on_item_started)
-        worker.item_progress.connect(self._on_item_progress)
-        worker.item_done.connect(self._on_item_done)
-        worker.stopped.connect(self._on_stopped)
-        # Direct: quit from the worker thread itself, so the thread ends even while the GUI is blocked.
-        worker.stopped.connect(thread.quit, Qt.ConnectionType.DirectConnection)
-        thread.finished.connect(self._on_thread_finished)
-        self._thread, self._worker = thread, worker  # referenced until the thread has really stopped
+        task = QueueTask(self.queue, restorer, config, self.masks, outdir)
+        task.item_started.connect(self._on_item_started)
+        task.item_progress.connect(self._on_item_progress)
+        task.item_done.connect(self._on_item_done)
+        task.finished.connect(self._on_run_finished)
+        task.failed.connect(self._on_run_failed)
         self._stop_reason, self._stop_message = "", ""
         self._eta, self._run_done = None, 0
         self._set_status(f"Preparing the restoration on {restorer.device}…")
-        thread.start()
+        self.runner.start(task)
         self._update_actions()
         self.running_changed.emit(True)
         return True
@@ -487,8 +468,8 @@ class QueueTab(QWidget):
     def _on_item_progress(self, item_id: int, fraction: float, message: str) -> None:
         self.model.refresh(item_id)
         item = self.queue.get(item_id)
-        worker = self._worker
-        if item is not None and worker is not None and not worker.cancelling:
+        task = self._task
+        if item is not None and task is not None and not task.is_cancelled:
             self._set_status(f"Restoring {item.name}: {message} {fraction * 100:.0f}%")
         self._update_overall()
 
@@ -509,29 +490,31 @@ class QueueTab(QWidget):
         if row is not None:
             self.item_finished.emit(row)
 
-    @Slot(str, str)
-    def _on_stopped(self, reason: str, message: str) -> None:
-        self._stop_reason, self._stop_message = reason, message
+    @Slot(object)
+    def _on_run_finished(self, reason: str) -> None:
+        self._stop_reason = reason
 
-    @Slot()
-    def _on_thread_finished(self) -> None:
-        thread = self._thread
-        if thread is not None:
-            thread.wait()  # 'finished' is emitted just before the thread really ends
-        self._thread, self._worker, self._current = None, None, None
-        reason = self._stop_reason
-        if reason == "error":
+    @Slot(str, str)
+    def _on_run_failed(self, message: str, _details: str) -> None:
+        self._stop_message = message  # e.g. the weights did not load: the waiting items stay pending
+
+    @Slot(str)
+    def _on_run_done(self, outcome: str) -> None:
+        """The worker thread has ended (the runner's outcome: finished, failed or cancelled)."""
+        self._current = None
+        reason = outcome if outcome in (RUN_FAILED, RUN_CANCELLED) else self._stop_reason  # HELD or DRAINED
+        if reason == RUN_FAILED:
             self._want_run = False
             self._set_status(self._stop_message, error=True)
-        elif reason == "cancelled":
+        elif reason == RUN_CANCELLED:
             self._want_run = False
             self._set_status("Cancelled. Press Start to go on with the waiting photos.")
-        elif reason == "held" and self._held and self._want_run:
+        elif reason == HELD and self._held and self._want_run:
             self._set_status(f"Waiting for {self._holder} to finish with the device…")
-        elif reason == "held" and not self._want_run:
+        elif reason == HELD and not self._want_run:
             waiting = sum(1 for i in self.queue.items if i.status == PENDING)
             self._set_status(f"Paused. {waiting} photo{'s' if waiting != 1 else ''} waiting; press Start to go on.")
-        elif reason == "drained":
+        elif reason == DRAINED:
             self._want_run = False
             self._set_status(self._summary())
         self._update_actions()
@@ -564,16 +547,16 @@ class QueueTab(QWidget):
 
     def _update_actions(self) -> None:
         counts = self.queue.counts()
-        worker = self._worker
-        running = worker is not None
-        stopping = running and (worker.holding or worker.cancelling)
+        task = self._task
+        running = task is not None
+        stopping = running and (task.is_paused or task.is_cancelled)
         waiting = not running and self._want_run and self._held  # Start was pressed; the device is lent out
         if running:
             self.start_button.setEnabled(counts[PENDING] > 0 and stopping and not self._want_run)
         else:
             self.start_button.setEnabled(counts[PENDING] > 0 and not waiting)
         self.pause_button.setEnabled(running and not stopping or waiting)
-        self.cancel_button.setEnabled(running and not (worker is not None and worker.cancelling))
+        self.cancel_button.setEnabled(running and not (task is not None and task.is_cancelled))
         self.retry_button.setEnabled(any(counts[s] for s in RETRYABLE))
         selected = self.table.selectionModel().selectedRows() if self.table.selectionModel() else []
         self.remove_button.setEnabled(any(self.model.item(i.row()).status != RUNNING for i in selected))
@@ -589,7 +572,7 @@ class QueueTab(QWidget):
         partial_item = current.progress if current is not None else 0.0
         self.overall_bar.setValue(int(round((ended + partial_item) / total * PROGRESS_STEPS)) if total else 0)
         text = f"{ended} of {total}" if total else "No photos in the queue"
-        if self._thread is not None and self._eta is not None:
+        if self.is_running and self._eta is not None:
             todo = self._run_done + counts[PENDING] + counts[RUNNING]
             fraction = (self._run_done + partial_item) / todo if todo else 1.0
             text += f" · ETA {format_seconds(self._eta.remaining(fraction))}"

@@ -27,6 +27,7 @@ from engine.pipeline import RestoreOptions, RestoreResult, Restorer, as_float_rg
 from engine.weights import WeightsNotFound
 from gui.queue_model import COL_ERROR, COL_NAME, COL_PROGRESS, COL_SIZE, COL_STATUS, ProgressRole
 from gui.queue_tab import QueueTab
+from gui.workers import Task
 
 QUALITY_NETWORKS = ("VAE_A_quality", "mapping_quality", "VAE_B_quality")
 TIMEOUT_MS = 30_000
@@ -240,6 +241,24 @@ def test_pause_holds_after_the_current_photo_and_start_goes_on(qtbot, tmp_path, 
     assert tab.overall_bar.format() == "1 of 3"
     run_to_end(qtbot, tab)
     assert set(statuses(tab).values()) == {DONE} and len(fake.calls) == 3
+
+
+def test_cancel_while_pausing_stops_the_current_photo_too(qtbot, tmp_path, fake):
+    photos = [write_photo(tmp_path / "in" / f"{n}.png", i) for i, n in enumerate("ab")]
+    tab = make_tab(qtbot, tmp_path, fake)
+    tab.add_paths(photos)
+    fake.gate = threading.Event()  # never set: only Cancel can end the restore
+    with qtbot.waitSignal(tab.running_changed, timeout=TIMEOUT_MS, check_params_cb=lambda on: not on):
+        assert tab.start()
+        assert fake.entered.wait(10)
+        tab.pause()
+        task = tab.runner.task
+        assert isinstance(task, Task) and task.is_paused  # the queue's Pause is the one worker's pause
+        assert tab.cancel_button.isEnabled()
+        tab.cancel()
+        assert not tab.cancel_button.isEnabled()
+    assert statuses(tab) == {"a.png": CANCELLED, "b.png": PENDING}
+    assert "Cancelled" in tab.status_label.text() and not tab.is_running
 
 
 def test_held_queue_waits_for_the_device_then_runs(qtbot, tmp_path, fake):
