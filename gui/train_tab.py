@@ -213,7 +213,7 @@ class TrainTab(QWidget):
     @property
     def pausing(self) -> bool:
         task = self.runner.task
-        return isinstance(task, TrainTask) and task.pausing
+        return isinstance(task, TrainTask) and task.is_paused
 
     @property
     def has_run(self) -> bool:
@@ -385,9 +385,7 @@ class TrainTab(QWidget):
 
     @Slot()
     def pause(self) -> None:
-        task = self.runner.task
-        if self.training and isinstance(task, TrainTask) and not task.pausing:
-            task.pause()
+        if self.training and self.runner.pause():  # False: already pausing or cancelling
             self._set_status("Pausing after the current step…")
             self._update_actions()
 

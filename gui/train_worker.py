@@ -1,16 +1,16 @@
 """The Train tab's background work: a fine-tune in a worker thread, and what it needs around it.
 
-:class:`TrainTask` drives ``FinetuneSession.run`` (a generator) in a QThread and sends each step's
-metrics and, now and then, before/after previews (numpy arrays) to the GUI as queued signals. The
-GUI keeps the session and only ever calls ``pause`` and ``cancel`` across threads; both are
-thread-safe (an Event each). The tab's fine-tune lives in one work folder of the user data
-directory, so a run stopped by closing the app is found and resumed next time.
+:class:`TrainTask` drives ``FinetuneSession.run`` (a generator) in a worker thread and sends each
+step's metrics and, now and then, before/after previews (numpy arrays) to the GUI as queued signals.
+The GUI only ever calls the task's ``pause`` and ``cancel`` across threads (the engine Progress's
+thread-safe flags); a pause ends the run after the current step, with a checkpoint. The tab's
+fine-tune lives in one work folder of the user data directory, so a run stopped by closing the app
+is found and resumed next time.
 """
 
 from __future__ import annotations
 
 import json
-import threading
 import time
 from pathlib import Path
 
@@ -68,7 +68,8 @@ def describe_training_error(exc: BaseException, device: object | None = None) ->
 
 class TrainTask(Task):
     """Prepares the session (loads photos, builds networks), then trains until the budget is spent,
-    the user pauses (a checkpoint, then ``finished`` with the state) or cancels (``cancelled``)."""
+    the user pauses (a checkpoint, then ``finished`` with the state) or cancels (``cancelled``).
+    A pause is honoured between steps, not inside one: the run ends so the device is free again."""
 
     prepared = Signal(object)  # DataSummary of what was actually loaded
     metrics = Signal(object)  # one step's metrics dict (step, seconds, fraction and the losses)
@@ -79,30 +80,20 @@ class TrainTask(Task):
         super().__init__(session.device)
         self.session, self.resume = session, resume
         self.preview_every, self.preview_seconds, self.preview_count = preview_every, preview_seconds, preview_count
-        self._pause = threading.Event()
-
-    def pause(self) -> None:
-        """Called from the GUI thread: stop after the current step, with a checkpoint. Remembered here
-        too, because the session forgets a pause asked for while it is still preparing."""
-        self._pause.set()
-        self.session.pause()
-
-    @property
-    def pausing(self) -> bool:
-        return self._pause.is_set()
 
     def describe(self, exc: Exception) -> str:
         return describe_training_error(exc, self.device)
 
     def work(self, progress: Progress) -> str:
         session = self.session
-        session.prepare(progress)
+        steps = progress.ignoring_pause()  # never held mid-step: a pause is asked of the session below
+        session.prepare(steps)
         self.prepared.emit(session.summary)
         shown_step, shown_at = -1, 0.0
-        for metrics in session.run(resume=self.resume, progress=progress):
+        for metrics in session.run(resume=self.resume, progress=steps):
             self.metrics.emit(metrics)
-            if self._pause.is_set():
-                session.pause()  # the run ends before its next step
+            if progress.paused:  # also a pause asked for while preparing, which the session forgets
+                session.pause()  # the run ends before its next step, with a checkpoint
             step = int(metrics["step"])
             due = shown_step < 0 or step - shown_step >= self.preview_every
             if due or time.monotonic() - shown_at >= self.preview_seconds:

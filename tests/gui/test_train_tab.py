@@ -181,6 +181,20 @@ def test_cancel_stops_and_closing_the_window_pauses_for_next_time(qtbot, window,
     qtbot.waitUntil(lambda: again.start_button.isEnabled(), timeout=JOB_TIMEOUT_MS)
 
 
+def test_a_pause_asked_for_while_preparing_stops_after_the_first_step(qtbot, window, labelled):
+    tab = window.train_tab
+    use_mask_folders(qtbot, tab, *labelled)
+    set_steps(tab, 100)
+    with qtbot.waitSignal(tab.run_done, timeout=JOB_TIMEOUT_MS) as done:
+        assert tab.start() and tab.step == 0
+        tab.pause()  # still loading the photos and the base weights
+        assert tab.runner.task.is_paused and tab.pausing and not tab.pause_button.isEnabled()
+        assert "Pausing" in tab.status_label.text()
+    assert done.args == ["paused"] and tab.step == 1
+    assert torch.load(work_dir() / "checkpoint.pt", weights_only=True)["step"] == 1
+    assert tab.resume_button.isEnabled() and not tab.busy
+
+
 def test_folder_counts_warnings_and_the_device_lane(qtbot, window, labelled, tmp_path):
     tab = window.train_tab
     panel = tab.data_panel
