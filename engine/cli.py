@@ -29,11 +29,14 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 from . import __version__
+from .catalogue import checked_weights
 from .device import DeviceError, choose_device
+from .download import OFFICIAL_RELEASE_URLS, DownloadError, fetch_official
 from .models.checkpoints import CheckpointError
 from .detection import OFFICIAL_THRESHOLD
 from .pipeline import RestoreOptions
-from .progress import Cancelled, EtaEstimator, format_seconds
+from .progress import Cancelled, EtaEstimator, Progress, format_seconds
+from .weights import ImportedWeights, import_official
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -45,8 +48,8 @@ class UsageError(Exception):
 class ProgressBar:
     """One self-overwriting stderr line: bar, percent, stage, ETA (plain lines when not a TTY)."""
 
-    def __init__(self, label: str, stream: TextIO = sys.stderr, width: int = 24) -> None:
-        self.label, self.stream, self.width = label, stream, width
+    def __init__(self, label: str, stream: TextIO = sys.stderr, width: int = 24, message_width: int = 34) -> None:
+        self.label, self.stream, self.width, self.message_width = label, stream, width, message_width
         self.eta = EtaEstimator()
         self.tty = stream.isatty()
         self._last_percent = -1
@@ -57,8 +60,9 @@ class ProgressBar:
             return
         self._last_percent = percent
         filled = int(self.width * fraction)
+        room = self.message_width
         line = (f"{self.label} [{'#' * filled}{'.' * (self.width - filled)}] {percent:3d}% "
-                f"{message:<34.34} ETA {format_seconds(self.eta.remaining(fraction))}")
+                f"{message:<{room}.{room}} ETA {format_seconds(self.eta.remaining(fraction))}")
         self.stream.write(("\r" + line) if self.tty else (line + "\n"))
         self.stream.flush()
 
@@ -143,68 +147,53 @@ def cmd_detect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .weights import import_official, list_weights
-
     if args.models_command is None:
-        for entry in list_weights():
-            status = "OK     " if entry.ok else "MISSING" if entry.detail == "not installed" else "INVALID"
-            print(f"{status} {entry.name:<9} {entry.location}  ({entry.detail})", file=out)
+        for entry in checked_weights():
+            status = "OK     " if entry.ok else "MISSING" if not entry.installed else "INVALID"
+            print(f"{status} {entry.choice:<9} {entry.location}  ({entry.detail})", file=out)
         return EXIT_OK
     if args.models_command == "import":
         path = Path(args.path)
         if not path.exists():
             raise UsageError(f"{path} not found")
         try:
-            target, names = import_official(path)
+            imported = import_official(path)
         except CheckpointError as exc:
             print(f"error: {exc}", file=err)
             return EXIT_FAILED
-        print(f"imported the official {describe_import(names)} into {target}; use --weights official", file=out)
+        print(f"imported the official {imported.describe()} into {imported.folder}; use --weights official",
+              file=out)
         return EXIT_OK
     if args.models_command == "download":
         return download_official(args, out, err)
     raise UsageError(f"unknown models command {args.models_command}")
 
 
-def describe_import(names: list[str]) -> str:
-    from .models.registry import FACE_NETWORKS
-
-    faces = [n for n in names if n in {spec.name for spec in FACE_NETWORKS}]
-    parts = (["global weights"] if len(faces) < len(names) else []) + ([f"face weights ({', '.join(faces)})"]
-                                                                        if faces else [])
-    return " and ".join(parts)
-
-
 def download_official(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """``official``: global_checkpoints.zip then face_checkpoints.zip; ``faces``: only the latter.
-    Each is imported as soon as it is complete, so a failed face download keeps the global weights."""
-    from .download import OFFICIAL_RELEASE_URLS, DownloadError, download
-    from .weights import import_official, user_data_dir
+    """``official``: every official archive (engine.download.fetch_official); ``faces``: only
+    face_checkpoints.zip. Each is installed as soon as it is complete, so a failed face download
+    keeps the global weights."""
+    archives = tuple(OFFICIAL_RELEASE_URLS) if args.which == "official" else ("face",)
+    urls = {archive: url for archive, url in (("global", args.url), ("face", args.face_url)) if url}
+    bar = ProgressBar("download", err, message_width=46)
+    installed: list[ImportedWeights] = []
 
-    wanted = ([("global", args.url)] if args.which == "official" else []) + [("face", args.face_url)]
-    for kind, override in wanted:
-        url = override or OFFICIAL_RELEASE_URLS[kind]
-        dest = user_data_dir() / "downloads" / f"{kind}_checkpoints.zip"
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        bar = ProgressBar("download" if kind == "global" else "download faces", err)
-
-        def report(done: int, total: int | None) -> None:
-            bar(done / total if total else 0.0, f"{done / 2**20:.1f} of {total / 2**20:.1f} MiB" if total
-                else f"{done / 2**20:.1f} MiB")
-
-        try:
-            download(url, dest, progress=report)
-            bar.close()
-            target, names = import_official(dest)
-        except (DownloadError, CheckpointError) as exc:
-            bar.close()
-            print(f"error: {exc}", file=err)
-            if kind == "face" and args.which == "official":
-                print("the global weights are installed; get the face weights later with "
-                      "`python main.py models download faces`", file=err)
-            return EXIT_FAILED
-        print(f"downloaded and imported the official {describe_import(names)} into {target}; "
+    def report_installed(imported: ImportedWeights) -> None:
+        bar.close()
+        installed.append(imported)
+        print(f"downloaded and imported the official {imported.describe()} into {imported.folder}; "
               "use --weights official", file=out)
+
+    try:
+        fetch_official(Progress(bar), archives, urls, on_imported=report_installed)
+    except (DownloadError, CheckpointError) as exc:
+        bar.close()
+        print(f"error: {exc}", file=err)
+        if installed:
+            print(f"the {' and '.join(i.describe() for i in installed)} are installed; get the face weights "
+                  "later with `python main.py models download faces`", file=err)
+        return EXIT_FAILED
+    bar.close()
     return EXIT_OK
 
 

@@ -1,4 +1,4 @@
-"""Resumable, atomic download of model files, using nothing but the standard library.
+"""Resumable, atomic download of model files (HTTP through the standard library alone).
 
 The official checkpoints are large zip files fetched over connections that may drop, so:
 
@@ -13,6 +13,10 @@ The official checkpoints are large zip files fetched over connections that may d
 
 Failures raise :class:`DownloadError` whose message says what to do next; a cancel raises
 :class:`engine.progress.Cancelled`. This module never imports Qt.
+
+:func:`fetch_official` is the one way every front end gets the official weights: each official zip
+downloaded as above into the user data directory, then validated and installed by
+:func:`engine.weights.import_official`.
 """
 
 from __future__ import annotations
@@ -23,13 +27,15 @@ import re
 import threading
 import urllib.error
 import urllib.request
+from contextlib import suppress
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 from .durable import fsync_dir, sha256_file
-from .progress import Cancelled
+from .progress import Cancelled, Progress
+from .weights import ImportedWeights, import_official, official_dir, user_data_dir
 
-__all__ = ["DownloadError", "OFFICIAL_RELEASE_URLS", "download", "part_path"]
+__all__ = ["DownloadError", "OFFICIAL_RELEASE_URLS", "download", "download_path", "fetch_official", "part_path"]
 
 OFFICIAL_RELEASE_URLS: dict[str, str] = {
     "global": "https://github.com/microsoft/Bringing-Old-Photos-Back-to-Life/releases/download/v1.0/"
@@ -37,6 +43,9 @@ OFFICIAL_RELEASE_URLS: dict[str, str] = {
     "face": "https://github.com/microsoft/Bringing-Old-Photos-Back-to-Life/releases/download/v1.0/"
             "face_checkpoints.zip",
 }
+
+ARCHIVE_NAMES = {"global": "global weights", "face": "face weights"}  # how progress messages name them
+INSTALL_SHARE = 0.05  # of each archive's slice of the progress: checking and installing after the download
 
 # Shown in messages so the user always has a way forward without the network.
 MANUAL_IMPORT_HINT = "download the file by hand and import it with `python main.py models import PATH`"
@@ -57,6 +66,55 @@ def part_path(dest: Path) -> Path:
     """The partial file a download of ``dest`` streams into (and resumes from)."""
     dest = Path(dest)
     return dest.with_name(dest.name + ".part")
+
+
+def download_path(archive: str) -> Path:
+    """Where an official archive (``"global"`` or ``"face"``) is downloaded to; the same file for every
+    front end, so a download cancelled in one resumes in another."""
+    return user_data_dir() / "downloads" / f"{archive}_checkpoints.zip"
+
+
+def fetch_official(
+    progress: Progress,
+    archives: Sequence[str] = tuple(OFFICIAL_RELEASE_URLS),
+    urls: Mapping[str, str] | None = None,
+    on_imported: Callable[[ImportedWeights], None] | None = None,
+) -> ImportedWeights:
+    """Download every official archive in ``archives`` (global and face weights by default), resuming
+    partial downloads, then validate and install each; returns everything installed.
+
+    ``urls`` replaces the release address of an archive (mirrors, tests). Each archive is installed as
+    soon as it is complete, so a later failure or cancel keeps what came before; ``on_imported`` is
+    told of each. A cancel (``progress``'s event) raises :class:`Cancelled` and never leaves weights
+    half-installed: only the resumable ``.part`` of the archive being downloaded stays.
+    """
+    installed: list[ImportedWeights] = []
+    for index, archive in enumerate(archives):
+        url = (urls or {}).get(archive) or OFFICIAL_RELEASE_URLS[archive]
+        result = _fetch_archive(archive, url, progress.sub(index / len(archives), 1 / len(archives)))
+        installed.append(result)
+        if on_imported is not None:
+            on_imported(result)
+    with suppress(Cancelled):  # everything is installed: a cancel arriving now changes nothing
+        progress.report(1.0, "installed")
+    return ImportedWeights(official_dir(), tuple(name for result in installed for name in result.networks))
+
+
+def _fetch_archive(archive: str, url: str, progress: Progress) -> ImportedWeights:
+    """One archive: download into this slice of ``progress``, then check and install it."""
+    what = ARCHIVE_NAMES[archive]
+
+    def report(done: int, total: int | None) -> None:
+        if total:
+            progress.report((1 - INSTALL_SHARE) * done / total,
+                            f"downloading {what}, {done / 2**20:.1f} of {total / 2**20:.1f} MB")
+        else:
+            progress.report(0.0, f"downloading {what}, {done / 2**20:.1f} MB")
+
+    progress.check()
+    dest = download(url, download_path(archive), progress=report, cancel=progress.cancel_event)
+    progress.report(1 - INSTALL_SHARE, f"checking and installing {what}")
+    return import_official(dest)  # not interrupted by a cancel: it installs all of the archive or nothing
 
 
 def download(

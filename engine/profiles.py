@@ -33,11 +33,11 @@ import torch
 
 from .models.checkpoints import CheckpointError, SafetensorsSource, WeightSource, save_state_dicts
 from .models.registry import BY_NAME, FACE_NETWORKS, GLOBAL_NETWORKS
-from .weights import WeightsNotFound, user_data_dir, validate_source
+from .weights import PROFILE_PREFIX, WeightsNotFound, user_data_dir, validate_source
 
 CARD = SafetensorsSource.CARD
 FORMAT = "heirloom-profile/1"
-PREFIX = "profile:"
+PREFIX = PROFILE_PREFIX  # what --weights takes before a profile name
 MAX_NAME = 64
 # Letters, digits, space, dot, dash, underscore; starts with a letter or digit. No separators, so a
 # name is always one folder inside the profiles directory, on every platform.

@@ -8,7 +8,8 @@
 * ``profile:NAME``: a fine-tuned profile (``engine.profiles``), a complete safetensors folder.
 
 Nothing is ever written next to the program (not writable once installed): imports and
-downloads go to the per-user data directory from platformdirs.
+downloads go to the per-user data directory from platformdirs. Which of these sets are installed,
+and how each is described, is the catalogue's job (engine.catalogue).
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from .models.checkpoints import CheckpointError, OfficialSource, SafetensorsSour
 from .models.registry import FACE_NETWORKS, GLOBAL_NETWORKS, NetworkSpec, manifest_for
 
 APP_NAME = "Heirloom"
+# What ``--weights`` and the GUI's weights setting take: two names, ``profile:NAME``, or a path.
+DEFAULT, OFFICIAL, PROFILE, PATH = "default", "official", "profile", "path"
+PROFILE_PREFIX = "profile:"
 RESOURCES = Path(__file__).resolve().parents[1] / "resources"
 DEFAULT_WEIGHTS_DIR = RESOURCES / "weights" / "heirloom-lite-v1"  # our own trained weights
 
@@ -43,26 +47,40 @@ def official_dir() -> Path:
     return user_data_dir() / "weights" / "official"
 
 
+def default_dir() -> Path:
+    """Heirloom's own weights, read at call time so tests and portable builds can point elsewhere."""
+    return DEFAULT_WEIGHTS_DIR
+
+
+def choice_kind(choice: str) -> str:
+    """DEFAULT, OFFICIAL, PROFILE or PATH: how a weights choice is to be read."""
+    if choice in (DEFAULT, OFFICIAL):
+        return choice
+    return PROFILE if choice.startswith(PROFILE_PREFIX) else PATH
+
+
 # Quality and scratch restoration need these; the HR patch-attention mapping is optional
 # (Heirloom's lite weights do not include one). The face generators (FACE_NETWORKS, from the separate
 # face_checkpoints.zip) are optional too: without them the face stage is simply off.
 OPTIONAL_NETWORKS = ("mapping_Patch_Attention",)
 
 
-def _missing(source: WeightSource, include_optional: bool = False) -> list[str]:
+def missing_networks(source: WeightSource, include_optional: bool = False) -> list[str]:
+    """The Global networks ``source`` lacks (without ``include_optional``: only those restoring needs)."""
     return [spec.name for spec in GLOBAL_NETWORKS
             if not source.has(spec) and (include_optional or spec.name not in OPTIONAL_NETWORKS)]
 
 
 def resolve_weights(choice: str) -> WeightSource:
     """``default``, ``official``, ``profile:NAME`` or a path -> a weight source (errors say what to do)."""
-    if choice.startswith("profile:"):  # a fine-tuned profile in the user data directory (engine.profiles)
+    kind = choice_kind(choice)
+    if kind == PROFILE:  # a fine-tuned profile in the user data directory (engine.profiles)
         from .profiles import profile_source
 
-        return profile_source(choice.removeprefix("profile:"))
-    if choice == "default":
+        return profile_source(choice.removeprefix(PROFILE_PREFIX))
+    if kind == DEFAULT:
         source = SafetensorsSource(DEFAULT_WEIGHTS_DIR, label="Heirloom default weights")
-        missing = _missing(source)
+        missing = missing_networks(source)
         if missing:
             hint = ("the official weights are imported: use --weights official"
                     if official_dir().is_dir() else
@@ -71,7 +89,7 @@ def resolve_weights(choice: str) -> WeightSource:
             raise WeightsNotFound(f"Heirloom's own default weights are not installed in {DEFAULT_WEIGHTS_DIR} "
                                   f"(missing: {', '.join(missing)}); {hint}")
         return source
-    if choice == "official":
+    if kind == OFFICIAL:
         if not official_dir().is_dir():
             raise WeightsNotFound("the official weights are not imported yet; run `python main.py models download "
                                   "official` or `python main.py models import global_checkpoints.zip`")
@@ -96,6 +114,20 @@ def validate_source(source: WeightSource, require_all: bool = True) -> list[str]
     return problems
 
 
+def validate_faces(source: WeightSource) -> list[str]:
+    """Read and check every face generator ``source`` has; returns the problems (empty = all good).
+    Absent ones are no problem: without them the face stage is simply off."""
+    problems = []
+    for spec in FACE_NETWORKS:
+        if not source.has(spec):
+            continue
+        try:
+            source.state_dict(spec)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+    return problems
+
+
 def archive_networks(source: OfficialSource) -> list[NetworkSpec]:
     """The networks an official archive brings, after checking it is complete and valid:
     global_checkpoints.zip must hold every Global network; face_checkpoints.zip (or its folder)
@@ -105,12 +137,7 @@ def archive_networks(source: OfficialSource) -> list[NetworkSpec]:
     if not has_global and not faces:
         raise CheckpointError(f"not imported: {source.path} holds none of the official checkpoints; expected "
                               "global_checkpoints.zip or face_checkpoints.zip (or the folder either unzips to)")
-    problems = validate_source(source) if has_global else []
-    for spec in faces:
-        try:
-            source.state_dict(spec)
-        except CheckpointError as exc:
-            problems.append(str(exc))
+    problems = (validate_source(source) if has_global else []) + validate_faces(source)
     if problems:
         raise CheckpointError("not imported: " + " | ".join(problems))
     return (list(GLOBAL_NETWORKS) if has_global else []) + faces
@@ -125,11 +152,26 @@ def _place(src: Path, dest: Path) -> None:
         shutil.copy2(src, dest)
 
 
-def import_official(archive: Path) -> tuple[Path, list[str]]:
+@dataclass(frozen=True)
+class ImportedWeights:
+    """What importing (or downloading) official archives installed, and where."""
+
+    folder: Path
+    networks: tuple[str, ...]  # registry names, global networks first
+
+    def describe(self) -> str:
+        """“global weights and face weights (face_256)”: the words every front end reports it in."""
+        face_names = {spec.name for spec in FACE_NETWORKS}
+        faces = [name for name in self.networks if name in face_names]
+        parts = (["global weights"] if len(faces) < len(self.networks) else []) + (
+            [f"face weights ({', '.join(faces)})"] if faces else [])
+        return " and ".join(parts)
+
+
+def import_official(archive: Path) -> ImportedWeights:
     """Validate an official zip (or folder) completely, then install its checkpoints into the user
-    data directory; returns the folder and the names of the networks imported. Nothing is installed
-    unless every file validates. Files of the other archive already installed are kept, so the
-    global and the face archives can be imported in either order."""
+    data directory. Nothing is installed unless every file validates. Files of the other archive
+    already installed are kept, so the global and the face archives can be imported in either order."""
     source = OfficialSource(Path(archive))
     specs = archive_networks(source)
     target = official_dir()
@@ -154,39 +196,4 @@ def import_official(archive: Path) -> tuple[Path, list[str]]:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return target, [spec.name for spec in specs]
-
-
-@dataclass(frozen=True)
-class WeightsEntry:
-    name: str
-    location: str
-    ok: bool
-    detail: str
-
-
-def list_weights() -> list[WeightsEntry]:
-    """The weight sets Heirloom can find, each checked against the manifests."""
-    entries = []
-    candidates = [("default", DEFAULT_WEIGHTS_DIR, lambda: SafetensorsSource(DEFAULT_WEIGHTS_DIR)),
-                  ("official", official_dir(), lambda: OfficialSource(official_dir()))]
-    for name, location, make in candidates:
-        if not location.is_dir():
-            entries.append(WeightsEntry(name, str(location), False, "not installed"))
-            continue
-        source = make()
-        problems = validate_source(source, require_all=name == "official")
-        faces = [spec for spec in FACE_NETWORKS if source.has(spec)]
-        for spec in faces:
-            try:
-                source.state_dict(spec)
-            except CheckpointError as exc:
-                problems.append(str(exc))
-        detail = "valid" if not problems else f"{len(problems)} problem(s): " + problems[0]
-        if not problems and _missing(source, include_optional=True):
-            detail += " (no HR network: --hr needs the official weights)"
-        if not problems:
-            detail += (f" (faces: {', '.join(spec.name for spec in faces)})" if faces else
-                       " (no face generator: faces stay off; import face_checkpoints.zip to refine faces)")
-        entries.append(WeightsEntry(name, str(location), not problems, detail))
-    return entries
+    return ImportedWeights(target, tuple(spec.name for spec in specs))

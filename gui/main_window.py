@@ -10,12 +10,14 @@ wait; the Train tab does not start while either of them has the device.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import shiboken6
 from PySide6.QtCore import Slot
 from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
 from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox, QTabWidget, QWidget
 
+from engine.catalogue import weights_title
 from engine.device import DeviceError, DeviceInfo, choose_device, list_devices
 from engine.imageio import IMAGE_SUFFIXES
 from engine.masks import MaskStore
@@ -24,7 +26,7 @@ from engine.pipeline import RestoreOptions, Restorer
 from engine.weights import resolve_weights
 
 from .errors import show_details_dialog
-from .models_tab import ModelsTab, weights_title
+from .models_tab import ModelsTab
 from .queue_tab import QueueTab
 from .restore_tab import RestoreTab
 from .settings import Settings
@@ -55,7 +57,7 @@ class MainWindow(QMainWindow):
     """Tabs: Restore, Album queue, Train, Models & settings."""
 
     def __init__(self, settings: Settings | None = None, masks: MaskStore | None = None,
-                 queue_state: Path | None = None, download_url: str | None = None,
+                 queue_state: Path | None = None, download_urls: Mapping[str, str] | None = None,
                  devices: list[DeviceInfo] | None = None, restorers: RestorerCache | None = None) -> None:
         super().__init__()
         self.setWindowTitle("Heirloom")
@@ -73,7 +75,7 @@ class MainWindow(QMainWindow):
         self.restore_tab = RestoreTab(self.settings, self.restorers, self.masks, devices, self)
         self.queue_tab = QueueTab(self.queue_restorer, self.queue_options, self.masks, queue_state, self)
         self.train_tab = TrainTab(self.settings, self.masks, devices, self)
-        self.models_tab = ModelsTab(self.settings, self.restorers, download_url, devices, self)
+        self.models_tab = ModelsTab(self.settings, self.restorers, download_urls, devices, self)
         self.tabs = QTabWidget(self)
         self.tabs.setDocumentMode(True)
         for widget, title in ((self.restore_tab, "Restore"), (self.queue_tab, "Album queue"),

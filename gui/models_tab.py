@@ -1,30 +1,30 @@
 """The Models & settings tab: which weights restore photos, getting the official ones, device and memory.
 
-Checking weights means reading every file (hundreds of megabytes for the official set), so the
-listing runs in a worker like imports and downloads; the tab never blocks the window. Every choice
-here is a :class:`gui.settings.Settings` property, shared with the Restore tab and the status bar.
+Which weight sets exist and what they hold comes from the engine's catalogue (engine.catalogue),
+the same list ``python main.py models`` prints; this tab only lays it out. Checking weights means
+reading every file (hundreds of megabytes for the official set), so the listing runs in a worker
+like imports and downloads (engine.download.fetch_official, the CLI's download too); the tab never
+blocks the window. Every choice here is a :class:`gui.settings.Settings` property, shared with the
+Restore tab and the status bar.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
 from functools import partial
 from pathlib import Path
+from typing import Mapping
 
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout,
                                QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar,
                                QPushButton, QRadioButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
+from engine.catalogue import WeightsEntry, checked_weights, forget_checks, weights_title
 from engine.device import DeviceInfo, list_devices
-from engine.download import OFFICIAL_RELEASE_URLS, download
-from engine.models.checkpoints import CheckpointError, OfficialSource, SafetensorsSource, WeightSource, open_source
-from engine.models.registry import GLOBAL_NETWORKS
-from engine.profiles import PREFIX as PROFILE_PREFIX
-from engine.profiles import list_profiles
+from engine.download import OFFICIAL_RELEASE_URLS, fetch_official
 from engine.progress import EtaEstimator, Progress, format_seconds
-from engine.weights import DEFAULT_WEIGHTS_DIR, import_official, list_weights, official_dir, user_data_dir, validate_source
+from engine.weights import (DEFAULT, OFFICIAL, PROFILE, PROFILE_PREFIX, ImportedWeights, choice_kind,
+                            import_official)
 
 from .errors import ErrorBanner
 from .restore_options import device_label, fill_device_combo, fill_tile_combo
@@ -32,124 +32,6 @@ from .settings import Settings, parse_tile
 from .workers import FINISHED, FunctionTask, RestorerCache, TaskRunner
 
 PROGRESS_STEPS = 1000
-# What a weight set can do, by the networks it holds (names from engine.models.registry).
-CAPABILITIES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("quality", ("VAE_A_quality", "mapping_quality", "VAE_B_quality")),
-    ("scratch repair", ("VAE_A_quality", "mapping_scratch", "VAE_B_scratch")),
-    ("HR", ("VAE_A_quality", "mapping_Patch_Attention", "VAE_B_scratch")),
-    ("scratch detection", ("detector",)),
-)
-TITLES = {"default": "Heirloom default", "official": "Official (Microsoft)"}
-
-
-@dataclass(frozen=True)
-class WeightsRow:
-    """One weight set as the table shows it."""
-
-    choice: str  # "default", "official" or a path: what Settings.weights takes
-    title: str
-    location: str
-    installed: bool
-    ok: bool
-    contents: str
-    detail: str
-
-    @property
-    def status(self) -> str:
-        if not self.installed:
-            return "Not installed"
-        return "Complete" if self.ok else "Incomplete or damaged"
-
-
-def describe_contents(source: WeightSource) -> str:
-    """“quality, scratch repair, scratch detection; no HR”: what the set can do."""
-    present = {spec.name for spec in GLOBAL_NETWORKS if source.has(spec)}
-    can = [name for name, needs in CAPABILITIES if set(needs) <= present]
-    cannot = [name for name, needs in CAPABILITIES if not set(needs) <= present]
-    text = ", ".join(can) if can else "nothing usable"
-    return text + (f"; no {', '.join(cannot)}" if cannot and can else "")
-
-
-def weights_title(choice: str) -> str:
-    """How a weights choice is named to the user: “Heirloom default”, “Profile my-album”, a file name."""
-    if choice in TITLES:
-        return TITLES[choice]
-    if choice.startswith(PROFILE_PREFIX):
-        return f"Profile {choice.removeprefix(PROFILE_PREFIX)}"
-    return Path(choice).name or choice
-
-
-def gather_weights(custom: str | None) -> list[WeightsRow]:
-    """Every weight set we know of, validated against the manifests (slow: run it in a worker):
-    default, official, each fine-tuned profile, and ``custom`` (a path) when one is chosen."""
-    rows = []
-    for entry in list_weights():
-        title = TITLES.get(entry.name, entry.name)
-        if entry.detail == "not installed":
-            rows.append(WeightsRow(entry.name, title, entry.location, False, False, "—", entry.detail))
-            continue
-        source = (SafetensorsSource(DEFAULT_WEIGHTS_DIR) if entry.name == "default" else OfficialSource(official_dir()))
-        rows.append(WeightsRow(entry.name, title, entry.location, True, entry.ok, describe_contents(source), entry.detail))
-    for profile in list_profiles():
-        choice = PROFILE_PREFIX + profile.name
-        if profile.problem:
-            rows.append(WeightsRow(choice, weights_title(choice), str(profile.folder), True, False, "—",
-                                   profile.problem))
-        else:
-            rows.append(checked_row(choice, weights_title(choice), profile.folder, profile.source, profile.describe()))
-    if custom and not custom.startswith(PROFILE_PREFIX):
-        path = Path(custom).expanduser()
-        if not path.exists():
-            rows.append(WeightsRow(custom, "Custom", custom, False, False, "—", "the file or folder does not exist"))
-        else:
-            rows.append(checked_row(custom, "Custom", path, lambda: open_source(path)))
-    return rows
-
-
-# Weight sets are re-checked only when their files change: switching between them must not
-# re-read a gigabyte each time.
-_CHECKED: dict[tuple, WeightsRow] = {}
-
-
-def files_signature(path: Path) -> tuple:
-    """(name, size, mtime) of a file or of every file under a folder: changes when the weights do."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    return tuple((str(p), st.st_size, st.st_mtime_ns) for p in files for st in (p.stat(),))
-
-
-def checked_row(choice: str, title: str, path: Path, open_fn: Callable[[], WeightSource],
-                about: str = "") -> WeightsRow:
-    """A validated row for a path-backed weight set (cached by the files' signature)."""
-    key = (choice, files_signature(path))
-    if key not in _CHECKED:
-        try:
-            source = open_fn()
-            problems = validate_source(source, require_all=False)
-            detail = "valid" if not problems else problems[0]
-            row = WeightsRow(choice, title, str(path), True, not problems, describe_contents(source),
-                             f"{about} ({detail})" if about else detail)
-        except CheckpointError as exc:
-            row = WeightsRow(choice, title, str(path), True, False, "—", str(exc))
-        _CHECKED[key] = row
-    return _CHECKED[key]
-
-
-def official_download_path() -> Path:
-    """Where downloads go (the same file as ``python main.py models download``, so either resumes it)."""
-    return user_data_dir() / "downloads" / "global_checkpoints.zip"
-
-
-def fetch_and_import(url: str, progress: Progress) -> Path:
-    """Download the official zip (resuming a partial one), then validate and install it."""
-    def report(done: int, total: int | None) -> None:
-        if total:
-            progress.report(0.95 * done / total, f"{done / 2**20:.1f} of {total / 2**20:.1f} MB")
-        else:
-            progress.report(0.0, f"{done / 2**20:.1f} MB")
-
-    dest = download(url, official_download_path(), progress=report, cancel=progress.cancel_event)
-    progress.report(0.95, "checking and installing")
-    return import_official(dest)
 
 
 class ModelsTab(QWidget):
@@ -159,13 +41,14 @@ class ModelsTab(QWidget):
     job_done = Signal(str, str)  # ("import" | "download", "finished" | "failed" | "cancelled")
     status_message = Signal(str)
 
-    def __init__(self, settings: Settings, restorers: RestorerCache, download_url: str | None = None,
+    def __init__(self, settings: Settings, restorers: RestorerCache, download_urls: Mapping[str, str] | None = None,
                  devices: list[DeviceInfo] | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.settings, self.restorers = settings, restorers
-        self.download_url = download_url or OFFICIAL_RELEASE_URLS["global"]
+        self.download_urls = {**OFFICIAL_RELEASE_URLS, **(download_urls or {})}  # archive -> address
         self.devices = devices if devices is not None else list_devices()
-        self.rows: list[WeightsRow] = []
+        self.rows: list[WeightsEntry] = []
+        self._installed_by_job: list[ImportedWeights] = []  # archives the running download installed so far
         self._list_runner = TaskRunner(self)
         self._list_runner.done.connect(self._on_list_done)
         self._refresh_again = False
@@ -233,7 +116,7 @@ class ModelsTab(QWidget):
         self.use_button.clicked.connect(self.use_selected)
         self.refresh_button = QPushButton("Check again", group)
         self.refresh_button.setToolTip("Read and check every weights file again")
-        self.refresh_button.clicked.connect(self.refresh)
+        self.refresh_button.clicked.connect(self.check_again)
         buttons = QHBoxLayout()
         buttons.addStretch(1)
         buttons.addWidget(self.use_button)
@@ -263,11 +146,12 @@ class ModelsTab(QWidget):
     def _build_official_group(self) -> QGroupBox:
         group = QGroupBox("Get the official weights", self)
         intro = QLabel("The weights published with Microsoft's “Bringing Old Photos Back to Life” restore "
-                       "scratches and large scans (HR). Download them (a large file; an interrupted download "
-                       "resumes), or import global_checkpoints.zip you already have.", group)
+                       "scratches and large scans (HR) and refine faces. Download them (two large files; an "
+                       "interrupted download resumes), or import global_checkpoints.zip and "
+                       "face_checkpoints.zip you already have.", group)
         intro.setWordWrap(True)
         self.download_button = QPushButton("Download official weights", group)
-        self.download_button.setToolTip(self.download_url)
+        self.download_button.setToolTip("\n".join(self.download_urls.values()))
         self.download_button.clicked.connect(self.start_download)
         self.import_button = QPushButton("Import official zip…", group)
         self.import_button.clicked.connect(self.import_dialog)
@@ -357,11 +241,10 @@ class ModelsTab(QWidget):
     def _load_from_settings(self) -> None:
         s = self.settings
         choice = s.weights
-        if choice.startswith(PROFILE_PREFIX):
-            radio = self.profile_radio
+        radio = {DEFAULT: self.default_radio, OFFICIAL: self.official_radio,
+                 PROFILE: self.profile_radio}.get(choice_kind(choice), self.custom_radio)
+        if radio is self.profile_radio:
             self._fill_profiles()
-        else:
-            radio = {"default": self.default_radio, "official": self.official_radio}.get(choice, self.custom_radio)
         radio.setChecked(True)
         if radio is self.custom_radio:
             self.custom_edit.setText(choice)
@@ -386,9 +269,9 @@ class ModelsTab(QWidget):
 
     def _fill_profiles(self) -> None:
         """The profile combo lists the profiles found (and the chosen one, even if it is gone)."""
-        names = [r.choice for r in self.rows if r.choice.startswith(PROFILE_PREFIX)]
-        if self.settings.weights.startswith(PROFILE_PREFIX) and self.settings.weights not in names:
-            names.append(self.settings.weights)
+        names = [r.choice for r in self.rows if r.kind == PROFILE]
+        if choice_kind(self.settings.weights) == PROFILE and self.settings.weights not in names:
+            names.append(self.settings.weights)  # before the listing that will hold it has come back
         self.profile_combo.blockSignals(True)
         self.profile_combo.clear()
         for choice in names:
@@ -417,9 +300,9 @@ class ModelsTab(QWidget):
     @Slot()
     def _on_weights_widget_changed(self) -> None:
         if self.default_radio.isChecked():
-            self.set_weights("default")
+            self.set_weights(DEFAULT)
         elif self.official_radio.isChecked():
-            self.set_weights("official")
+            self.set_weights(OFFICIAL)
         elif self.profile_radio.isChecked():
             self._on_profile_chosen()
         elif self.custom_edit.text().strip():
@@ -472,31 +355,37 @@ class ModelsTab(QWidget):
     # ------------------------------------------------------------------ weights listing
 
     def refresh(self) -> None:
-        """Re-check every weight set in the background (the table fills in when done)."""
+        """List every weight set in the background, checking those whose files changed (the table
+        fills in when done)."""
         if self._list_runner.busy:
             self._refresh_again = True
             return
-        choice = self.settings.weights
-        custom = choice if choice not in ("default", "official") and not choice.startswith(PROFILE_PREFIX) else None
-        task = FunctionTask(lambda _progress: gather_weights(custom))
+        in_use = self.settings.weights
+        task = FunctionTask(lambda _progress: checked_weights(extra=(in_use,)))
         task.finished.connect(self._on_rows)
         task.failed.connect(self._on_list_failed)
         self.refresh_button.setEnabled(False)
         self.weights_status.setText("Checking the weights…")
         self._list_runner.start(task)
 
+    @Slot()
+    def check_again(self) -> None:
+        """Read and check every weights file again, changed or not (“Check again”)."""
+        forget_checks()
+        self.refresh()
+
     @property
     def refreshing(self) -> bool:
         return self._list_runner.busy
 
     @Slot(object)
-    def _on_rows(self, rows: list[WeightsRow]) -> None:
+    def _on_rows(self, rows: list[WeightsEntry]) -> None:
         self.rows = rows
         self.table.setRowCount(len(rows))
         in_use = self.settings.weights
         for r, row in enumerate(rows):
             title = row.title + ("  ✓ in use" if row.choice == in_use else "")
-            for c, text in enumerate((title, row.status, row.contents, row.location)):
+            for c, text in enumerate((title, row.status, row.contents, str(row.location))):
                 item = QTableWidgetItem(text)
                 item.setToolTip(row.detail if c in (1, 2) else text)
                 self.table.setItem(r, c, item)
@@ -554,7 +443,7 @@ class ModelsTab(QWidget):
 
     def import_dialog(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Import official weights", "",
-                                              "global_checkpoints.zip (*.zip);;All files (*)")
+                                              "Official zips (*.zip);;All files (*)")
         if path:
             self.start_import(Path(path))
 
@@ -565,16 +454,20 @@ class ModelsTab(QWidget):
         return self._start_job("import", task, f"Checking and importing {archive.name}…")
 
     @staticmethod
-    def _import(archive: Path, progress: Progress) -> Path:
+    def _import(archive: Path, progress: Progress) -> ImportedWeights:
         progress.report(0.0, "checking")
         return import_official(archive)
 
     def start_download(self) -> bool:
-        """Download (resuming a partial download) and install the official weights."""
-        url = self.download_url
-        task = FunctionTask(lambda progress: fetch_and_import(url, progress))
+        """Download (resuming partial downloads) and install every official archive, global and face
+        weights, through the engine's one download path."""
+        urls, installed = dict(self.download_urls), []
+        task = FunctionTask(lambda progress: fetch_official(progress, urls=urls, on_imported=installed.append))
         self.progress_bar.setRange(0, PROGRESS_STEPS)
-        return self._start_job("download", task, "Connecting…")
+        if not self._start_job("download", task, "Connecting…"):
+            return False
+        self._installed_by_job = installed  # appended to by the worker, read here once it has ended
+        return True
 
     def _start_job(self, kind: str, task: FunctionTask, text: str) -> bool:
         if self.busy:
@@ -584,6 +477,7 @@ class ModelsTab(QWidget):
         task.failed.connect(self._on_job_failed)
         task.cancelled.connect(self._on_job_cancelled)
         self._job_kind = kind
+        self._installed_by_job = []
         self._eta = EtaEstimator()
         self.error_label.clear()
         self.progress_bar.setValue(0)
@@ -606,28 +500,36 @@ class ModelsTab(QWidget):
         self.progress_bar.setValue(int(round(fraction * PROGRESS_STEPS)))
         eta = format_seconds(self._eta.remaining(fraction))
         self.progress_bar.setFormat(f"{message} — {fraction * 100:.0f}% — ETA {eta}")
-        self.job_status.setText(f"Downloading: {message}" if fraction < 0.95 else "Checking and installing…")
+        self.job_status.setText(message[:1].upper() + message[1:])
 
     @Slot(object)
-    def _on_job_finished(self, target: Path) -> None:
+    def _on_job_finished(self, imported: ImportedWeights) -> None:
         self.restorers.clear()  # networks built from older files must not be reused
         self.progress_bar.setRange(0, PROGRESS_STEPS)
         self.progress_bar.setValue(PROGRESS_STEPS)
         self.progress_bar.setFormat("Installed")
-        if self.settings.weights != "official":
+        if self.settings.weights != OFFICIAL:
             current = next((r for r in self.rows if r.choice == self.settings.weights), None)
             if current is None or not current.ok:
-                self.settings.weights = "official"  # what the user evidently wants to use
-        self.job_status.setText(f"The official weights are installed in {target} and "
-                                f"{'are in use' if self.settings.weights == 'official' else 'can be chosen above'}.")
+                self.settings.weights = OFFICIAL  # what the user evidently wants to use
+        in_use = self.settings.weights == OFFICIAL
+        self.job_status.setText(f"The official {imported.describe()} are installed in {imported.folder} and "
+                                f"{'are in use' if in_use else 'can be chosen above'}.")
         self.status_message.emit("Official weights installed.")
+
+    def _installed_before_stop(self) -> str:
+        """What a download that failed or was cancelled had installed already (“” when nothing)."""
+        if not self._installed_by_job:
+            return ""
+        return f"the official {' and '.join(i.describe() for i in self._installed_by_job)} were installed"
 
     @Slot(str, str)
     def _on_job_failed(self, message: str, details: str) -> None:
         self.progress_bar.setRange(0, PROGRESS_STEPS)
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("Failed")
-        self.job_status.setText("")
+        kept = self._installed_before_stop()
+        self.job_status.setText(f"{kept[:1].upper()}{kept[1:]} before the download stopped." if kept else "")
         self.error_label.show_message(message, details)
 
     @Slot()
@@ -635,14 +537,19 @@ class ModelsTab(QWidget):
         self.progress_bar.setRange(0, PROGRESS_STEPS)
         self.progress_bar.setFormat("Cancelled")
         what = "Download" if self._job_kind == "download" else "Import"
+        kept = self._installed_before_stop()
+        installed = f"{kept}, nothing more" if kept else "nothing was installed"
         more = " Download again to resume where it stopped." if self._job_kind == "download" else ""
-        self.job_status.setText(f"{what} cancelled; nothing was installed.{more}")
+        self.job_status.setText(f"{what} cancelled; {installed}.{more}")
 
     @Slot(str)
     def _on_job_done(self, outcome: str) -> None:
         kind, self._job_kind = self._job_kind, ""
+        installed_some, self._installed_by_job = bool(self._installed_by_job), []
         self._set_job_widgets(False)
-        if outcome == FINISHED:
+        if installed_some and outcome != FINISHED:
+            self.restorers.clear()  # as after a finished one: networks built from older files must go
+        if outcome == FINISHED or installed_some:
             self.refresh()
         self.job_done.emit(kind, outcome)
 

@@ -10,14 +10,12 @@ import re
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QSpinBox, QWidget
 
+from engine.catalogue import list_weights
 from engine.device import DeviceInfo
 from engine.models.checkpoints import CheckpointError
-from engine.profiles import PREFIX as PROFILE_PREFIX
-from engine.profiles import list_profiles
 from engine.training.finetune import Budget
 from engine.weights import resolve_weights
 
-from .models_tab import TITLES, weights_title
 from .restore_options import fill_device_combo
 
 DEFAULT_MINUTES, DEFAULT_STEPS = 15, 500
@@ -75,17 +73,13 @@ class TrainOptions(QGroupBox):
     # ------------------------------------------------------------------ base weights
 
     def fill_bases(self, select: str, in_use: str) -> None:
-        """Default, official, every profile, and the weights in use (also a custom folder)."""
-        choices = ["default", "official"] + [PROFILE_PREFIX + p.name for p in list_profiles() if not p.problem]
-        for extra in (in_use, select):
-            if extra and extra not in choices:
-                choices.append(extra)
+        """The engine's catalogue: default, official, every profile, and the weights in use (also a
+        custom folder). A set that cannot be used stays listed; choosing it says why."""
         self.base_combo.blockSignals(True)
         self.base_combo.clear()
-        for choice in choices:
-            title = TITLES.get(choice) or weights_title(choice)
-            self.base_combo.addItem(title + (" (in use)" if choice == in_use else ""), choice)
-            self.base_combo.setItemData(self.base_combo.count() - 1, choice, Qt.ItemDataRole.ToolTipRole)
+        for entry in list_weights(extra=(in_use, select)):
+            self.base_combo.addItem(entry.title + (" (in use)" if entry.choice == in_use else ""), entry.choice)
+            self.base_combo.setItemData(self.base_combo.count() - 1, entry.choice, Qt.ItemDataRole.ToolTipRole)
         self.base_combo.setCurrentIndex(max(0, self.base_combo.findData(select)))
         self.base_combo.blockSignals(False)
         self._check_base()

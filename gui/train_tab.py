@@ -25,6 +25,7 @@ from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtWidgets import (QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar,
                                QPushButton, QScrollArea, QVBoxLayout, QWidget)
 
+from engine.catalogue import weights_title
 from engine.device import DeviceError, DeviceInfo, choose_device, list_devices
 from engine.masks import MaskStore
 from engine.profiles import PREFIX as PROFILE_PREFIX
@@ -36,7 +37,6 @@ from engine.training.verdict import Verdict, judge
 
 from .errors import ErrorBanner
 from .loss_chart import LossChart
-from .models_tab import weights_title
 from .preview_strip import PreviewStrip
 from .settings import Settings
 from .train_data_panel import DataPanel

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import importlib.util
 import json
 import os
 import sys
+import threading
 import zipfile
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -135,17 +140,62 @@ def layout_only_state(name: str) -> dict[str, torch.Tensor]:
     return {t.key: torch.zeros((), dtype=getattr(torch, t.dtype)).expand(t.shape) for t in manifest.tensors}
 
 
-def write_face_zip(path: Path, names: tuple[str, ...] = ("face_256",)) -> Path:
-    """A face_checkpoints.zip laid out like the official release (members and state-dict layout),
-    holding layout-only weights for ``names``."""
+def write_layout_zip(path: Path, names: tuple[str, ...]) -> Path:
+    """A zip laid out like the official releases (members, containers and state-dict layout) holding
+    layout-only weights for ``names``: it imports and validates like the real archives, in kilobytes."""
     import io
 
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED) as zf:
         for name in names:
+            manifest = manifest_for(BY_NAME[name])
+            state = layout_only_state(name)
             buf = io.BytesIO()
-            torch.save(layout_only_state(name), buf)
-            zf.writestr(FACE_FILES[name][1], buf.getvalue())
+            torch.save({manifest.state_dict_key: state} if manifest.container == "dict" else state, buf)
+            zf.writestr(RECIPE_FILES[name][1], buf.getvalue())
     return path
+
+
+def write_face_zip(path: Path, names: tuple[str, ...] = ("face_256",)) -> Path:
+    """A face_checkpoints.zip laid out like the official release (members and state-dict layout),
+    holding layout-only weights for ``names``."""
+    return write_layout_zip(path, names)
+
+
+@pytest.fixture(scope="session")
+def official_archives(tmp_path_factory) -> Path:
+    """A folder holding both official archives, named as released, with layout-only weights: every
+    Global network in global_checkpoints.zip, face_256 in face_checkpoints.zip."""
+    folder = tmp_path_factory.mktemp("official-archives")
+    write_layout_zip(folder / "global_checkpoints.zip", tuple(GLOBAL_FILES))
+    write_face_zip(folder / "face_checkpoints.zip")
+    return folder
+
+
+@contextlib.contextmanager
+def serve_folder(folder: Path) -> Iterator[str]:
+    """Serve ``folder`` over HTTP on 127.0.0.1, so downloads run their real code with no network;
+    yields the base URL (no trailing slash)."""
+    handler = functools.partial(QuietFileHandler, directory=str(folder))
+    server = QuietServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=2)
+
+
+class QuietFileHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:  # keep pytest output clean
+        pass
+
+
+class QuietServer(http.server.ThreadingHTTPServer):
+    def handle_error(self, request: object, client_address: object) -> None:
+        pass  # a client hanging up mid-file (a cancelled download) is what the tests do on purpose
 
 
 @pytest.fixture(scope="session")

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import io
 import json
-import threading
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DATA, FACE_FILES, GLOBAL_FILES
+from conftest import DATA, FACE_FILES, GLOBAL_FILES, serve_folder
 from engine import batch, pipeline
 from engine.cli import main
 from engine.pipeline import Restorer
@@ -187,18 +184,10 @@ def test_models_download_from_a_local_server(tmp_path, official_zip, face_zip, d
     served.mkdir()
     for archive in (official_zip, face_zip):
         (served / archive.name).symlink_to(archive)
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
-    handler.log_message = lambda *a, **k: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serve_folder(served) as base:
         code, out, err = run("models", "download", "official", "--url", f"{base}/{official_zip.name}",
                              "--face-url", f"{base}/{face_zip.name}")
         missing_faces = run("models", "download", "faces", "--face-url", f"{base}/nothing.zip")
-    finally:
-        server.shutdown()
     assert code == 0, err
     assert "downloaded and imported the official global weights" in out and "download [" in err
     assert "downloaded and imported the official face weights (face_256)" in out

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from engine.download import OFFICIAL_RELEASE_URLS, DownloadError, download, part_path
-from engine.progress import Cancelled
+from conftest import FACE_FILES, GLOBAL_FILES, serve_folder
+from engine.download import OFFICIAL_RELEASE_URLS, DownloadError, download, download_path, fetch_official, part_path
+from engine.progress import Cancelled, Progress
+from engine.weights import ImportedWeights, official_dir
 
 PAYLOAD = random.Random(20240601).randbytes(300 * 1024)
 CHUNK = 16 * 1024
@@ -225,3 +227,61 @@ def test_official_release_urls():
     base = "https://github.com/microsoft/Bringing-Old-Photos-Back-to-Life/releases/download/v1.0/"
     assert OFFICIAL_RELEASE_URLS["global"] == base + "global_checkpoints.zip"
     assert OFFICIAL_RELEASE_URLS["face"] == base + "face_checkpoints.zip"
+
+
+# ---------------------------------------------------------------- fetch_official: the one official path
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("HEIRLOOM_DATA_DIR", str(tmp_path / "userdata"))
+    return tmp_path / "userdata"
+
+
+@pytest.fixture
+def official_urls(official_archives):
+    """Both official archives served locally, by archive (what ``fetch_official(urls=...)`` takes)."""
+    with serve_folder(official_archives) as base:
+        yield {archive: f"{base}/{archive}_checkpoints.zip" for archive in OFFICIAL_RELEASE_URLS}
+
+
+def test_fetch_official_downloads_and_installs_every_official_archive(official_urls, official_archives, data_dir):
+    reports: list[tuple[float, str]] = []
+    told: list[ImportedWeights] = []
+    result = fetch_official(Progress(lambda fraction, message: reports.append((fraction, message))),
+                            urls=official_urls, on_imported=told.append)  # default: every archive
+    assert result.folder == official_dir()
+    assert result.networks == tuple(GLOBAL_FILES) + ("face_256",)
+    assert result.describe() == "global weights and face weights (face_256)"
+    assert [imported.describe() for imported in told] == ["global weights", "face weights (face_256)"]
+    for name, (_, member) in {**GLOBAL_FILES, "face_256": FACE_FILES["face_256"]}.items():
+        assert (official_dir() / member).is_file(), name
+    for archive in ("global", "face"):  # kept where the CLI and the GUI both look, so either resumes it
+        assert download_path(archive).read_bytes() == (official_archives / f"{archive}_checkpoints.zip").read_bytes()
+    fractions = [fraction for fraction, _ in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    messages = " | ".join(message for _, message in reports)
+    assert "downloading global weights" in messages and "downloading face weights" in messages
+    assert "checking and installing face weights" in messages
+
+
+@pytest.mark.parametrize("stop_in", ["global", "face"])
+def test_a_cancelled_fetch_installs_nothing_partial(official_urls, data_dir, stop_in):
+    """Cancelled while downloading an archive: the archives before it stay installed, nothing of it
+    is (no half-installed folder, no staging left behind, no zip), only its resumable .part."""
+    progress = Progress()
+    what = f"downloading {stop_in} weights"
+    progress.callback = lambda _fraction, message: progress.cancel() if message.startswith(what) else None
+    with pytest.raises(Cancelled):
+        fetch_official(progress, urls=official_urls)
+
+    assert names_in(official_dir().parent) == (["official"] if stop_in == "face" else [])
+    if stop_in == "face":  # the global weights, and not one face file
+        installed = sorted(p.relative_to(official_dir()).as_posix() for p in official_dir().rglob("*") if p.is_file())
+        assert installed == sorted(member for _, member in GLOBAL_FILES.values())
+    kept = ["global_checkpoints.zip"] if stop_in == "face" else []
+    assert names_in(download_path("global").parent) == sorted(kept + [part_path(download_path(stop_in)).name])
+
+
+def names_in(folder) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []

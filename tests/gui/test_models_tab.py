@@ -8,6 +8,7 @@ import os
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 import http.server
+import io
 import re
 import threading
 import time
@@ -19,11 +20,14 @@ import pytest
 
 pytest.register_assert_rewrite("gui_fixtures")  # its helpers assert; imported below before pytest loads it
 
-import gui.models_tab
-from conftest import GLOBAL_FILES
-from engine.download import part_path
+import engine.download
+import engine.weights
+from conftest import FACE_FILES, GLOBAL_FILES, serve_folder
+from engine.cli import main as cli_main
+from engine.download import download_path, part_path
 from engine.models.checkpoints import SafetensorsSource
 from engine.profiles import ProfileInfo, save_profile
+from engine.weights import ImportedWeights, import_official, official_dir
 from gui_fixtures import JOB_TIMEOUT_MS, wait_for_listing
 
 pytest_plugins = ("gui_fixtures",)
@@ -38,7 +42,12 @@ class Served:
     payload: bytes = PAYLOAD
     delay: float = 0.0  # seconds between 16 KB chunks (a slow line, to cancel mid-way)
     ranges: list[str | None] = field(default_factory=list)
-    url: str = ""
+    base: str = ""
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Both official archives at this server (it serves the same payload whatever the path)."""
+        return {archive: f"{self.base}/{archive}_checkpoints.zip" for archive in ("global", "face")}
 
 
 @pytest.fixture
@@ -71,7 +80,7 @@ def server():
     httpd.daemon_threads = True
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
     thread.start()
-    served.url = f"http://127.0.0.1:{httpd.server_address[1]}/global_checkpoints.zip"
+    served.base = f"http://127.0.0.1:{httpd.server_address[1]}"
     try:
         yield served
     finally:
@@ -82,16 +91,17 @@ def server():
 
 @pytest.fixture
 def imported(monkeypatch, tmp_path):
-    """Stand-in for import_official (validating real official weights is the CLI tests' job)."""
+    """Stand-in for import_official behind the download (the payload is no real archive; validating
+    real official weights is the other tests' job)."""
     calls: list[tuple[Path, bytes]] = []
 
-    def fake_import(archive: Path) -> Path:
+    def fake_import(archive: Path) -> ImportedWeights:
         calls.append((Path(archive), Path(archive).read_bytes()))
         target = tmp_path / "userdata" / "weights" / "official"
         target.mkdir(parents=True, exist_ok=True)
-        return target
+        return ImportedWeights(target, ("face_256",) if "face" in Path(archive).name else tuple(GLOBAL_FILES))
 
-    monkeypatch.setattr(gui.models_tab, "import_official", fake_import)
+    monkeypatch.setattr(engine.download, "import_official", fake_import)
     return calls
 
 
@@ -142,7 +152,7 @@ def test_fine_tuned_profiles_are_listed_and_can_be_chosen(make_window, tiny_weig
 
 
 def test_download_from_a_local_server_installs_and_switches_to_official(make_window, server, imported, qtbot):
-    window = make_window(download_url=server.url)
+    window = make_window(download_urls=server.urls)
     tab = window.models_tab
     assert not tab.cancel_button.isEnabled()
     seen = []
@@ -151,20 +161,21 @@ def test_download_from_a_local_server_installs_and_switches_to_official(make_win
         assert tab.cancel_button.isEnabled() and not tab.download_button.isEnabled()
         tab._job_runner.task.progress.connect(lambda f, m: seen.append((f, m)))
     assert blocker.args == ["download", "finished"], tab.error_label.text()
-    dest = Path(os.environ["HEIRLOOM_DATA_DIR"]) / "downloads" / "global_checkpoints.zip"
-    assert imported == [(dest, PAYLOAD)]  # the whole file, then installed
+    downloads = Path(os.environ["HEIRLOOM_DATA_DIR"]) / "downloads"
+    # Both official archives, each whole, then installed: the global weights and the face weights.
+    assert imported == [(downloads / "global_checkpoints.zip", PAYLOAD), (downloads / "face_checkpoints.zip", PAYLOAD)]
     assert tab.progress_bar.value() == tab.progress_bar.maximum()
     assert any("of 0.3 MB" in m for _, m in seen)
     assert [f for f, _ in seen] == sorted(f for f, _ in seen)
     # The default weights were missing, so the newly installed official ones are used from now on.
     assert window.settings.weights == "official" and tab.official_radio.isChecked()
-    assert "are in use" in tab.job_status.text()
+    assert "are in use" in tab.job_status.text() and "face weights (face_256)" in tab.job_status.text()
     assert tab.download_button.isEnabled() and not tab.cancel_button.isEnabled()
 
 
 def test_cancel_a_download_keeps_the_part_and_the_next_one_resumes(make_window, server, imported, qtbot):
     server.delay = 0.05  # about a second for the whole file
-    window = make_window(download_url=server.url)
+    window = make_window(download_urls=server.urls)
     tab = window.models_tab
     with qtbot.waitSignal(tab.job_done, timeout=JOB_TIMEOUT_MS) as blocker:
         assert tab.start_download()
@@ -180,12 +191,75 @@ def test_cancel_a_download_keeps_the_part_and_the_next_one_resumes(make_window, 
     with qtbot.waitSignal(tab.job_done, timeout=JOB_TIMEOUT_MS) as blocker:
         assert tab.start_download()
     assert blocker.args == ["download", "finished"]
-    assert server.ranges[-1] == f"bytes={kept}-"
-    assert imported[-1][1] == PAYLOAD
+    assert server.ranges[-2:] == [f"bytes={kept}-", None]  # the global zip resumed, then the face zip
+    assert imported[0] == (dest, PAYLOAD)
+
+
+def test_download_installs_the_face_weights_too(make_window, official_archives, qtbot):
+    """The real download and import, from a local server holding both official archives."""
+    with serve_folder(official_archives) as base:
+        window = make_window(download_urls={a: f"{base}/{a}_checkpoints.zip" for a in ("global", "face")})
+        tab = window.models_tab
+        with qtbot.waitSignal(tab.job_done, timeout=JOB_TIMEOUT_MS) as blocker:
+            assert tab.start_download()
+    assert blocker.args == ["download", "finished"], tab.error_label.text()
+    assert (official_dir() / FACE_FILES["face_256"][1]).is_file()
+    assert "global weights and face weights (face_256) are installed" in tab.job_status.text()
+    wait_for_listing(qtbot, window)
+    official = row(tab, "official")
+    assert official.ok and official.faces == ("face_256",), official.detail
+    r = tab.rows.index(official)
+    assert tab.table.item(r, 1).text() == "Complete" and "faces: face_256" in tab.table.item(r, 1).toolTip()
+    assert window.settings.weights == "official"
+    options = window.restore_tab.options_panel
+    assert options.faces_unavailable is None and options.faces_combo.isEnabled()  # faces can now be refined
+
+
+def test_cancel_during_the_face_download_says_the_global_weights_were_installed(make_window, server, imported,
+                                                                                qtbot):
+    server.delay = 0.05
+    window = make_window(download_urls=server.urls)
+    tab = window.models_tab
+    with qtbot.waitSignal(tab.job_done, timeout=JOB_TIMEOUT_MS) as blocker:
+        assert tab.start_download()
+        qtbot.waitUntil(lambda: tab.job_status.text().startswith("Downloading face weights"), timeout=JOB_TIMEOUT_MS)
+        tab.cancel_button.click()
+    assert blocker.args == ["download", "cancelled"]
+    assert [archive.name for archive, _ in imported] == ["global_checkpoints.zip"]
+    assert tab.job_status.text().startswith("Download cancelled; the official global weights were installed, "
+                                            "nothing more.")
+    assert part_path(download_path("face")).exists() and not download_path("face").exists()
+    qtbot.waitUntil(lambda: not tab.refreshing and row(tab, "official").installed, timeout=JOB_TIMEOUT_MS)
+
+
+def test_cli_listing_and_the_gui_lists_show_the_same_weights(make_window, tiny_weights, official_archives,
+                                                              monkeypatch, qtbot):
+    """One catalogue: the default weights, the imported official ones and a profile, in every list."""
+    monkeypatch.setattr(engine.weights, "DEFAULT_WEIGHTS_DIR", tiny_weights)
+    import_official(official_archives / "global_checkpoints.zip")
+    import_official(official_archives / "face_checkpoints.zip")
+    save_profile("my album", SafetensorsSource(tiny_weights), {}, ProfileInfo(task="detector", base="default"))
+    out, err = io.StringIO(), io.StringIO()
+    assert cli_main(["models"], out=out, err=err) == 0, err.getvalue()
+    cli_lines = out.getvalue().splitlines()
+
+    window = make_window()
+    tab, bases = window.models_tab, window.train_tab.options.base_combo
+    choices = ["default", "official", "profile:my album"]
+    assert [r.choice for r in tab.rows] == choices
+    assert [bases.itemData(i) for i in range(bases.count())] == choices
+    assert len(cli_lines) == len(choices)
+    for i, (line, choice) in enumerate(zip(cli_lines, choices)):
+        assert line.startswith(f"OK      {choice} ") and tab.table.item(i, 1).text() == "Complete", line
+        assert f" {tab.table.item(i, 3).text()}  (" in line  # the same folder
+        assert bases.itemText(i).removesuffix(" (in use)") == tab.table.item(i, 0).text().removesuffix("  ✓ in use")
+    assert "faces: face_256" in cli_lines[1] and "faces: face_256" in tab.table.item(1, 1).toolTip()
+    assert "detector from default" in cli_lines[2] and "detector from default" in tab.table.item(2, 1).toolTip()
+    assert [tab.profile_combo.itemText(i) for i in range(tab.profile_combo.count())] == ["my album"]
 
 
 def test_download_and_import_failures_are_explained(make_window, tmp_path, qtbot):
-    window = make_window(download_url="http://127.0.0.1:9/nothing-here.zip")  # port 9: refused
+    window = make_window(download_urls={"global": "http://127.0.0.1:9/nothing-here.zip"})  # port 9: refused
     tab = window.models_tab
     with qtbot.waitSignal(tab.job_done, timeout=JOB_TIMEOUT_MS) as blocker:
         assert tab.start_download()
