@@ -23,10 +23,11 @@ from typing import Any, Callable, Sequence, TextIO
 import numpy as np
 
 from . import provenance
+from .durable import same_file
 from .imageio import (ImageReadError, PhotoFile, encode, encode_png, finish, list_images, output_format,
                       output_suffix, read_mask, read_photo, stale_temps, write_bytes_atomic)
 from .models.checkpoints import CheckpointError
-from .pipeline import RestoreOptions, Restorer, required_networks
+from .pipeline import RestoreOptions, RestoreResult, Restorer, required_networks
 from .progress import Cancelled, Progress
 
 PENDING, DONE, FAILED, SKIPPED = "pending", "done", "failed", "skipped"
@@ -237,6 +238,17 @@ class WriteFailed(Exception):
     """An output could not be written; nothing partial was left behind."""
 
 
+class WouldOverwriteOriginal(WriteFailed):
+    """The output path is the photo being restored: Heirloom never writes over an original."""
+
+
+def refuse_original(out: Path, original: Path) -> None:
+    """Raise :class:`WouldOverwriteOriginal` when ``out`` names the original photo (any spelling)."""
+    if same_file(out, original):
+        raise WouldOverwriteOriginal(f"{Path(out).name} is the original photo, which Heirloom never overwrites; "
+                                     "choose another file name")
+
+
 def recorded_output_intact(out: Path, output_sha256: str | None, output_stat: list[int] | None) -> bool:
     """The output a state file recorded as done is still there, unchanged (size and time spare
     re-hashing a large output; otherwise its sha256 must match)."""
@@ -298,9 +310,9 @@ class Written:
 
 
 class PhotoProcessor:
-    """Restores one decoded photo into an output file and its provenance sidecar. The CLI batch and
-    the GUI album queue both use it, so every output is encoded, written atomically and recorded the
-    same way whichever front end made it."""
+    """Restores one decoded photo into an output file and its provenance sidecar. The CLI batch, the
+    GUI album queue and the Restore tab's Save… all write through :meth:`save`, so every output is
+    encoded, written atomically and recorded the same way whichever front end made it."""
 
     def __init__(self, config: BatchConfig, restorer: Restorer) -> None:
         self.config, self.restorer = config, restorer
@@ -310,16 +322,28 @@ class PhotoProcessor:
     def process(self, photo: PhotoFile, out: Path, fmt: str, *, user_mask: np.ndarray | None = None,
                 mask_file: Path | None = None, progress: Progress | None = None,
                 before_write: Callable[[str], None] | None = None, read_seconds: float = 0.0) -> Written:
-        """Restore, encode, then write ``out`` (and the sidecar). ``before_write(sha256)`` runs just
-        before the rename, so a caller can persist which bytes it is writing (crash recovery)."""
+        """Restore ``photo`` with the config's options, then :meth:`save` it to ``out``."""
+        started = time.perf_counter() - read_seconds
+        result = self.restorer.restore(photo.pixels, self.config.options, user_mask, progress or Progress())
+        return self.save(photo, result, out, fmt, mask_file=mask_file, before_write=before_write,
+                         read_seconds=read_seconds, started=started)
+
+    def save(self, photo: PhotoFile, result: RestoreResult, out: Path, fmt: str, *, image: np.ndarray | None = None,
+             mask_file: Path | None = None, before_write: Callable[[str], None] | None = None,
+             read_seconds: float = 0.0, started: float | None = None) -> Written:
+        """Write a restored photo: encoded at the photo's own depth with its metadata, atomically, never
+        over the original, then its provenance sidecar. ``image`` replaces ``result.image`` when what
+        is saved differs from the restoration (faces switched off in the Restore tab); ``mask_file``
+        is the file the user's mask came from; ``before_write(sha256)`` runs just before the rename,
+        so a caller can persist which bytes it is writing (crash recovery); ``started``: when the
+        work on this photo began (``perf_counter``; default now), for the recorded total time."""
         cfg, src = self.config, Path(photo.path)
-        t_start = time.perf_counter() - read_seconds
-        timings: dict[str, float] = {"read": read_seconds}
-        result = self.restorer.restore(photo.pixels, cfg.options, user_mask, progress or Progress())
-        timings.update(result.timings)
+        refuse_original(out, src)
+        started = time.perf_counter() if started is None else started
+        timings: dict[str, float] = {"read": read_seconds, **result.timings}
         t0 = time.perf_counter()
         notes = list(photo.warnings) + list(result.warnings)
-        pixels, alpha = finish(photo, result.image)
+        pixels, alpha = finish(photo, result.image if image is None else image)
         data = encode(photo, pixels, alpha, fmt, cfg.quality, notes)
         digest = provenance.sha256_bytes(data)
         mask_out = out.with_name(f"{src.stem}_mask.png") if cfg.save_mask and result.mask is not None else None
@@ -333,7 +357,7 @@ class PhotoProcessor:
         if mask_out is not None:
             write_output(mask_out, mask_data)
         timings["write"] = time.perf_counter() - t0
-        timings["total"] = time.perf_counter() - t_start
+        timings["total"] = time.perf_counter() - started
         record = self._record(photo, out, fmt, result, digest, mask_file, mask_out, timings, notes)
         try:
             provenance.write_sidecar(out, record)
@@ -344,11 +368,12 @@ class PhotoProcessor:
         return Written(digest, [stat.st_size, stat.st_mtime_ns], result.mode.value,
                        sum(result.timings.values()), notes, faces, result.strength)
 
-    def _record(self, photo: PhotoFile, out: Path, fmt: str, result: Any, digest: str, mask_file: Path | None,
-                mask_out: Path | None, timings: dict[str, float], notes: list[str]) -> dict[str, Any]:
+    def _record(self, photo: PhotoFile, out: Path, fmt: str, result: RestoreResult, digest: str,
+                mask_file: Path | None, mask_out: Path | None, timings: dict[str, float],
+                notes: list[str]) -> dict[str, Any]:
         """The provenance sidecar's content for one finished photo."""
         cfg = self.config
-        brushed = mask_file is not None
+        brushed, from_file = result.brushed, mask_file is not None
         source = self.restorer.bank.source
         networks = required_networks(cfg.options, brushed)
         if result.faces is not None and result.faces.refined:
@@ -361,8 +386,8 @@ class PhotoProcessor:
                      "card": self.hashes.card()},
             options={**cfg.settings(), "mode": result.mode.value, "strength_applied": result.strength}, device=provenance.device_info(self.restorer.device),
             mask={"source": provenance.mask_source(cfg.options.detect, brushed),
-                  "file": str(Path(mask_file).resolve()) if brushed else None,
-                  "file_sha256": provenance.sha256_file(Path(mask_file)) if brushed else None,
+                  "file": str(Path(mask_file).resolve()) if from_file else None,
+                  "file_sha256": provenance.sha256_file(Path(mask_file)) if from_file else None,
                   "saved": str(mask_out.resolve()) if mask_out is not None else None},
             timings=timings, warnings=notes, command=list(cfg.argv), environment_info=self.env,
             tile=result.tiling or None, faces=faces_record(cfg.options, result))

@@ -75,8 +75,7 @@ def detect_one(bank: ModelBank, config: DetectConfig, src: Path, out: Path, hash
     """Detect one photo's damage and write its mask and sidecar; returns the marked fraction."""
     t0 = time.perf_counter()
     photo = read_photo(src, config.allow_huge)
-    holes, _ = damage_mask(bank, as_float_rgb(photo.pixels), config.options, progress=progress)
-    mask = holes if holes is not None else np.zeros(photo.pixels.shape[:2], bool)
+    mask, _ = damage_mask(bank, as_float_rgb(photo.pixels), config.options, progress=progress)
     data = encode_png(mask.astype(np.uint8) * 255)
     write_output(out, data)
     options = asdict(config.options)

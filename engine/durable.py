@@ -29,3 +29,15 @@ def sha256_file(path: Path, block: int = 1 << 20) -> str:
         for chunk in iter(lambda: handle.read(block), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """True when ``a`` and ``b`` name the same file (links, ``..`` and case-insensitive disks included):
+    how every writer checks that it is not about to replace an original photo."""
+    a, b = Path(a).expanduser(), Path(b).expanduser()
+    try:
+        if a.exists() and b.exists():
+            return os.path.samefile(a, b)
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()

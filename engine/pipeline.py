@@ -19,12 +19,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Iterable
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .detection import OFFICIAL_THRESHOLD, detect_scratches, detection_short_side
+from .detection import OFFICIAL_THRESHOLD, detect_scratches, detection_short_side, mask_from_probability
 from .faces.stage import FaceReport, FacesUnavailable, choose_face_network, refine_faces, require_detector
 from .models.checkpoints import ModelBank
 from .progress import Progress
@@ -35,21 +34,26 @@ from .tone import apply_output_tone
 
 
 def damage_mask(bank: ModelBank, rgb: np.ndarray, options: "RestoreOptions", user_mask: np.ndarray | None = None,
-                progress: Progress | None = None, dilate: bool = True) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The one mask policy (restore, ``detect``, the Restore tab, the queue): detection when the
-    options ask for it, thresholded, merged with the user's mask, grown by the options' dilation.
-    Returns (holes HxW bool or None when there is no mask at all, detector probability or None)."""
+                progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The one mask policy (``restore``, ``detect``, the album queue, the Restore tab): the detector's
+    probability when the options ask for detection, thresholded and grown by the options' dilation
+    (a thresholded scratch is thinner than the damage it marks), then merged with the user's mask,
+    which is never grown: a person's brushed pixels are exact by intent.
+    Returns (holes HxW bool, all False when nothing is marked; detector probability or None)."""
     h, w = rgb.shape[:2]
-    detected = holes = None
+    holes = np.zeros((h, w), bool)
+    detected = None
     if options.detect:
         detected = detect_scratches(bank, rgb, detection_short_side(options.detection_scale, h, w), progress)
-        holes = detected >= options.threshold
+        holes = mask_from_probability(detected, options.threshold, options.dilation)
     if user_mask is not None:
-        user = np.asarray(user_mask).astype(bool)
-        holes = user if holes is None else (holes | user)
-    if dilate and holes is not None and options.dilation > 0:
-        holes = cv2.dilate(holes.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=options.dilation).astype(bool)
+        holes |= np.asarray(user_mask).astype(bool)
     return holes, detected
+
+
+# ``RestoreOptions.detection_scale`` value that runs no detector even in scratch or HR mode: the mask
+# the caller passes is the whole mask (the Restore tab's reviewed mask, already detected and edited).
+NO_DETECTION = "off"
 
 
 @dataclass(frozen=True)
@@ -60,7 +64,8 @@ class RestoreOptions:
     hr: bool = False  # patch-attention mapping (official --HR), detection included
     threshold: float = OFFICIAL_THRESHOLD  # detector probability that counts as damage
     mask_dilation: int | None = None  # 3x3 dilation iterations; None = official (0, HR: 3)
-    detection_scale: str | int = "official"  # "official" (256 px short side), "full", or a short side in px
+    # "official" (256 px short side), "full", a short side in px, or NO_DETECTION (the given mask is final)
+    detection_scale: str | int = "official"
     tile: int | str = "auto"  # "auto": untiled when it fits the memory budget; "off"; or a tile size in px
     max_memory_gb: float | None = None  # memory budget; None = a safe share of what the device has free
     precision: str = "fp32"  # fp32 (exact), bf16, fp16 (GPU) or auto (reduced where the hardware is native)
@@ -71,12 +76,13 @@ class RestoreOptions:
 
     @property
     def detect(self) -> bool:
-        return self.scratch or self.hr
+        """Whether the detector runs: scratch and HR mode detect unless detection is switched off."""
+        return (self.scratch or self.hr) and self.detection_scale != NO_DETECTION
 
     def mode(self, has_user_mask: bool) -> Mode:
         if self.hr:
             return Mode.HR
-        return Mode.SCRATCH if (self.scratch or has_user_mask) else Mode.QUALITY
+        return Mode.SCRATCH if (self.detect or has_user_mask) else Mode.QUALITY
 
     @property
     def dilation(self) -> int:
@@ -89,13 +95,14 @@ class RestoreOptions:
 class RestoreResult:
     image: np.ndarray  # HxWx3 float32 in [0, 1], same H, W as the input
     mode: Mode
-    mask: np.ndarray | None = None  # HxW bool: the holes that were filled (after merge and dilation)
+    mask: np.ndarray | None = None  # HxW bool: the holes that were filled (damage_mask's merge)
     detected: np.ndarray | None = None  # HxW float32 detector probability, if detection ran
     timings: dict[str, float] = field(default_factory=dict)
     tiling: dict = field(default_factory=dict)  # tile size used (None = untiled), shrinks on low memory
     faces: FaceReport | None = None  # None: the face stage did not run
     warnings: list[str] = field(default_factory=list)  # things the user should know; the photo is still restored
     strength: float = 1.0  # the restoration strength applied (engine.strength)
+    brushed: bool = False  # the caller's mask (brushed, reviewed or a mask file) is part of ``mask``
 
 
 def compose_faces(result: RestoreResult, enabled: Iterable[int]) -> np.ndarray:
@@ -231,14 +238,12 @@ class Restorer:
         detected = None
         holes = None
         restore_start = 0.0
-        if options.detect or user_mask is not None:
+        if mode.uses_mask:
             t0 = time.perf_counter()
-            holes, detected = damage_mask(self.bank, rgb, options, user_mask, global_progress.sub(0.0, 0.1),
-                                          dilate=mode.uses_mask)
+            holes, detected = damage_mask(self.bank, rgb, options, user_mask, global_progress.sub(0.0, 0.1))
             if detected is not None:
                 timings["detection"] = time.perf_counter() - t0
                 restore_start = 0.1
-        if mode.uses_mask:
             rgb = rgb.copy()
             rgb[holes] = 1.0  # holes are filled with white, as the networks were trained
         progress.check()
@@ -274,7 +279,8 @@ class Restorer:
         strength = self.default_strength(original) if options.strength is None else options.strength
         result = apply_strength(result, original, holes, strength)
         timings["restoration"] = time.perf_counter() - t0
-        out = RestoreResult(np.ascontiguousarray(result), mode, holes, detected, timings, tiling, strength=strength)
+        out = RestoreResult(np.ascontiguousarray(result), mode, holes, detected, timings, tiling, strength=strength,
+                            brushed=user_mask is not None)
         if over_budget:
             out.warnings.append(over_budget)
         if faces_skipped:

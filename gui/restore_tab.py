@@ -6,9 +6,13 @@ only add the file dialogs around them. Errors never open modal boxes: they go to
 above the buttons (with copyable details) and to the status bar.
 
 What is repaired is what the view shows: when Detect has run (or a previous restore detected),
-the canvas mask, with the user's strokes, is passed to the engine as ``user_mask`` and the engine's
-own detection is switched off; in auto-detect mode without a detection yet, the worker detects
-first with the panel's threshold and dilation, adds the strokes, and the view adopts that mask.
+the canvas mask, with the user's strokes, is passed to the engine as ``user_mask`` with detection
+switched off (``NO_DETECTION``: no detector runs, in HR mode neither); in auto-detect mode without a
+detection yet, the engine's one mask policy detects with the panel's threshold and dilation and adds
+the strokes (never grown), and the view adopts the mask the engine used.
+
+Save… writes through the engine's one save path (``PhotoProcessor.save``: atomic, never over the
+original, with the same provenance sidecar as the CLI and the album queue) in a background task.
 
 Nothing is thrown away silently: a restored photo not saved yet is asked about (Save / Discard /
 Cancel, :mod:`gui.prompts`) before another photo opens or the window closes. The mask itself is
@@ -24,15 +28,16 @@ import json
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal, Slot
+from PySide6.QtCore import QEvent, QEventLoop, QObject, Qt, QTimer, Signal, Slot
 from PySide6.QtWidgets import (QFileDialog, QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton,
                                QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
 
 from engine.device import DeviceError, DeviceInfo, choose_device
-from engine.imageio import (IMAGE_SUFFIXES, ImageReadError, PhotoFile, encode, finish, output_format,
-                            output_suffix, read_photo, rgb8, to_u8, write_bytes_atomic)
+from engine.batch import WouldOverwriteOriginal, Written, refuse_original
+from engine.imageio import (IMAGE_SUFFIXES, ImageReadError, PhotoFile, output_format, output_suffix, read_photo,
+                            rgb8, to_u8)
 from engine.masks import DETECTED, MaskStore
-from engine.pipeline import RestoreResult
+from engine.pipeline import NO_DETECTION, RestoreResult
 from engine.provenance import sidecar_path
 from engine.restoration import Mode
 from engine.models.checkpoints import CheckpointError
@@ -43,17 +48,13 @@ from .canvas import FaceBox, PhotoCanvas
 from .errors import GUI_WEIGHTS_HINT, ErrorBanner, describe_error
 from .face_panel import FacePanel
 from .mask_panel import MaskPanel
-from .paths import same_file
 from . import prompts
 from .restore_options import OptionsPanel
 from .settings import Settings
 from .workers import (FINISHED, DetectJob, DetectTask, RestoreJob, RestoreOutcome,
-                      RestorerCache, RestoreTask, TaskRunner)
+                      RestorerCache, RestoreTask, SaveJob, SaveTask, TaskRunner)
 
 PROGRESS_STEPS = 1000
-# A threshold no probability reaches: in HR mode the engine always runs its own detection, and a
-# reviewed mask must not get back the scratches the user erased.
-DETECTOR_OFF = 2.0
 SAVE_FORMATS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".jpeg": "jpeg"}
 SAVE_FILTERS = {"png": "PNG image (*.png)", "tiff": "TIFF image (*.tif *.tiff)", "jpeg": "JPEG image (*.jpg *.jpeg)"}
 JPEG_QUALITY = 95
@@ -90,6 +91,7 @@ class RestoreTab(QWidget):
 
     restore_done = Signal(str)  # "finished" / "failed" / "cancelled", once the thread has stopped
     detect_done = Signal(str)
+    save_done = Signal(str)  # "finished" / "failed" / "cancelled", once the save's thread has stopped
     busy_changed = Signal(bool)
     status_message = Signal(str)
     image_opened = Signal(object)  # Path of a photo that opened successfully
@@ -103,6 +105,7 @@ class RestoreTab(QWidget):
         self.photo: PhotoFile | None = None
         self.image: np.ndarray | None = None  # HxWx3 uint8, what the view shows as "before"
         self.result = None  # RestoreResult of the last finished restore
+        self.restored: RestoreOutcome | None = None  # that restore with its job (None: a queue result shown)
         self.faces_on: set[int] = set()  # the refined faces shown refined (the rest are toggled off)
         # A working copy of result.image that face toggles recompose in place (None until the first
         # toggle), and the uint8 "after" the canvas shows: a toggle refreshes only the faces' regions.
@@ -115,6 +118,7 @@ class RestoreTab(QWidget):
         self._mask_dirty = False  # strokes not yet in the MaskStore
         self.result_saved = False  # the current result was written to a file (nothing to lose)
         self.review_output: Path | None = None  # the album-queue output this photo was opened with
+        self._saving_to: Path | None = None  # the file the running save writes
         self._eta = EtaEstimator()
         self.runner = TaskRunner(self)
         self.runner.busy_changed.connect(self._on_busy_changed)
@@ -278,6 +282,7 @@ class RestoreTab(QWidget):
         self.sample_button.setVisible(not has_image)
         self._place_sample_button()
         self.options_panel.set_locked(busy)
+        self.face_panel.setEnabled(not busy)  # a save in progress writes the faces as they are
         self.mask_panel.set_editable(not busy, has_image)
         self.mask_panel.detect_button.setEnabled(free and has_image)
         tip = self._reserved_reason or "Restore the photo with the options on the right"
@@ -426,13 +431,14 @@ class RestoreTab(QWidget):
         """Before the current work goes away: True to go on (saved, discarded or nothing to lose),
         False when the person cancelled. Pending strokes are stored in the MaskStore first."""
         self.store_mask()
+        self.wait_for_save()  # a save under way decides whether anything is left to lose
         if not self.has_unsaved_work() or self.image_path is None:
             return True
         answer = prompts.ask_unsaved(self.window(), *self.unsaved_question(action))
         if answer == prompts.CANCEL:
             return False
         if answer == prompts.SAVE:
-            return self.save_dialog()
+            return self.save_dialog(wait=True)
         return True
 
     def load_image(self, path: str | Path) -> bool:
@@ -452,7 +458,7 @@ class RestoreTab(QWidget):
             return False
         self.store_mask()  # the previous photo's pending strokes
         self.image_path, self.photo, self.image = path, photo, rgb8(photo.pixels)
-        self.result, self.result_saved, self.review_output = None, False, None
+        self.result, self.restored, self.result_saved, self.review_output = None, None, False, None
         self.faces_on, self.composed, self._after_u8 = set(), None, None
         self.face_panel.show_faces(None, set())
         self.clear_error()
@@ -625,15 +631,12 @@ class RestoreTab(QWidget):
     def restore_job(self, device) -> RestoreJob:
         """The job for the current view: see the module docstring for which mask is used."""
         panel = self.mask_panel
-        base = self.options_panel.options(panel.threshold, panel.dilation)
-        options = dataclasses.replace(base, scratch=False, mask_dilation=0,
-                                      threshold=DETECTOR_OFF if base.hr else base.threshold)
+        options = self.options_panel.options(panel.threshold, panel.dilation)
+        if panel.has_detection or not self.options_panel.scratch_auto:
+            options = dataclasses.replace(options, detection_scale=NO_DETECTION)  # the view's mask is final
         mask = self.canvas.mask()
         user_mask = mask.copy() if mask is not None and mask.any() else None
-        detect = None
-        if not panel.has_detection and self.options_panel.scratch_auto:
-            detect = (panel.threshold, panel.dilation)
-        return RestoreJob(self.photo.pixels, options, self.settings.weights, device, user_mask, detect)
+        return RestoreJob(self.photo.pixels, options, self.settings.weights, device, user_mask)
 
     def start_restore(self) -> bool:
         """Start restoring the open photo in a worker thread. Returns False if it could not start."""
@@ -684,9 +687,9 @@ class RestoreTab(QWidget):
     @Slot(object)
     def _on_restored(self, outcome: RestoreOutcome) -> None:
         result = outcome.result
-        self.result = result
-        if outcome.probability is not None:
-            self.mask_panel.adopt_detection(outcome.probability, outcome.mask, "Detect scratches (restore)")
+        self.result, self.restored = result, outcome
+        if result.detected is not None:  # this restore detected: the view shows the mask it used
+            self.mask_panel.adopt_detection(result.detected, result.mask, "Detect scratches (restore)")
         self._after_u8 = to_u8(result.image)
         self.result_saved = False
         self._show_after()
@@ -740,7 +743,7 @@ class RestoreTab(QWidget):
         """Switch one refined face on or off: the faces' regions are recomposed from the face stage's
         layers (no network runs), so the view and Save follow at once, even on a big scan."""
         report = self.result.faces if self.result is not None else None
-        if report is None or index not in report.refined_indices or (index in self.faces_on) == on:
+        if self.busy or report is None or index not in report.refined_indices or (index in self.faces_on) == on:
             return
         self.faces_on = self.faces_on | {index} if on else self.faces_on - {index}
         if self.composed is None:
@@ -773,7 +776,7 @@ class RestoreTab(QWidget):
         self._update_actions()
         if outcome == FINISHED:
             self.store_mask()
-        (self.restore_done if kind == "restore" else self.detect_done).emit(outcome)
+        {"restore": self.restore_done, "save": self.save_done}.get(kind, self.detect_done).emit(outcome)
 
     # ------------------------------------------------------------------ save
 
@@ -788,8 +791,9 @@ class RestoreTab(QWidget):
         suffix = output_suffix(self.image_path, output_format(self.image_path))
         return folder / f"{self.image_path.stem}_restored{suffix}"
 
-    def save_dialog(self) -> bool:
-        """Ask where to save (starting at ``default_save_path``); True when it was written."""
+    def save_dialog(self, wait: bool = False) -> bool:
+        """Ask where to save (starting at ``default_save_path``) and start saving there; True when
+        the save started (``wait``: when the file was written)."""
         if self.result is None:
             return False
         default = self.default_save_path()
@@ -802,46 +806,58 @@ class RestoreTab(QWidget):
         if not path.suffix:  # the dialog's filter says which format was meant
             fmt = next((k for k, f in SAVE_FILTERS.items() if f == chosen), "png")
             path = path.with_name(path.name + {"png": ".png", "tiff": ".tif", "jpeg": ".jpg"}[fmt])
-        return self.save_result(path)
+        return self.save_result(path, wait)
 
-    def save_result(self, path: str | Path) -> bool:
-        """Write the result (PNG, TIFF or JPEG by suffix, the photo's depth and metadata kept),
-        atomically. The original photo is never overwritten."""
+    def save_result(self, path: str | Path, wait: bool = False) -> bool:
+        """Save what the view shows as "after" (PNG, TIFF or JPEG by suffix, the photo's depth and
+        metadata kept) with its provenance sidecar, in the background: the engine encodes and writes
+        atomically, never over the original. True when the save started (``wait``: when the file
+        was written; the window stays live meanwhile)."""
         if self.result is None or self.photo is None or self.image_path is None:
             self.show_error("There is no restored photo to save yet.")
             return False
+        if self.busy:
+            self.show_error("Wait for the running job to end, then save.")
+            return False
+        if self.restored is None:  # reviewing a queue result: its file and record exist already
+            self.show_error(f"Nothing new to save: this is the album queue's restoration, already saved as "
+                            f"{self.review_output.name if self.review_output else 'its output'}. "
+                            "Restore again (e.g. after fixing the mask) to save a new version.")
+            return False
         path, fmt = save_path_with_format(Path(path).expanduser())
-        if same_file(path, self.image_path):
-            self.show_error(f"Not saved: {path.name} is the original photo, which Heirloom never overwrites. "
-                            "Choose another file name.")
-            return False
-        notes: list[str] = []
         try:
-            pixels, alpha = finish(self.photo, self.result_image)
-            write_bytes_atomic(path, encode(self.photo, pixels, alpha, fmt, JPEG_QUALITY, notes))
-        except (OSError, ValueError) as exc:
-            self.show_error(f"Could not save {path}: {describe_error(exc)}")
+            refuse_original(path, self.image_path)
+        except WouldOverwriteOriginal as exc:
+            self.show_error(f"Not saved: {exc}.")
             return False
-        self.clear_error()
+        task = SaveTask(SaveJob(self.photo, self.restored, self.result_image, path, fmt, JPEG_QUALITY), self.restorers)
+        task.finished.connect(self._on_saved)
+        self._saving_to = path
+        self.set_status(f"Saving {path.name}…")
+        if not self._start("save", task):
+            return False
+        return self.wait_for_save() if wait else True
+
+    def wait_for_save(self) -> bool:
+        """Let a running save finish (events keep flowing, so the window stays live); True when the
+        current result is saved."""
+        if self._job_kind == "save":
+            loop = QEventLoop()
+            self.save_done.connect(loop.quit)
+            loop.exec()
+            self.save_done.disconnect(loop.quit)
+        return self.result_saved
+
+    @Slot(object)
+    def _on_saved(self, written: Written) -> None:
+        path = self._saving_to
         self.settings.last_save_folder = path.parent
         self.result_saved = True
-        if self.review_output is not None and same_file(path, self.review_output):
-            self._mark_sidecar_superseded(path)
-        extra = f" ({'; '.join(notes)})" if notes else ""
-        self.set_status(f"Saved {path}{extra}")
-        return True
-
-    @staticmethod
-    def _mark_sidecar_superseded(output: Path) -> None:
-        """The queue's provenance record describes the file it wrote; say that it was replaced."""
-        sidecar = sidecar_path(output)
-        try:
-            record = json.loads(sidecar.read_text(encoding="utf-8"))
-            record["superseded"] = ("replaced from the Restore tab (re-restored after review); this record "
-                                    "describes the album queue's earlier output")
-            write_bytes_atomic(sidecar, (json.dumps(record, indent=1) + "\n").encode("utf-8"))
-        except (OSError, ValueError):
-            pass  # no record, or not ours to fix
+        self.progress_bar.setValue(PROGRESS_STEPS)
+        self.progress_bar.setFormat("Saved")
+        known = set(self.photo.warnings) | set(self.result.warnings)
+        extra = "; ".join(note for note in written.notes if note not in known)  # e.g. what the format cannot hold
+        self.set_status(f"Saved {path} and its provenance record" + (f" ({extra})" if extra else ""))
 
     # ------------------------------------------------------------------ closing
 

@@ -33,6 +33,7 @@ from engine.profiles import Profile, ProfileError, profiles_dir, validate_name
 from engine.progress import EtaEstimator, format_seconds
 from engine.training.finetune import DataSummary, FinetuneJob, FinetuneSession, FinetuneSettings, load_job
 from engine.training.finetune_tasks import DetectorTask, DomainTask, MappingTask
+from engine.training.metrics_log import read_metrics
 from engine.training.verdict import Verdict, judge
 
 from .errors import ErrorBanner
@@ -42,7 +43,7 @@ from .settings import Settings
 from .train_data_panel import DataPanel
 from .train_options import TrainOptions
 from .train_worker import (PREVIEW_COUNT, PREVIEW_EVERY, PREVIEW_SECONDS, ProfileTask, TrainTask,
-                           describe_training_error, read_history, work_dir)
+                           describe_training_error, work_dir)
 from .workers import CANCELLED, FAILED, TaskRunner
 
 PROGRESS_STEPS = 1000
@@ -285,7 +286,7 @@ class TrainTab(QWidget):
         if job is None or not (work / "checkpoint.pt").is_file():
             self._set_status(self._describe_state())
             return
-        history = read_history(work)
+        history = read_metrics(work)
         self.job, self.finetune_settings = job, job.settings
         self.step = int(history[-1]["step"]) if history else 0
         self.seconds = float(history[-1].get("seconds", 0.0)) if history else 0.0

@@ -10,7 +10,6 @@ is found and resumed next time.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -33,24 +32,6 @@ PREVIEW_COUNT = 3
 def work_dir() -> Path:
     """Where the tab's fine-tune keeps its checkpoint (looked up each time: tests move the data dir)."""
     return default_work_dir(WORK_NAME)
-
-
-def read_history(work: Path) -> list[dict[str, float]]:
-    """The metrics of every step trained so far (``metrics.jsonl``), for the chart of a reopened run.
-    A half-written last line (the app was killed) is skipped."""
-    rows = []
-    try:
-        lines = (Path(work) / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return rows
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and "step" in row:
-            rows.append(row)
-    return rows
 
 
 def describe_training_error(exc: BaseException, device: object | None = None) -> str:

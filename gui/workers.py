@@ -24,7 +24,9 @@ import numpy as np
 import torch
 from PySide6.QtCore import QObject, QThread, Qt, Signal, Slot
 
-from engine.detection import mask_from_probability, scratch_probability
+from engine.batch import BatchConfig, PhotoProcessor, WriteFailed, Written
+from engine.detection import scratch_probability
+from engine.imageio import PhotoFile
 from engine.models.checkpoints import ModelBank
 from engine.pipeline import RestoreOptions, RestoreResult, Restorer, required_networks
 from engine.progress import Cancelled, Progress
@@ -178,24 +180,22 @@ class RestoreJob:
     """Everything one restore needs, captured in the GUI thread before the worker starts."""
 
     image: np.ndarray  # HxW or HxWx3, uint8 / uint16 (the photo at its own depth)
+    # The engine's one mask policy (engine.pipeline.damage_mask) applies them: detection with the
+    # panel's threshold and dilation when they ask for it, or (detection off) ``user_mask`` as it is.
     options: RestoreOptions
     weights: str  # "default", "official" or a path
     device: torch.device
     user_mask: np.ndarray | None = None  # HxW bool: the reviewed mask, or the brushed strokes
-    # Detect first and add the detector's mask (threshold, dilation) to ``user_mask``, so the mask
-    # used is one the view can show afterwards. None = the mask is final as it is.
-    detect: tuple[float, int] | None = None
 
 
 @dataclass(frozen=True)
 class RestoreOutcome:
-    result: RestoreResult
-    mask: np.ndarray | None  # what was passed as user_mask
-    probability: np.ndarray | None  # the detector's map when this run detected
+    result: RestoreResult  # result.detected: the detector's map when this run detected
+    job: RestoreJob  # what made it (Save records its options and weights)
 
 
 class RestoreTask(Task):
-    """Loads the weights (once per cache entry), optionally detects, restores one photo."""
+    """Loads the weights (once per cache entry) and restores one photo (detecting if the options say so)."""
 
     ready = Signal()  # weights are loaded; restoration starts now (restarts the ETA clock)
 
@@ -207,25 +207,52 @@ class RestoreTask(Task):
         job = self.job
         progress.report(0.0, "loading weights")
         restorer = self.restorers.get(job.weights, job.device)
-        has_mask = job.user_mask is not None or job.detect is not None
-        names = required_networks(job.options, has_mask) + (["detector"] if job.detect is not None else [])
-        for name in names:  # one by one, so Cancel is heard between (large) networks
+        has_mask = job.user_mask is not None
+        for name in required_networks(job.options, has_mask):  # one by one: Cancel is heard between networks
             progress.check()
             restorer.bank.get(name)
         restorer.prepare(job.options, has_user_mask=has_mask)  # the rest (faces): bad weights fail now
-        mask, probability, start = job.user_mask, None, 0.0
         progress.check()
         self.ready.emit()
-        if job.detect is not None:
-            threshold, dilation = job.detect
-            probability = scratch_probability(restorer.bank, as_rgb(job.image), job.options.detection_scale,
-                                              progress.sub(0.0, 0.1))
-            detected = mask_from_probability(probability, threshold, dilation)
-            mask = detected if mask is None else (detected | mask)
-            start = 0.1
-        user_mask = mask if mask is not None and mask.any() else None
-        result = restorer.restore(job.image, job.options, user_mask=user_mask, progress=progress.sub(start, 1.0 - start))
-        return RestoreOutcome(result, user_mask, probability)
+        result = restorer.restore(job.image, job.options, user_mask=job.user_mask, progress=progress)
+        return RestoreOutcome(result, job)
+
+
+RESTORE_TAB_COMMAND = ("heirloom", "gui", "restore-tab")  # the sidecar's "command" for a Save… from the tab
+
+
+@dataclass(frozen=True)
+class SaveJob:
+    """One Save… of the Restore tab, captured in the GUI thread."""
+
+    photo: PhotoFile  # the original as read (depth, metadata, path: never written to)
+    restored: RestoreOutcome
+    image: np.ndarray  # what the view shows as "after" (faces switched off included)
+    out: Path
+    fmt: str  # png, tiff or jpeg
+    quality: int = 95  # JPEG quality
+
+
+class SaveTask(Task):
+    """Encodes and writes a restored photo with its provenance sidecar, off the GUI thread, through
+    the engine's one save path (the CLI and the album queue write theirs the same way)."""
+
+    def __init__(self, job: SaveJob, restorers: RestorerCache) -> None:
+        super().__init__(job.restored.job.device)
+        self.job, self.restorers = job, restorers
+
+    def work(self, progress: Progress) -> Written:
+        job, restore = self.job, self.job.restored.job
+        progress.report(0.0, "saving")
+        config = BatchConfig(inputs=(str(job.photo.path),), outdir=job.out.parent, options=restore.options,
+                             weights=restore.weights, fmt=job.fmt, quality=job.quality, overwrite=True,
+                             argv=RESTORE_TAB_COMMAND)
+        processor = PhotoProcessor(config, self.restorers.get(restore.weights, restore.device))
+        return processor.save(job.photo, job.restored.result, job.out, job.fmt, image=job.image)
+
+    def describe(self, exc: Exception) -> str:
+        reason = str(exc) if isinstance(exc, (WriteFailed, ValueError)) else describe_error(exc, self.device)
+        return f"Could not save {self.job.out}: {reason}"
 
 
 def as_rgb(image: np.ndarray) -> np.ndarray:

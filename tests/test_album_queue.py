@@ -49,7 +49,8 @@ class InvertingRestorer:
 
     def restore(self, image, options=RestoreOptions(), user_mask=None, progress=None) -> RestoreResult:
         self.masks.append(user_mask)
-        return RestoreResult(1.0 - as_float_rgb(image), options.mode(user_mask is not None), user_mask, None, {})
+        return RestoreResult(1.0 - as_float_rgb(image), options.mode(user_mask is not None), user_mask, None, {},
+                             brushed=user_mask is not None)
 
 
 def test_state_round_trips_and_ids_stay_unique(tmp_path):

@@ -69,7 +69,8 @@ class FakeRestorer:
             holes[0] = True
         if user_mask is not None:
             holes = user_mask if holes is None else holes | user_mask
-        return RestoreResult(1.0 - rgb, options.mode(user_mask is not None), holes, None, {"restoration": 0.0})
+        return RestoreResult(1.0 - rgb, options.mode(user_mask is not None), holes, None, {"restoration": 0.0},
+                             brushed=user_mask is not None)
 
 
 def run_batch(restorer, inputs, outdir, **kwargs) -> tuple[int, str, str]:
@@ -314,6 +315,28 @@ def test_sidecar_records_mask_source_and_file(tmp_path):
         assert (record["mask"]["saved"] is not None) == (source is not None)
         assert record["tile"] is None and record["device"]["device"] == "cpu"
         assert record["options"]["restore"]["scratch"] == ("options" in kwargs)
+
+
+def test_save_never_writes_over_the_original_and_writes_the_image_it_is_given(tmp_path):
+    """PhotoProcessor.save, the one save path (CLI, album queue, Restore tab), refuses the photo
+    itself under any spelling, and writes the image shown when it differs from the result."""
+    src = photo(tmp_path / "p.png")
+    restorer = FakeRestorer()
+    processor = batch.PhotoProcessor(BatchConfig(inputs=(), outdir=tmp_path, argv=("test",)), restorer)
+    picture = imageio.read_photo(src)
+    result = restorer.restore(picture.pixels)
+    before = src.read_bytes()
+    with pytest.raises(batch.WouldOverwriteOriginal, match="original"):
+        processor.save(picture, result, tmp_path / "sub" / ".." / "p.png", "png")
+    assert src.read_bytes() == before and not sidecar_path(src).exists()
+
+    shown = np.zeros_like(result.image)  # e.g. faces switched off in the Restore tab
+    written = processor.save(picture, result, tmp_path / "out" / "p.png", "png", image=shown)
+    with Image.open(tmp_path / "out" / "p.png") as saved:
+        assert not np.asarray(saved).any()
+    record = json.loads(sidecar_path(tmp_path / "out" / "p.png").read_text())
+    assert record["output"]["sha256"] == written.sha256 == digest(tmp_path / "out" / "p.png")
+    assert record["input"]["sha256"] == digest(src) and record["command"] == ["test"]
 
 
 def test_weight_hashes_cover_zip_members_and_are_computed_once(tmp_path, monkeypatch):

@@ -8,9 +8,11 @@ import torch
 import torch.nn.functional as F
 
 from conftest import bank_for
+from engine import detection, pipeline
+from engine.detection import mask_from_probability
 from engine.models.networks.partial_nonlocal import partial_attention
 from engine.models.networks.patch_attention import PatchAttention
-from engine.pipeline import RestoreOptions, Restorer, pad_to_multiple
+from engine.pipeline import NO_DETECTION, RestoreOptions, Restorer, damage_mask, pad_to_multiple, required_networks
 from engine.progress import Cancelled, Progress
 from engine.restoration import Mode, translate
 
@@ -62,12 +64,63 @@ def test_user_mask_is_merged_and_holes_are_filled(restorer):
     assert only_user.mode is Mode.SCRATCH and (only_user.mask == user).all() and only_user.detected is None
 
 
-def test_hr_mode_dilates_the_mask(restorer):
+def test_hr_mode_dilates_the_detected_scratches_never_the_users_pixels(restorer, monkeypatch):
     image = photo(64, 64)
+    probability = np.zeros((64, 64), np.float32)
+    probability[30, 30] = 0.9  # the detector marks one pixel
+    monkeypatch.setattr(pipeline, "detect_scratches", lambda *_args: probability)
     user = np.zeros((64, 64), bool)
-    user[30, 30] = True
-    result = restorer.restore(image, RestoreOptions(hr=True, threshold=1.1), user_mask=user)
-    assert result.mask.sum() == 49  # one pixel grown by 3 iterations of a 3x3 dilation
+    user[10, 50] = True  # a person marks another, exactly
+    result = restorer.restore(image, RestoreOptions(hr=True), user_mask=user)
+    detected = result.mask & ~user
+    assert detected.sum() == 49 and detected[27:34, 27:34].all()  # grown by 3 iterations of a 3x3 dilation
+    assert result.mask[9:12, 49:52].sum() == 1 and result.mask[10, 50]  # the user's pixel, not grown
+
+
+def test_dilation_grows_the_detected_part_and_the_users_mask_is_added_as_it_is(monkeypatch):
+    probability = np.zeros((32, 32), np.float32)
+    probability[8, 8] = 0.9
+    monkeypatch.setattr(pipeline, "detect_scratches", lambda *_args: probability)
+    user = np.zeros((32, 32), bool)
+    user[24, 24] = True
+    holes, detected = damage_mask(None, np.zeros((32, 32, 3), np.float32),
+                                  RestoreOptions(scratch=True, mask_dilation=2), user)
+    assert detected is probability
+    assert np.array_equal(holes, mask_from_probability(probability, 0.4, 2) | user)
+    assert holes[6:11, 6:11].all() and holes.sum() == 25 + 1
+
+
+def counted_detector_runs(monkeypatch) -> list[tuple[int, int]]:
+    """The input size of every run of the detector network from now on (the network still runs)."""
+    runs: list[tuple[int, int]] = []
+    real = detection.run_detector
+
+    def counted(bank, grey, size, antialias):
+        runs.append(size)
+        return real(bank, grey, size, antialias)
+
+    monkeypatch.setattr(detection, "run_detector", counted)
+    return runs
+
+
+def test_the_detector_runs_only_where_the_options_ask_for_detection(restorer, monkeypatch):
+    runs = counted_detector_runs(monkeypatch)
+    image = photo(40, 48)
+    user = np.zeros((40, 48), bool)
+    user[10:12, 5:40] = True
+    quality = restorer.restore(image, RestoreOptions())
+    assert runs == [] and quality.mode is Mode.QUALITY and quality.mask is None
+    # A reviewed mask in HR mode (the Restore tab's): used exactly as given, the detector never runs.
+    reviewed_options = RestoreOptions(hr=True, detection_scale=NO_DETECTION)
+    assert "detector" not in required_networks(reviewed_options, has_user_mask=True)
+    reviewed = restorer.restore(image, reviewed_options, user_mask=user)
+    assert runs == [] and reviewed.mode is Mode.HR and reviewed.detected is None
+    assert np.array_equal(reviewed.mask, user)  # not grown by HR's dilation either
+    unmarked = restorer.restore(image, reviewed_options)
+    assert runs == [] and unmarked.mode is Mode.HR and not unmarked.mask.any()
+    assert RestoreOptions(scratch=True, detection_scale=NO_DETECTION).mode(has_user_mask=False) is Mode.QUALITY
+    detected = restorer.restore(image, RestoreOptions(hr=True))
+    assert len(runs) == 1 and detected.detected is not None
 
 
 def test_mask_of_another_size_is_a_clear_error(restorer):

@@ -47,6 +47,7 @@ from .finetune_data import DataSummary, find_labelled, inspect_data, load_labell
 from .finetune_job import (TASKS, Budget, DetectorData, DomainData, FinetuneJob, FinetuneSettings, MappingData,
                            TaskData)
 from .finetune_tasks import DetectorTask, DomainTask, FinetuneTask, MappingTask, Preview
+from .metrics_log import append_metrics, open_metrics_log
 
 __all__ = ["TASKS", "Budget", "DataSummary", "DetectorData", "DomainData", "FinetuneJob", "FinetuneSession",
            "FinetuneSettings", "MappingData", "Preview", "TaskData", "default_work_dir", "inspect_data", "load_job"]
@@ -54,7 +55,6 @@ __all__ = ["TASKS", "Budget", "DataSummary", "DetectorData", "DomainData", "Fine
 CHECKPOINT = "checkpoint.pt"
 JOB = "job.json"
 BEFORE = "before.json"
-METRICS = "metrics.jsonl"
 
 
 def default_work_dir(profile: str) -> Path:
@@ -222,7 +222,7 @@ class FinetuneSession:
         task, budget, settings = self.task, self.job.budget, self.job.settings
         task.train_mode()
         last_save = time.monotonic()
-        log = open(self.work / METRICS, "a", encoding="utf-8")
+        log = open_metrics_log(self.work)
         try:
             while not budget.reached(self.step, self.seconds):
                 progress.check()
@@ -234,8 +234,7 @@ class FinetuneSession:
                 self.seconds += time.perf_counter() - t0
                 self.step += 1
                 metrics = {"step": self.step, **metrics, "seconds": round(self.seconds, 2), "fraction": self.fraction}
-                log.write(json.dumps(metrics) + "\n")
-                log.flush()
+                append_metrics(log, metrics)
                 if self.step % settings.ckpt_every == 0 or time.monotonic() - last_save > settings.ckpt_seconds:
                     self._save_checkpoint()
                     last_save = time.monotonic()

@@ -18,6 +18,7 @@ import torch
 
 from ..imageio import to_u8, write_png
 from ..progress import Progress
+from .metrics_log import append_metrics, open_metrics_log
 from .trainers import Trainer
 
 CHECKPOINT = "checkpoint.pt"
@@ -66,7 +67,7 @@ def train(trainer: Trainer, out: Path, steps: int | None = None, resume: bool = 
     for net in trainer.nets.values():
         net.train()
     step = saved = start
-    log = open(out / "metrics.jsonl", "a", encoding="utf-8")
+    log = open_metrics_log(out)
     started = time.perf_counter()
     try:
         while step < total:
@@ -75,8 +76,7 @@ def train(trainer: Trainer, out: Path, steps: int | None = None, resume: bool = 
             step += 1
             metrics = {"step": step, **metrics, "seconds": round(time.perf_counter() - started, 2)}
             if step % cfg.log_every == 0 or step == total:
-                log.write(json.dumps(metrics) + "\n")
-                log.flush()
+                append_metrics(log, metrics)
             if step % cfg.sample_every == 0 or step == total:
                 (out / "samples").mkdir(exist_ok=True)
                 write_png(out / "samples" / f"step_{step:06d}.png", to_u8(trainer.samples()))

@@ -30,7 +30,7 @@ from engine.album_queue import DONE
 from engine.detection import OFFICIAL_THRESHOLD
 from engine.imageio import ImageReadError, read_photo
 from engine.masks import ACCEPTED, BRUSHED, DETECTED
-from engine.provenance import sidecar_path
+from engine.provenance import sha256_file, sidecar_path
 from engine.training.finetune_data import find_labelled
 from engine.training.finetune_job import DetectorData
 from engine.training.verdict import judge
@@ -246,6 +246,8 @@ def test_a_finished_queue_row_opens_in_the_compare_view_and_reruns_with_a_fixed_
     assert "quality mode" in tab.caption_label.text() and "album queue" in window.status_label.text()
     assert tab.default_save_path() == out and not tab.has_unsaved_work()
     assert np.array_equal(tab._after_u8, restored)
+    assert not tab.save_result(tmp_path / "copy.png")  # the queue's file is saved already, with its record
+    assert "Nothing new to save" in tab.error_label.text() and not (tmp_path / "copy.png").exists()
 
     # "What changed": the untouched left half stays dim grey, the changed right half lights up.
     tab.diff_button.click()
@@ -257,14 +259,16 @@ def test_a_finished_queue_row_opens_in_the_compare_view_and_reruns_with_a_fixed_
     assert diff[:, :20, 1:].max() < 100 and (diff[:, 25:, 0] > 200).mean() > 0.5
     tab.diff_button.click()
 
-    # Fix the mask, restore again, Save over the queue's file (its record says it was replaced).
+    # Fix the mask, restore again, Save over the queue's file: its record now describes the new file.
     tab.mask_panel.overlay_checkbox.setChecked(True)
     brush_dab(qtbot, tab)
     assert run_restore(qtbot, window) == "finished", tab.error_label.text()
     assert tab.has_unsaved_work()
     before = out.read_bytes()
-    assert tab.save_result(tab.default_save_path())
-    assert out.read_bytes() != before and "superseded" in json.loads(sidecar_path(out).read_text())
+    assert tab.save_result(tab.default_save_path(), wait=True)
+    record = json.loads(sidecar_path(out).read_text())
+    assert out.read_bytes() != before and record["output"]["sha256"] == sha256_file(out)
+    assert record["input"]["sha256"] == sha256_file(photo) and record["command"] == ["heirloom", "gui", "restore-tab"]
     assert photo.is_file()
 
 

@@ -129,7 +129,7 @@ def test_faces_are_boxed_toggled_one_by_one_and_saved_as_shown(qtbot, faces_tab,
     assert np.array_equal(off, pipeline.compose_faces(result, {2}))
     assert np.array_equal(shown_after(tab), to_u8(off))
     saved = tmp_path / "saved.png"
-    assert tab.save_result(saved)
+    assert tab.save_result(saved, wait=True)
     assert np.array_equal(np.asarray(Image.open(saved).convert("RGB")), to_u8(off))
     if SHOTS:
         tab.window().resize(1100, 640)

@@ -138,14 +138,14 @@ def test_restore_with_tiny_weights_compare_and_save(qtbot, make_window, photo, t
     assert window.save_action.isEnabled() and tab.save_button.isEnabled()
     assert tab.default_save_path() == photo.with_name("photo_restored.png")
     out = tmp_path / "out.png"
-    assert tab.save_result(out)
+    assert tab.save_result(out, wait=True)
     with Image.open(out) as saved:
         assert saved.size == (40, 56) and saved.mode == "RGB"
-    assert tab.save_result(tmp_path / "out.tif") and (tmp_path / "out.tif").is_file()
-    assert tab.save_result(tmp_path / "out.jpg")
+    assert tab.save_result(tmp_path / "out.tif", wait=True) and (tmp_path / "out.tif").is_file()
+    assert tab.save_result(tmp_path / "out.jpg", wait=True)
     with Image.open(tmp_path / "out.jpg") as saved:
         assert saved.format == "JPEG" and saved.size == (40, 56)
-    assert tab.save_result(tmp_path / "noext") and (tmp_path / "noext.png").is_file()
+    assert tab.save_result(tmp_path / "noext", wait=True) and (tmp_path / "noext.png").is_file()
     before = photo.read_bytes()
     assert not tab.save_result(photo)
     assert "original" in tab.error_label.text()

@@ -71,7 +71,8 @@ class FakeRestorer:
         while self.gate is not None and not self.gate.wait(0.01):
             progress.check()  # raises Cancelled once the queue's Cancel is pressed
         progress.report(1.0, "done")
-        return RestoreResult(1.0 - as_float_rgb(image), options.mode(user_mask is not None), user_mask, None, {})
+        return RestoreResult(1.0 - as_float_rgb(image), options.mode(user_mask is not None), user_mask, None, {},
+                             brushed=user_mask is not None)
 
 
 @pytest.fixture

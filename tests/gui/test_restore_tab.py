@@ -1,5 +1,7 @@
 """The Restore tab end to end with tiny random weights: detect -> overlay and sliders, brush -> the
-mask reaches the engine and the MaskStore, undo across strokes and sliders, mask files, errors."""
+mask reaches the engine and the MaskStore, undo across strokes and sliders, mask files, errors,
+the engine's one mask policy (the same mask as the CLI, no detector run for nothing) and Save…
+through the engine's one save path, off the GUI thread, with its provenance record."""
 
 from __future__ import annotations
 
@@ -7,17 +9,30 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import json
+import threading
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 pytest.register_assert_rewrite("gui_fixtures")  # its helpers assert; imported below before pytest loads it
 
+import engine.batch
+import engine.detection
+from conftest import bank_for
+from engine.cli import main as cli_main
 from engine.detection import mask_from_probability
+from engine.imageio import read_mask
 from engine.masks import MaskStore
-from engine.pipeline import RestoreResult, Restorer, as_float_rgb
+from engine.pipeline import RestoreResult, Restorer, as_float_rgb, required_networks
+from engine.provenance import sha256_file, sidecar_path
+from engine.restoration import Mode
+from gui.workers import RestorerCache
 from gui_fixtures import JOB_TIMEOUT_MS, run_detect, run_restore, use_weights
 
 pytest_plugins = ("gui_fixtures",)
@@ -52,6 +67,31 @@ def record_restores(monkeypatch, run_networks: bool) -> list:
 @pytest.fixture
 def recorded(monkeypatch) -> list:
     return record_restores(monkeypatch, run_networks=True)
+
+
+def stand_in_detector(monkeypatch) -> list[tuple[int, int]]:
+    """Replace the detector network by a rule, darker = more damaged, so that thresholds at the
+    slider's 0.01 steps split the photo (a random U-Net says about 0.497 everywhere). Returns the
+    input size of every detector run from now on."""
+    runs: list[tuple[int, int]] = []
+
+    def detector(bank, grey, size, antialias):
+        runs.append(size)
+        return F.interpolate(grey, size=size, mode="bilinear", align_corners=False) * -6.0
+
+    monkeypatch.setattr(engine.detection, "run_detector", detector)
+    return runs
+
+
+class OneRestorer(RestorerCache):
+    """A cache that hands out one given restorer, whatever weights are chosen."""
+
+    def __init__(self, restorer: Restorer) -> None:
+        super().__init__()
+        self.restorer = restorer
+
+    def get(self, weights: str, device: torch.device) -> Restorer:
+        return self.restorer
 
 
 def paint_dab(qtbot, tab, x: float, y: float) -> None:
@@ -145,27 +185,125 @@ def test_a_brushed_mask_reaches_the_engine_and_the_mask_store(qtbot, tab, make_w
     assert "stored mask (brushed)" in again.last_status
 
 
-def test_auto_detect_restore_detects_first_and_shows_the_mask_it_used(qtbot, tab, recorded):
+def test_auto_detect_restore_detects_in_the_engine_and_shows_the_mask_it_used(qtbot, tab, recorded, monkeypatch):
+    runs = stand_in_detector(monkeypatch)
     assert tab.options_panel.scratch_auto and not tab.mask_panel.has_detection
     assert run_restore(qtbot, tab.window()) == "finished", tab.error_label.text()
     options, user_mask = recorded[-1]
-    assert not options.scratch  # the worker detected; the engine gets the finished mask
+    assert options.detect and user_mask is None  # the engine's mask policy detects; no strokes to add
+    assert len(runs) == 1
     panel = tab.mask_panel
     assert panel.has_detection
     expected = mask_from_probability(panel.probability, panel.threshold, panel.dilation)
-    assert np.array_equal(user_mask if user_mask is not None else np.zeros_like(expected), expected)
-    assert np.array_equal(tab.canvas.mask(), expected)
+    assert 0 < expected.mean() < 1
+    assert np.array_equal(tab.result.mask, expected) and np.array_equal(tab.canvas.mask(), expected)
 
-    # Once detected, the next restore takes the view's mask as it is: an erased pixel stays out,
-    # nothing is detected again, and in HR mode the engine's own detection adds nothing back.
+    # Once detected, the next restore takes the view's mask as it is: an erased pixel stays out and
+    # nothing is detected again; in HR mode neither.
     edited = np.ones_like(expected)
     edited[3, 4] = False
     tab.canvas.set_mask(edited)
     job = tab.restore_job(torch.device("cpu"))
-    assert job.detect is None and np.array_equal(job.user_mask, edited)
-    assert not job.options.scratch and job.options.mask_dilation == 0
+    assert not job.options.detect and np.array_equal(job.user_mask, edited)
+    assert run_restore(qtbot, tab.window()) == "finished", tab.error_label.text()
+    assert len(runs) == 1 and np.array_equal(tab.result.mask, edited)
     tab.options_panel.hr_checkbox.setChecked(True)
-    assert tab.restore_job(torch.device("cpu")).options.threshold > 1.0
+    hr_job = tab.restore_job(torch.device("cpu"))
+    assert hr_job.options.hr and not hr_job.options.detect
+    assert "detector" not in required_networks(hr_job.options, has_user_mask=True)
+
+
+def test_an_hr_restore_detects_once_then_never_and_strokes_are_not_grown(qtbot, tab, monkeypatch):
+    """HR used to run the detector twice on a first restore (the worker's, then the engine's,
+    thrown away) and once on every later one; now the engine detects once, when the view has no
+    detection yet, and grows only what it detected."""
+    monkeypatch.setattr(tab, "restorers", OneRestorer(Restorer(bank_for())))  # tiny weights have no HR network
+    runs = stand_in_detector(monkeypatch)
+    panel = tab.mask_panel
+    tab.options_panel.hr_checkbox.setChecked(True)
+    assert panel.dilation == 3
+    strokes = np.zeros((56, 40), bool)
+    strokes[50, 35] = True  # one brushed pixel, far from the detected (dark) corner
+    tab.canvas.set_mask(strokes)
+    assert run_restore(qtbot, tab.window()) == "finished", tab.error_label.text()
+    assert len(runs) == 1 and tab.result.mode is Mode.HR
+    detected = mask_from_probability(panel.probability, panel.threshold, 3)
+    assert 0 < detected.mean() < 0.9 and not detected[45:56, 30:40].any()
+    assert np.array_equal(tab.result.mask, detected | strokes) and np.array_equal(tab.canvas.mask(), detected | strokes)
+    assert tab.result.mask[49:52, 34:37].sum() == 1  # the brushed pixel, exactly
+
+    edited = tab.canvas.mask().copy()
+    edited[0, 0] = False  # erase a detected pixel: it must stay out
+    tab.canvas.set_mask(edited)
+    assert run_restore(qtbot, tab.window()) == "finished", tab.error_label.text()
+    assert len(runs) == 1 and tab.result.mode is Mode.HR and np.array_equal(tab.result.mask, edited)
+
+
+def test_the_tab_and_the_cli_repair_the_same_mask_and_write_the_same_record(qtbot, tab, tiny_weights, tmp_path,
+                                                                            monkeypatch):
+    stand_in_detector(monkeypatch)
+    strokes = np.zeros((56, 40), bool)
+    strokes[48:51, 33:36] = True
+    Image.fromarray(strokes.astype(np.uint8) * 255).save(tmp_path / "strokes.png")
+    cli_out = tmp_path / "cli"
+    assert cli_main(["restore", str(tab.image_path), "-o", str(cli_out), "--weights", str(tiny_weights), "--scratch",
+                     "--mask", str(tmp_path / "strokes.png"), "--save-mask", "--device", "cpu"]) == 0
+    cli_mask = read_mask(cli_out / "photo_mask.png")
+    assert cli_mask[strokes].all() and 0.1 < cli_mask.mean() < 0.9
+
+    # Auto-detect with the strokes brushed and no detection yet: the restore detects and adds them.
+    tab.canvas.set_mask(strokes)
+    assert run_restore(qtbot, tab.window()) == "finished", tab.error_label.text()
+    assert np.array_equal(tab.result.mask, cli_mask) and np.array_equal(tab.canvas.mask(), cli_mask)
+    assert tab.save_result(tmp_path / "tab.png", wait=True), tab.error_label.text()
+    cli_record = json.loads(sidecar_path(cli_out / "photo.png").read_text())
+    tab_record = json.loads(sidecar_path(tmp_path / "tab.png").read_text())
+    assert tab_record.keys() == cli_record.keys() and tab_record["options"].keys() == cli_record["options"].keys()
+    assert tab_record["options"]["restore"] == cli_record["options"]["restore"]
+    assert tab_record["mask"]["source"] == cli_record["mask"]["source"] == "both"
+    assert tab_record["weights"]["files"] == cli_record["weights"]["files"]
+
+    # Detect first, then restore the view's mask as it is: the same mask again.
+    tab.canvas.set_mask(strokes)
+    assert run_detect(qtbot, tab.window()) == "finished", tab.error_label.text()
+    assert np.array_equal(tab.canvas.mask(), cli_mask)
+    assert run_restore(qtbot, tab.window()) == "finished", tab.error_label.text()
+    assert np.array_equal(tab.result.mask, cli_mask)
+
+
+def test_save_encodes_off_the_gui_thread_and_writes_the_provenance_record(qtbot, tab, tiny_weights, tmp_path,
+                                                                         monkeypatch):
+    encoded_on = []
+    encode = engine.batch.encode
+
+    def recording_encode(*args, **kwargs):
+        encoded_on.append(threading.current_thread())
+        return encode(*args, **kwargs)
+
+    monkeypatch.setattr(engine.batch, "encode", recording_encode)
+    tab.options_panel.scratch_combo.setCurrentIndex(tab.options_panel.scratch_combo.findData("off"))
+    assert run_restore(qtbot, tab.window()) == "finished", tab.error_label.text()
+    out = tmp_path / "kept" / "photo.jpg"
+    with qtbot.waitSignal(tab.save_done, timeout=JOB_TIMEOUT_MS) as blocker:
+        assert tab.save_result(out)
+        assert not tab.save_button.isEnabled() and not tab.restore_button.isEnabled()  # one job at a time
+    assert blocker.args == ["finished"], tab.error_label.text()
+    assert encoded_on and threading.main_thread() not in encoded_on
+    assert tab.result_saved and f"Saved {out}" in tab.last_status and tab.save_button.isEnabled()
+    record = json.loads(sidecar_path(out).read_text())
+    assert record["output"]["sha256"] == sha256_file(out) and record["output"]["format"] == "jpeg"
+    assert record["input"]["sha256"] == sha256_file(tab.image_path)
+    assert record["weights"]["choice"] == str(tiny_weights)
+    files = record["weights"]["files"]
+    assert set(files) == {"VAE_A_quality", "mapping_quality", "VAE_B_quality"}
+    assert all(entry["sha256"] for entry in files.values())
+    assert record["options"]["mode"] == "quality" and record["options"]["restore"]["scratch"] is False
+    assert record["command"] == ["heirloom", "gui", "restore-tab"]
+
+    (tmp_path / "a-file").write_text("not a folder")
+    with qtbot.waitSignal(tab.save_done, timeout=JOB_TIMEOUT_MS) as blocker:
+        assert tab.save_result(tmp_path / "a-file" / "photo.png")
+    assert blocker.args == ["failed"] and "Could not save" in tab.error_label.text()
 
 
 def test_cancel_a_detection(qtbot, tab):
