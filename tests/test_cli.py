@@ -109,6 +109,15 @@ def test_usage_errors_exit_2(tmp_path, capsys, argv, needle):
     assert needle in err + captured.err
 
 
+@pytest.mark.parametrize("command", [["train", "detector", "--config", "tiny", "--out", "{tmp}/run"],
+                                     ["finetune", "detector", "--profile", "mine", "--work", "{tmp}/work"]])
+def test_training_commands_report_an_unknown_device_in_one_line_and_exit_2(tmp_path, command):
+    """``--device gpu`` is a typo, not a crash: the same one-line usage error as ``restore`` gives."""
+    code, out, err = run(*(arg.format(tmp=tmp_path) for arg in command), "--device", "gpu")
+    assert code == 2
+    assert err.strip().splitlines() == ["error: unknown device 'gpu'; use auto, cpu, cuda, cuda:N or mps"]
+
+
 def test_default_weights_ship_and_restore_out_of_the_box(tmp_path):
     """A fresh checkout restores with no download: the shipped card's files are all there, unaltered."""
     import hashlib
