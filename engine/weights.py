@@ -1,6 +1,6 @@
 """Which weights Heirloom uses and where they live.
 
-* ``default``: Heirloom's own weights, shipped in ``resources/weights/default`` (safetensors);
+* ``default``: Heirloom's own weights, shipped in ``resources/weights/heirloom-lite-v1`` (safetensors);
 * ``official``: the official release, imported into the user data directory by
   ``python main.py models import global_checkpoints.zip`` and, for face refinement,
   ``python main.py models import face_checkpoints.zip`` (or both downloaded);

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DATA, FACE_FILES, GLOBAL_FILES
-from engine import batch, pipeline
+from conftest import DATA, FACE_FILES, GLOBAL_FILES, ROOT
+from engine import batch, pipeline, weights
 from engine.cli import main
 from engine.pipeline import Restorer
 
@@ -133,6 +133,13 @@ def test_default_weights_ship_and_restore_out_of_the_box(tmp_path):
     code, out, err = run("restore", photo, "-o", tmp_path / "out", "--scratch")
     assert code == 0, err
     assert Image.open(tmp_path / "out" / "p.png").size == (96, 64)
+
+
+def test_the_weights_docstring_names_the_folder_the_default_weights_are_in():
+    """The module docstring is where a reader looks for the shipped weights: it must name their real folder."""
+    folder = weights.DEFAULT_WEIGHTS_DIR.relative_to(ROOT).as_posix()
+    assert (weights.DEFAULT_WEIGHTS_DIR / "model.json").is_file()
+    assert f"``{folder}``" in weights.__doc__
 
 
 def test_missing_default_weights_say_what_to_do(tmp_path, monkeypatch):
