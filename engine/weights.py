@@ -21,6 +21,7 @@ from pathlib import Path
 
 import platformdirs
 
+from .durable import link_or_copy
 from .models.checkpoints import CheckpointError, OfficialSource, SafetensorsSource, WeightSource, open_source
 from .models.registry import FACE_NETWORKS, GLOBAL_NETWORKS, NetworkSpec, manifest_for
 
@@ -116,15 +117,6 @@ def archive_networks(source: OfficialSource) -> list[NetworkSpec]:
     return (list(GLOBAL_NETWORKS) if has_global else []) + faces
 
 
-def _place(src: Path, dest: Path) -> None:
-    """Hard-link (no copy of hundreds of MB) or, across file systems, copy."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copy2(src, dest)
-
-
 def import_official(archive: Path) -> tuple[Path, list[str]]:
     """Validate an official zip (or folder) completely, then install its checkpoints into the user
     data directory; returns the folder and the names of the networks imported. Nothing is installed
@@ -147,8 +139,10 @@ def import_official(archive: Path) -> tuple[Path, list[str]]:
             installed = OfficialSource(target)
             for spec in GLOBAL_NETWORKS + FACE_NETWORKS:
                 member = installed.member(spec)
-                if spec.name not in new and member is not None:
-                    _place(target / member, staging / manifest_for(spec).path_in_zip)
+                if spec.name not in new and member is not None:  # linked: no copy of hundreds of MB
+                    dest = staging / manifest_for(spec).path_in_zip
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    link_or_copy(target / member, dest)
             shutil.rmtree(target)
         staging.replace(target)
     except BaseException:

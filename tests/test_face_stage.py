@@ -7,6 +7,7 @@ reported) in milliseconds instead of seconds per face.
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -19,6 +20,7 @@ from torch import nn
 from conftest import RecipeSource, bank_for
 from engine import pipeline
 from engine.faces import align, detect, stage
+from engine.imageio import PhotoFile, finish, to_u8
 from engine.models.checkpoints import ModelBank
 from engine.official import save_image_u8, to_network
 from engine.pipeline import RestoreOptions, Restorer
@@ -233,6 +235,17 @@ def test_compose_faces_toggles_each_face_without_running_a_network(identity_glob
     assert "layer" not in str(report.describe()) and "regions" not in report.describe()
 
 
+def test_the_face_stage_sees_the_8_bit_photo_that_is_saved_to_the_last_level():
+    """One 8-bit rounding: what the face detector and aligner get is the saved photo's bytes, also on
+    the half levels where float32 and float64 arithmetic round apart."""
+    levels = ((np.arange(32 * 32) / 4) / 255).astype(np.float32)  # whole, quarter and half levels
+    image = np.repeat(levels.reshape(32, 32, 1), 3, axis=2)
+    seen: list[np.ndarray] = []
+    stage.refine_faces(image, StandInBank(StandInFace()), "face_256", detector=lambda u8: seen.append(u8) or [])
+    saved, _ = finish(PhotoFile(Path("p.png"), "PNG", "RGB", np.zeros((32, 32, 3), np.uint8)), image)
+    assert seen[0].dtype == np.uint8 and np.array_equal(seen[0], saved)
+
+
 def test_overlapping_face_boxes_share_one_region_and_apart_ones_do_not():
     assert stage.merge_bounds([(0, 10, 0, 10), (20, 30, 20, 30)]) == [(0, 10, 0, 10), (20, 30, 20, 30)]
     assert stage.merge_bounds([(0, 10, 0, 10), (5, 15, 5, 15), (14, 20, 0, 3)]) == [(0, 20, 0, 15)]
@@ -244,7 +257,7 @@ def test_the_layered_stage_blends_as_the_official_face_by_face_paste(pair):
     Same numbers (to float32 rounding), so the goldens' blending still describes the stage."""
     image = pair.astype(np.float32) / 255.0
     out, report = stage.refine_faces(image, StandInBank(StandInFace()), "face_256")
-    image_u8 = stage.to_u8(image)
+    image_u8 = to_u8(image)
     current = image.astype(np.float64) * 255.0
     for record in report.faces:
         params = align.similarity_to_image(record.landmarks, 256)
