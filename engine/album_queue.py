@@ -335,8 +335,8 @@ def restore_item(queue: AlbumQueue, item: QueueItem, processor: PhotoProcessor, 
         return SKIPPED
     progress.report(0.0, "reading")
     photo = read_photo(src, processor.config.allow_huge)
-    user_mask = masks.load(src, photo.pixels.shape[:2]) if masks is not None else None
-    mask_file = masks.mask_path(src, photo.sha256) if user_mask is not None and masks is not None else None
+    user_mask = masks.load(photo, photo.pixels.shape[:2]) if masks is not None else None
+    mask_file = masks.mask_path(photo) if user_mask is not None and masks is not None else None
     written = processor.process(photo, out, fmt, user_mask=user_mask, mask_file=mask_file, progress=progress,
                                 before_write=lambda digest: queue.mark_writing(item, out, digest))
     queue.finish(item, DONE, output=out, written=written)
