@@ -427,8 +427,10 @@ def _as_bytes(value: Any) -> bytes | None:
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
-def read_photo(path: Path, allow_huge: bool = False) -> PhotoFile:
-    """Decode a photo file for restoration, with its metadata; raises ImageReadError saying why not."""
+def read_photo(path: Path, allow_huge: bool = False, sha256: str | None = None) -> PhotoFile:
+    """Decode a photo file for restoration, with its metadata; raises ImageReadError saying why not.
+    ``sha256``: the file's digest when the caller has just computed it (the album queue hashes a photo
+    before deciding whether to decode it at all), so the same bytes are not hashed twice."""
     path = Path(path)
     data = _read_bytes(path)
     img, bits, tiff_orientation, notes = _open(data, allow_huge)
@@ -471,7 +473,7 @@ def read_photo(path: Path, allow_huge: bool = False) -> PhotoFile:
     return PhotoFile(path=path, format=img.format or "?", mode=mode, pixels=np.ascontiguousarray(pixels),
                      alpha=alpha, icc=icc, exif=exif or None, dpi=_dpi(img.info.get("dpi")), xmp=xmp, text=text,
                      tiff_tags=tiff_tags, png_colour=png_colour, pages=pages, orientation=orientation,
-                     sha256=sha256_bytes(data), warnings=notes)
+                     sha256=sha256 or sha256_bytes(data), warnings=notes)
 
 
 def read_rgb(path: Path) -> np.ndarray:
