@@ -19,8 +19,8 @@ from typing import Any, Callable, TextIO
 import numpy as np
 
 from . import provenance
-from .durable import sha256_bytes
 from .batch import WriteFailed, collect_inputs, describe_os_error, write_output
+from .durable import sha256_bytes
 from .imageio import ImageReadError, encode_png, read_photo
 from .models.checkpoints import CheckpointError, ModelBank
 from .pipeline import RestoreOptions, as_float_rgb, damage_mask

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import engine.durable
 from engine.models.checkpoints import ModelBank, WeightSource, validate_state_dict
 from engine.models.registry import BY_NAME, NetworkSpec, manifest_for
 
@@ -163,8 +164,6 @@ def content_hashes(monkeypatch) -> list[tuple[str, object]]:
     """Every content digest (engine.durable's ``sha256_file`` and ``sha256_bytes``) computed from now
     on, in order, as (function name, resolved path or the bytes). Every engine module's binding is
     counted, not only durable's own, so a caller that imported the function by name cannot slip past."""
-    import engine.durable
-
     calls: list[tuple[str, object]] = []
 
     def counting(name: str, function):
