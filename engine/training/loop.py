@@ -98,8 +98,7 @@ def export_weights(parts: dict[str, dict[str, torch.Tensor]], dest: Path, card: 
 
     save_state_dicts(dest, parts)
     card = dict(card)
-    card["files"] = {f"{name}.safetensors": sha256_file(dest / f"{name}.safetensors")
-                     for name in sorted(parts)}
+    card["files"] = {f"{name}.safetensors": sha256_file(dest / f"{name}.safetensors") for name in sorted(parts)}
     (dest / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return card
 
