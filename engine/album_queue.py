@@ -327,16 +327,16 @@ def restore_item(queue: AlbumQueue, item: QueueItem, processor: PhotoProcessor, 
     """Restore one claimed item into ``outdir`` and mark it done or skipped; returns the status.
     Failures raise (the caller turns them into a readable message and marks the item failed)."""
     src = Path(item.path)
-    item.input_sha256 = sha256_file(src)
+    item.input_sha256 = sha256_file(src)  # the one hash of this photo: passed on, never recomputed
     fmt = output_format(src, processor.config.fmt)
     out, already = choose_output(item, outdir, fmt, item.input_sha256)
     if already:
         queue.finish(item, SKIPPED, error=f"already restored as {out}", output=out)
         return SKIPPED
     progress.report(0.0, "reading")
-    photo = read_photo(src, processor.config.allow_huge)
-    user_mask = masks.load(src, photo.pixels.shape[:2]) if masks is not None else None
-    mask_file = masks.mask_path(src, photo.sha256) if user_mask is not None and masks is not None else None
+    photo = read_photo(src, processor.config.allow_huge, sha256=item.input_sha256)
+    user_mask = masks.load(photo, photo.pixels.shape[:2]) if masks is not None else None
+    mask_file = masks.mask_path(photo) if user_mask is not None and masks is not None else None
     written = processor.process(photo, out, fmt, user_mask=user_mask, mask_file=mask_file, progress=progress,
                                 before_write=lambda digest: queue.mark_writing(item, out, digest))
     queue.finish(item, DONE, output=out, written=written)

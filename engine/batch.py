@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence, TextIO
 import numpy as np
 
 from . import provenance
-from .durable import same_file
+from .durable import same_file, sha256_bytes, sha256_file
 from .imageio import (ImageReadError, PhotoFile, encode, encode_png, finish, list_images, output_format,
                       output_suffix, read_mask, read_photo, stale_temps, write_bytes_atomic)
 from .models.checkpoints import CheckpointError
@@ -255,12 +255,12 @@ def recorded_output_intact(out: Path, output_sha256: str | None, output_stat: li
     if not output_sha256 or not out.is_file():
         return False
     stat = out.stat()
-    return output_stat == [stat.st_size, stat.st_mtime_ns] or provenance.sha256_file(out) == output_sha256
+    return output_stat == [stat.st_size, stat.st_mtime_ns] or sha256_file(out) == output_sha256
 
 
 def interrupted_write(out: Path, writing_sha256: str | None) -> bool:
     """``out`` holds exactly the bytes a killed run was renaming into place: ours to finish."""
-    return bool(writing_sha256) and out.is_file() and provenance.sha256_file(out) == writing_sha256
+    return bool(writing_sha256) and out.is_file() and sha256_file(out) == writing_sha256
 
 
 def sidecar_vouches(out: Path, input_sha256: str) -> bool:
@@ -271,7 +271,7 @@ def sidecar_vouches(out: Path, input_sha256: str) -> bool:
         recorded_in, recorded_out = record["input"]["sha256"], record["output"]["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return recorded_in == input_sha256 and out.is_file() and provenance.sha256_file(out) == recorded_out
+    return recorded_in == input_sha256 and out.is_file() and sha256_file(out) == recorded_out
 
 
 def output_name(src: Path, fmt: str, suffix: str = "") -> str:
@@ -345,7 +345,7 @@ class PhotoProcessor:
         notes = list(photo.warnings) + list(result.warnings)
         pixels, alpha = finish(photo, result.image if image is None else image)
         data = encode(photo, pixels, alpha, fmt, cfg.quality, notes)
-        digest = provenance.sha256_bytes(data)
+        digest = sha256_bytes(data)
         mask_out = out.with_name(f"{src.stem}_mask.png") if cfg.save_mask and result.mask is not None else None
         mask_data = encode_png(result.mask.astype(np.uint8) * 255) if mask_out is not None else None
         timings["encode"] = time.perf_counter() - t0
@@ -387,7 +387,7 @@ class PhotoProcessor:
             options={**cfg.settings(), "mode": result.mode.value, "strength_applied": result.strength}, device=provenance.device_info(self.restorer.device),
             mask={"source": provenance.mask_source(cfg.options.detect, brushed),
                   "file": str(Path(mask_file).resolve()) if from_file else None,
-                  "file_sha256": provenance.sha256_file(Path(mask_file)) if from_file else None,
+                  "file_sha256": sha256_file(Path(mask_file)) if from_file else None,
                   "saved": str(mask_out.resolve()) if mask_out is not None else None},
             timings=timings, warnings=notes, command=list(cfg.argv), environment_info=self.env,
             tile=result.tiling or None, faces=faces_record(cfg.options, result))

@@ -20,6 +20,7 @@ import numpy as np
 
 from . import provenance
 from .batch import WriteFailed, collect_inputs, describe_os_error, write_output
+from .durable import sha256_bytes
 from .imageio import ImageReadError, encode_png, read_photo
 from .models.checkpoints import CheckpointError, ModelBank
 from .pipeline import RestoreOptions, as_float_rgb, damage_mask
@@ -82,7 +83,7 @@ def detect_one(bank: ModelBank, config: DetectConfig, src: Path, out: Path, hash
     record = {
         "schema": "heirloom-mask/1",
         "input": {"path": str(src.resolve()), "sha256": photo.sha256, **photo.describe()},
-        "mask": {"path": str(out.resolve()), "sha256": provenance.sha256_bytes(data), "coverage": float(mask.mean()),
+        "mask": {"path": str(out.resolve()), "sha256": sha256_bytes(data), "coverage": float(mask.mean()),
                  "source": "detected", "reviewed": False},
         "detection": {"threshold": options["threshold"], "scale": options["detection_scale"],
                       "dilation": config.options.dilation},

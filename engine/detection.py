@@ -7,13 +7,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .imageio import LUMA
 from .models.checkpoints import ModelBank
 from .models.networks.unet import SPATIAL_MULTIPLE
 from .progress import Progress
 
 OFFICIAL_SHORT_SIDE = 256
 OFFICIAL_THRESHOLD = 0.4
-LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, what the official grey conversion uses
 
 
 def network_size(h: int, w: int, short_side: int = OFFICIAL_SHORT_SIDE) -> tuple[int, int]:

@@ -33,7 +33,7 @@ from typing import Any, BinaryIO, Callable, Iterator, NamedTuple
 import numpy as np
 from PIL import Image, ImageOps, TiffImagePlugin, TiffTags, UnidentifiedImageError
 
-from .durable import fsync_dir
+from .durable import fsync_dir, sha256_bytes
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
@@ -48,7 +48,7 @@ TIFF_KEPT_TAGS = (269, 270, 271, 272, 282, 283, 285, 296, 305, 306, 315, 316, XM
 # The subset that also belongs in an EXIF block when the output is PNG or JPEG.
 EXIF_IFD0_TAGS = (269, 270, 271, 272, 282, 283, 296, 305, 306, 315, 316, 33432)
 PNG_COLOUR_CHUNKS = (b"gAMA", b"cHRM", b"sRGB", b"cICP")
-LUMA = (0.299, 0.587, 0.114)  # Rec. 601, the weights Pillow's "L" conversion uses
+LUMA = (0.299, 0.587, 0.114)  # Rec. 601 (ITU-R 601-2): Pillow's "L" conversion, the official grey conversion
 
 
 class ImageReadError(Exception):
@@ -427,8 +427,10 @@ def _as_bytes(value: Any) -> bytes | None:
     return value.encode("utf-8") if isinstance(value, str) else bytes(value)
 
 
-def read_photo(path: Path, allow_huge: bool = False) -> PhotoFile:
-    """Decode a photo file for restoration, with its metadata; raises ImageReadError saying why not."""
+def read_photo(path: Path, allow_huge: bool = False, sha256: str | None = None) -> PhotoFile:
+    """Decode a photo file for restoration, with its metadata; raises ImageReadError saying why not.
+    ``sha256``: the file's digest when the caller has just computed it (the album queue hashes a photo
+    before deciding whether to decode it at all), so the same bytes are not hashed twice."""
     path = Path(path)
     data = _read_bytes(path)
     img, bits, tiff_orientation, notes = _open(data, allow_huge)
@@ -471,7 +473,7 @@ def read_photo(path: Path, allow_huge: bool = False) -> PhotoFile:
     return PhotoFile(path=path, format=img.format or "?", mode=mode, pixels=np.ascontiguousarray(pixels),
                      alpha=alpha, icc=icc, exif=exif or None, dpi=_dpi(img.info.get("dpi")), xmp=xmp, text=text,
                      tiff_tags=tiff_tags, png_colour=png_colour, pages=pages, orientation=orientation,
-                     sha256=hashlib.sha256(data).hexdigest(), warnings=notes)
+                     sha256=sha256 or sha256_bytes(data), warnings=notes)
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -496,7 +498,9 @@ def read_mask(path: Path) -> np.ndarray:
 # ---------------------------------------------------------------------------------- pixels back
 
 def to_u8(image: np.ndarray) -> np.ndarray:
-    """float image in [0, 1] -> uint8 with rounding."""
+    """float image in [0, 1] -> uint8 with rounding: floor(255 v + 0.5) in the image's own precision,
+    as torchvision's ``save_image`` writes the official stage-1 PNG. The one rule for every 8-bit
+    copy (saved photos, the view, the face stage's input), so they never disagree by a level."""
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 

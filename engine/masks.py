@@ -16,6 +16,10 @@ Layout::
 
     <root>/<sha256>.png    white = damage, same size as the photo
     <root>/index.json      sha256 -> {"path": last known photo path, "name": file name, "origin": ...}
+
+Every method takes the photo as a path (hashed here) or as the ``PhotoFile`` it was decoded into,
+whose digest is already known: the Restore view and the album queue pass the ``PhotoFile``, so a
+big scan is never hashed again at each brush pause (on the GUI thread) or per queue item.
 """
 
 from __future__ import annotations
@@ -29,12 +33,21 @@ import numpy as np
 from PIL import Image
 
 from .durable import sha256_file
-from .imageio import read_mask, write_bytes_atomic
+from .imageio import PhotoFile, read_mask, write_bytes_atomic
 
 
 BRUSHED, ACCEPTED, DETECTED = "brushed", "accepted", "detected"
 ORIGINS = (BRUSHED, ACCEPTED, DETECTED)
 REVIEWED = (BRUSHED, ACCEPTED)
+
+Photo = str | Path | PhotoFile  # a photo file, or the PhotoFile it was read into (digest known)
+
+
+def identify(photo: Photo) -> tuple[Path, str]:
+    """(path, content sha256) of ``photo``: a ``PhotoFile`` brings its digest, a path is hashed."""
+    if isinstance(photo, PhotoFile):
+        return Path(photo.path), photo.sha256 or sha256_file(Path(photo.path))
+    return Path(photo), sha256_file(Path(photo))
 
 
 @dataclass(frozen=True)
@@ -71,17 +84,20 @@ class MaskStore:
             return {}
         return data if isinstance(data, dict) else {}
 
-    def mask_path(self, photo: Path, digest: str | None = None) -> Path:
-        return self.root / f"{digest or sha256_file(Path(photo))}.png"
+    def _mask_file(self, digest: str) -> Path:
+        return self.root / f"{digest}.png"
 
-    def save(self, photo: Path, mask: np.ndarray, origin: str = BRUSHED) -> Path:
+    def mask_path(self, photo: Photo) -> Path:
+        """Where the mask of ``photo`` is (or would be) stored."""
+        return self._mask_file(identify(photo)[1])
+
+    def save(self, photo: Photo, mask: np.ndarray, origin: str = BRUSHED) -> Path:
         """Store ``mask`` (HxW, true/nonzero = damage) for ``photo`` with who vouches for it
         (``origin``, see the module docstring); an empty mask deletes it."""
         if origin not in ORIGINS:
             raise ValueError(f"unknown mask origin {origin!r} (one of {', '.join(ORIGINS)})")
-        photo = Path(photo)
-        digest = sha256_file(photo)
-        target = self.mask_path(photo, digest)
+        photo, digest = identify(photo)
+        target = self._mask_file(digest)
         index = self._index()
         binary = np.asarray(mask).astype(bool)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -96,10 +112,10 @@ class MaskStore:
         write_bytes_atomic(self._index_path(), json.dumps(index, indent=1, sort_keys=True).encode("utf-8"))
         return target
 
-    def load(self, photo: Path, shape: tuple[int, int] | None = None) -> np.ndarray | None:
+    def load(self, photo: Photo, shape: tuple[int, int] | None = None) -> np.ndarray | None:
         """The mask brushed for ``photo`` (HxW bool), or None. A mask whose size no longer matches
         ``shape`` (the photo was cropped or rescaled outside Heirloom) is ignored."""
-        path = self.mask_path(Path(photo))
+        path = self.mask_path(photo)
         if not path.is_file():
             return None
         mask = read_mask(path)
@@ -107,16 +123,16 @@ class MaskStore:
             return None
         return mask
 
-    def origin(self, photo: Path) -> str | None:
+    def origin(self, photo: Photo) -> str | None:
         """Who vouches for the stored mask of ``photo`` (None: no mask stored)."""
-        digest = sha256_file(Path(photo))
-        if not self.mask_path(photo, digest).is_file():
+        digest = identify(photo)[1]
+        if not self._mask_file(digest).is_file():
             return None
         origin = self._index().get(digest, {}).get("origin")
         return origin if origin in ORIGINS else DETECTED
 
-    def find(self, photo: Path) -> Path | None:
-        path = self.mask_path(Path(photo))
+    def find(self, photo: Photo) -> Path | None:
+        path = self.mask_path(photo)
         return path if path.is_file() else None
 
     def entries(self, reviewed_only: bool = False) -> list[BrushedMask]:
@@ -124,7 +140,7 @@ class MaskStore:
         keeps those a person painted or accepted (what fine-tuning may learn from)."""
         found = []
         for digest, info in sorted(self._index().items()):
-            mask = self.root / f"{digest}.png"
+            mask = self._mask_file(digest)
             photo = Path(info.get("path", ""))
             origin = info.get("origin") if info.get("origin") in ORIGINS else DETECTED
             if mask.is_file() and photo.is_file() and (origin in REVIEWED or not reviewed_only):

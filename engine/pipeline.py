@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -103,16 +102,6 @@ class RestoreResult:
     warnings: list[str] = field(default_factory=list)  # things the user should know; the photo is still restored
     strength: float = 1.0  # the restoration strength applied (engine.strength)
     brushed: bool = False  # the caller's mask (brushed, reviewed or a mask file) is part of ``mask``
-
-
-def compose_faces(result: RestoreResult, enabled: Iterable[int]) -> np.ndarray:
-    """``result.image`` with only the faces numbered in ``enabled`` (``FaceRecord.index``, from 1)
-    refined: a per-face on/off without running any network again. All refined faces give
-    ``result.image`` exactly, none gives the photo as restored without the face stage. A result
-    without a face stage is returned as a copy. ``result`` is not modified."""
-    if result.faces is None:
-        return result.image.copy()
-    return result.faces.compose(result.image, frozenset(int(k) for k in enabled))
 
 
 def as_float_rgb(image: np.ndarray) -> np.ndarray:

@@ -17,7 +17,6 @@ checks every member name, the card and each file's sha256 before anything is ins
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -31,6 +30,7 @@ from typing import Mapping
 
 import torch
 
+from .durable import link_or_copy, sha256_file, sha256_stream
 from .models.checkpoints import CheckpointError, SafetensorsSource, WeightSource, save_state_dicts
 from .models.registry import BY_NAME, FACE_NETWORKS, GLOBAL_NETWORKS
 from .weights import PROFILE_PREFIX, WeightsNotFound, user_data_dir, validate_source
@@ -178,23 +178,6 @@ def delete_profile(name: str) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
-def sha256_path(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _link_or_copy(src: Path, dest: Path) -> None:
-    """Hard-link (free, and safe: weights are only ever replaced by rename, never rewritten in place)
-    or, across file systems, copy."""
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copy2(src, dest)
-
-
 def _install(staging: Path, name: str, overwrite: bool) -> Path:
     """Move a finished staging folder to ``profiles/<name>``; the old profile (if allowed) goes only
     once the new one is complete."""
@@ -236,7 +219,7 @@ def save_profile(name: str, base: WeightSource, tuned: Mapping[str, Mapping[str,
                 continue
             dest = staging / f"{spec.name}.safetensors"
             if isinstance(base, SafetensorsSource):
-                _link_or_copy(base.folder / f"{spec.name}.safetensors", dest)
+                link_or_copy(base.folder / f"{spec.name}.safetensors", dest)
             else:  # official .pth: converted once, so the profile needs no pickle loader
                 save_state_dicts(staging, {spec.name: base.state_dict(spec)})
             kept.append(spec.name)
@@ -250,7 +233,7 @@ def save_profile(name: str, base: WeightSource, tuned: Mapping[str, Mapping[str,
             "metrics": {"before": dict(info.metrics_before), "after": dict(info.metrics_after)},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "fine_tuned": sorted(tuned), "networks": networks, "output_tone": base.output_tone(),
-            "files": {f"{n}.safetensors": sha256_path(staging / f"{n}.safetensors") for n in names},
+            "files": {f"{n}.safetensors": sha256_file(staging / f"{n}.safetensors") for n in names},
         }
         if "config" in base_card:
             card["config"] = base_card["config"]
@@ -335,15 +318,17 @@ def _check_card(card: object, files: dict[str, zipfile.ZipInfo], origin: Path) -
 
 def _extract(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: Path) -> str:
     """Copy one member to ``dest`` (never more bytes than it declares); returns its sha256."""
-    digest, written = hashlib.sha256(), 0
     with zf.open(info) as src, open(dest, "wb") as out:
-        for chunk in iter(lambda: src.read(1 << 20), b""):
-            written += len(chunk)
+        written = 0
+
+        def write(block: bytes) -> None:
+            nonlocal written
+            written += len(block)
             if written > info.file_size:
                 raise ProfileError(f"{info.filename} is larger than it claims; refused")
-            digest.update(chunk)
-            out.write(chunk)
-    return digest.hexdigest()
+            out.write(block)
+
+        return sha256_stream(src, write)
 
 
 def import_profile(path: Path, name: str | None = None, overwrite: bool = False) -> Profile:

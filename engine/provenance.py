@@ -8,7 +8,6 @@ from, whether faces were refined (detector, generator, each face found), timings
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from . import __version__
-from .durable import sha256_file
+from .durable import sha256_file, sha256_stream
 from .imageio import write_bytes_atomic
 from .models.checkpoints import OfficialSource, WeightSource
 
@@ -28,17 +27,6 @@ SCHEMA = "heirloom-provenance/1"
 def sidecar_path(output: Path) -> Path:
     output = Path(output)
     return output.with_name(output.name + SIDECAR_SUFFIX)
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def _sha256_stream(stream: Any) -> str:
-    digest = hashlib.sha256()
-    for block in iter(lambda: stream.read(1 << 20), b""):
-        digest.update(block)
-    return digest.hexdigest()
 
 
 class WeightHashes:
@@ -57,7 +45,7 @@ class WeightHashes:
             if source.path.is_dir():
                 return sha256_file(source.path / member)
             with zipfile.ZipFile(source.path) as zf, zf.open(member) as fh:
-                return _sha256_stream(fh)
+                return sha256_stream(fh)
         path = Path(location)
         return sha256_file(path) if path.is_file() else None
 

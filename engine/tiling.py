@@ -247,7 +247,8 @@ class TiledRunner:
         first = min(count, self.max_first_batch)
         return max(1, first)
 
-    def _run_with_retry(self, x, aux, tile: Tile, stats: SharedNormStats, spec: TileSpec):
+    def _run_with_retry(self, x, aux, tile: Tile, stats: SharedNormStats,
+                        spec: TileSpec) -> list[tuple[Tile, torch.Tensor]]:
         try:
             return [(tile, self._run_batch(x, aux, [tile], stats))]
         except (torch.OutOfMemoryError, MemoryError):
@@ -255,17 +256,28 @@ class TiledRunner:
             y0, y1, x0, x1 = tile.core
             if max(y1 - y0, x1 - x0) <= spec.align * 2:
                 raise
-            _, _, h, w = x.shape
-            half = max(spec.align, math.ceil(max(y1 - y0, x1 - x0) / 2 / spec.align) * spec.align)
-            results = []
-            for sub in plan_tiles(y1 - y0, x1 - x0, half, 0, spec.align):
-                cy0, cy1, cx0, cx1 = sub.core
-                core = (y0 + cy0, y0 + cy1, x0 + cx0, x0 + cx1)
-                size_y = min(h, math.ceil((cy1 - cy0 + 2 * spec.halo) / spec.align) * spec.align)
-                size_x = min(w, math.ceil((cx1 - cx0 + 2 * spec.halo) / spec.align) * spec.align)
-                by, bx = _box(core[:2], size_y, h), _box(core[2:], size_x, w)
-                results += self._run_with_retry(x, aux, Tile(core, (by[0], by[1], bx[0], bx[1])), stats, spec)
-            return results
+        # The halves run only now, outside the except block: the exception is gone, and with its
+        # traceback the failed attempt's frames and the tensors they held (its batch, activations).
+        results = []
+        for sub in self._split(tile, x.shape[-2:], spec):
+            results += self._run_with_retry(x, aux, sub, stats, spec)
+        return results
+
+    @staticmethod
+    def _split(tile: Tile, image_hw: tuple[int, int], spec: TileSpec) -> list[Tile]:
+        """``tile``'s core cut in half each way (aligned), each part with its own halo inside the image."""
+        h, w = image_hw
+        y0, y1, x0, x1 = tile.core
+        half = max(spec.align, math.ceil(max(y1 - y0, x1 - x0) / 2 / spec.align) * spec.align)
+        subs = []
+        for sub in plan_tiles(y1 - y0, x1 - x0, half, 0, spec.align):
+            cy0, cy1, cx0, cx1 = sub.core
+            core = (y0 + cy0, y0 + cy1, x0 + cx0, x0 + cx1)
+            size_y = min(h, math.ceil((cy1 - cy0 + 2 * spec.halo) / spec.align) * spec.align)
+            size_x = min(w, math.ceil((cx1 - cx0 + 2 * spec.halo) / spec.align) * spec.align)
+            by, bx = _box(core[:2], size_y, h), _box(core[2:], size_x, w)
+            subs.append(Tile(core, (by[0], by[1], bx[0], bx[1])))
+        return subs
 
     def _accumulate(self, out: torch.Tensor, weight: torch.Tensor, tile: Tile, result: torch.Tensor, h: int, w: int) -> None:
         s = self.spec.out_scale

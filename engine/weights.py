@@ -1,6 +1,6 @@
 """Which weights Heirloom uses and where they live.
 
-* ``default``: Heirloom's own weights, shipped in ``resources/weights/default`` (safetensors);
+* ``default``: Heirloom's own weights, shipped in ``resources/weights/heirloom-lite-v1`` (safetensors);
 * ``official``: the official release, imported into the user data directory by
   ``python main.py models import global_checkpoints.zip`` and, for face refinement,
   ``python main.py models import face_checkpoints.zip`` (or both downloaded);
@@ -22,6 +22,7 @@ from pathlib import Path
 
 import platformdirs
 
+from .durable import link_or_copy
 from .models.checkpoints import CheckpointError, OfficialSource, SafetensorsSource, WeightSource, open_source
 from .models.registry import FACE_NETWORKS, GLOBAL_NETWORKS, NetworkSpec, manifest_for
 
@@ -143,15 +144,6 @@ def archive_networks(source: OfficialSource) -> list[NetworkSpec]:
     return (list(GLOBAL_NETWORKS) if has_global else []) + faces
 
 
-def _place(src: Path, dest: Path) -> None:
-    """Hard-link (no copy of hundreds of MB) or, across file systems, copy."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.link(src, dest)
-    except OSError:
-        shutil.copy2(src, dest)
-
-
 @dataclass(frozen=True)
 class ImportedWeights:
     """What importing (or downloading) official archives installed, and where."""
@@ -189,8 +181,10 @@ def import_official(archive: Path) -> ImportedWeights:
             installed = OfficialSource(target)
             for spec in GLOBAL_NETWORKS + FACE_NETWORKS:
                 member = installed.member(spec)
-                if spec.name not in new and member is not None:
-                    _place(target / member, staging / manifest_for(spec).path_in_zip)
+                if spec.name not in new and member is not None:  # linked: no copy of hundreds of MB
+                    dest = staging / manifest_for(spec).path_in_zip
+                    dest.parent.mkdir(parents=True, exist_ok=True)
+                    link_or_copy(target / member, dest)
             shutil.rmtree(target)
         staging.replace(target)
     except BaseException:

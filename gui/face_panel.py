@@ -1,6 +1,6 @@
 """The Restore tab's list of the faces the last restore found, each with its own on/off switch.
 
-A switch recomposes the photo from the face stage's layers (``engine.pipeline.compose_faces``): no
+A switch recomposes the photo from the face stage's layers (``FaceReport.compose_into``): no
 network runs, so a face the generator got wrong goes back to the global restoration at once, and
 Save writes what the view shows. The same toggle is a click on the face's box in the view.
 """

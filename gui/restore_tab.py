@@ -540,16 +540,16 @@ class RestoreTab(QWidget):
     # ------------------------------------------------------------------ masks
 
     def _stored_mask(self) -> np.ndarray | None:
-        assert self.image_path is not None and self.image is not None
+        assert self.photo is not None and self.image is not None
         try:
-            return self.masks.load(self.image_path, self.image.shape[:2])
+            return self.masks.load(self.photo, self.image.shape[:2])  # the PhotoFile: no re-hash
         except (OSError, ImageReadError):
             return None
 
     def _stored_origin(self) -> str:
-        assert self.image_path is not None
+        assert self.photo is not None
         try:
-            return self.masks.origin(self.image_path) or DETECTED
+            return self.masks.origin(self.photo) or DETECTED
         except OSError:
             return DETECTED
 
@@ -575,7 +575,7 @@ class RestoreTab(QWidget):
         self._mask_dirty = False
         mask = self.canvas.mask()
         try:
-            self.masks.save(self.image_path, mask if mask is not None else np.zeros(self.image.shape[:2], bool),
+            self.masks.save(self.photo, mask if mask is not None else np.zeros(self.image.shape[:2], bool),
                             self.mask_panel.origin)
         except OSError as exc:
             self.set_status(f"Could not keep the mask for {self.image_path.name}: {exc.strerror or exc}")

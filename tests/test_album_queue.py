@@ -17,10 +17,11 @@ from conftest import RecipeSource
 from engine.album_queue import (DONE, FAILED, PENDING, RUNNING, SKIPPED, AlbumQueue, QueueItem, choose_output,
                                 expand_paths, restore_item)
 from engine.batch import BatchConfig, PhotoProcessor
+from engine.durable import sha256_file
 from engine.masks import MaskStore
 from engine.pipeline import RestoreOptions, RestoreResult, as_float_rgb
 from engine.progress import Progress
-from engine.provenance import sha256_file, sidecar_path
+from engine.provenance import sidecar_path
 
 
 @pytest.fixture(autouse=True)
@@ -120,6 +121,27 @@ def test_folders_are_searched_recursively_for_images_only(tmp_path):
     assert [p.relative_to(album).as_posix() for p in images] == ["a.JPG", "b.png", "sub/c.tif",
                                                                  "sub/deeper/d.webp"]
     assert ignored == [album / "notes.txt", tmp_path / "missing.png"]
+
+
+def test_restore_item_hashes_its_photo_once(tmp_path, content_hashes):
+    """One sha256 of the input per item: the output check, the decoded photo, the brushed mask's
+    lookup and the provenance record all use it (a big scan is not hashed three times)."""
+    queue, _ = AlbumQueue.load(tmp_path / "queue.json")
+    src = photo(tmp_path / "album" / "p.png")
+    masks = MaskStore(tmp_path / "masks")
+    brushed = np.zeros((14, 20), bool)
+    brushed[3:5, 2:9] = True
+    masks.save(src, brushed)
+    restorer = InvertingRestorer()
+    processor = PhotoProcessor(BatchConfig(inputs=(), outdir=tmp_path / "out", argv=("test",)), restorer)
+    queue.add([src])
+    content_hashes.clear()
+    assert restore_item(queue, queue.claim_next(), processor, tmp_path / "out", masks, Progress()) == DONE
+    of_the_photo = [name for name, what in content_hashes if what in (src.resolve(), src.read_bytes())]
+    assert of_the_photo == ["sha256_file"]
+    assert np.array_equal(restorer.masks[0], brushed)  # the mask was still found by that one digest
+    record = json.loads(sidecar_path(tmp_path / "out" / "p.png").read_text())
+    assert record["input"]["sha256"] == sha256_file(src) == queue.items[0].input_sha256
 
 
 def test_restore_item_writes_with_provenance_and_never_takes_over_a_file(tmp_path):

@@ -28,9 +28,10 @@ from conftest import GLOBAL_FILES, ROOT, RecipeSource, bank_for, recipe_state
 from engine import batch, imageio
 from engine.batch import BatchConfig, parse_shard, plan, run
 from engine.cli import main
+from engine.durable import sha256_file
 from engine.models.checkpoints import OfficialSource, save_state_dicts
 from engine.pipeline import RestoreOptions, RestoreResult, Restorer, as_float_rgb
-from engine.provenance import WeightHashes, sha256_file, sidecar_path
+from engine.provenance import WeightHashes, sidecar_path
 from test_imageio import GREY_ICC
 
 RNG = np.random.default_rng(11)

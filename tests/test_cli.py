@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import DATA, FACE_FILES, GLOBAL_FILES, serve_folder
-from engine import batch, pipeline
+from conftest import DATA, FACE_FILES, GLOBAL_FILES, ROOT, serve_folder
+from engine import batch, pipeline, weights
 from engine.cli import main
 from engine.pipeline import Restorer
 
@@ -106,6 +106,15 @@ def test_usage_errors_exit_2(tmp_path, capsys, argv, needle):
     assert needle in err + captured.err
 
 
+@pytest.mark.parametrize("command", [["train", "detector", "--config", "tiny", "--out", "{tmp}/run"],
+                                     ["finetune", "detector", "--profile", "mine", "--work", "{tmp}/work"]])
+def test_training_commands_report_an_unknown_device_in_one_line_and_exit_2(tmp_path, command):
+    """``--device gpu`` is a typo, not a crash: the same one-line usage error as ``restore`` gives."""
+    code, out, err = run(*(arg.format(tmp=tmp_path) for arg in command), "--device", "gpu")
+    assert code == 2
+    assert err.strip().splitlines() == ["error: unknown device 'gpu'; use auto, cpu, cuda, cuda:N or mps"]
+
+
 def test_default_weights_ship_and_restore_out_of_the_box(tmp_path):
     """A fresh checkout restores with no download: the shipped card's files are all there, unaltered."""
     import hashlib
@@ -121,6 +130,13 @@ def test_default_weights_ship_and_restore_out_of_the_box(tmp_path):
     code, out, err = run("restore", photo, "-o", tmp_path / "out", "--scratch")
     assert code == 0, err
     assert Image.open(tmp_path / "out" / "p.png").size == (96, 64)
+
+
+def test_the_weights_docstring_names_the_folder_the_default_weights_are_in():
+    """The module docstring is where a reader looks for the shipped weights: it must name their real folder."""
+    folder = weights.DEFAULT_WEIGHTS_DIR.relative_to(ROOT).as_posix()
+    assert (weights.DEFAULT_WEIGHTS_DIR / "model.json").is_file()
+    assert f"``{folder}``" in weights.__doc__
 
 
 def test_missing_default_weights_say_what_to_do(tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ reported) in milliseconds instead of seconds per face.
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import cv2
@@ -19,6 +20,7 @@ from torch import nn
 from conftest import RecipeSource, bank_for
 from engine import pipeline
 from engine.faces import align, detect, stage
+from engine.imageio import PhotoFile, finish, to_u8
 from engine.models.checkpoints import ModelBank
 from engine.official import save_image_u8, to_network
 from engine.pipeline import RestoreOptions, Restorer
@@ -203,16 +205,16 @@ def test_a_photo_without_faces_is_unchanged_and_loads_no_generator(identity_glob
     np.testing.assert_allclose(result.image, grey / 255.0, atol=1e-6)
 
 
-def test_compose_faces_toggles_each_face_without_running_a_network(identity_global, pair):
+def test_face_report_compose_toggles_each_face_without_running_a_network(identity_global, pair):
     generator = StandInFace()
     restorer = Restorer(StandInBank(generator))
     result = restorer.restore(pair, RestoreOptions(tile="off"))
     plain = restorer.restore(pair, RestoreOptions(tile="off", faces=False))
     first, second = result.faces.faces
     calls = generator.calls
-    assert np.array_equal(pipeline.compose_faces(result, {1, 2}), result.image)  # the stage's own output
-    assert np.array_equal(pipeline.compose_faces(result, set()), plain.image)  # as if faces were off
-    only_second = pipeline.compose_faces(result, {2})
+    assert np.array_equal(result.faces.compose(result.image, {1, 2}), result.image)  # the stage's own output
+    assert np.array_equal(result.faces.compose(result.image, set()), plain.image)  # as if faces were off
+    only_second = result.faces.compose(result.image, {2})
     assert generator.calls == calls and only_second.dtype == np.float32
     diff = changed(only_second, result.image)
     assert diff.any() and not (diff & ~near(first.box, diff.shape)).any(), "face 2's pixels moved"
@@ -220,8 +222,7 @@ def test_compose_faces_toggles_each_face_without_running_a_network(identity_glob
     # Exactly what the stage gives when face 1 fails and face 2 is refined.
     failed_first = Restorer(StandInBank(StandInFace(fail_on=(1,)))).restore(pair, RestoreOptions(tile="off"))
     assert np.array_equal(only_second, failed_first.image)
-    assert np.array_equal(pipeline.compose_faces(result, {1, 2, 7}), result.image)  # unknown numbers: ignored
-    assert np.array_equal(pipeline.compose_faces(plain, {1}), plain.image)  # no face stage: a copy
+    assert np.array_equal(result.faces.compose(result.image, {1, 2, 7}), result.image)  # unknown numbers: ignored
 
     report, h, w = result.faces, pair.shape[0], pair.shape[1]  # layers live on the faces' boxes
     for record in report.faces:
@@ -231,6 +232,63 @@ def test_compose_faces_toggles_each_face_without_running_a_network(identity_glob
         assert x0 <= bx0 and bx1 <= x1 and y0 <= by0 and by1 <= y1
     assert [r.bounds for r in report.regions] == [f.layer.bounds for f in report.faces]  # apart: no overlap
     assert "layer" not in str(report.describe()) and "regions" not in report.describe()
+
+
+def test_the_face_stage_sees_the_8_bit_photo_that_is_saved_to_the_last_level():
+    """One 8-bit rounding: what the face detector and aligner get is the saved photo's bytes, also on
+    the half levels where float32 and float64 arithmetic round apart."""
+    levels = ((np.arange(32 * 32) / 4) / 255).astype(np.float32)  # whole, quarter and half levels
+    image = np.repeat(levels.reshape(32, 32, 1), 3, axis=2)
+    seen: list[np.ndarray] = []
+    stage.refine_faces(image, StandInBank(StandInFace()), "face_256", detector=lambda u8: seen.append(u8) or [])
+    saved, _ = finish(PhotoFile(Path("p.png"), "PNG", "RGB", np.zeros((32, 32, 3), np.uint8)), image)
+    assert seen[0].dtype == np.uint8 and np.array_equal(seen[0], saved)
+
+
+def scene() -> tuple[np.ndarray, detect.Face]:
+    """A textured 200x240 photo in [0, 1] and one plausible face in it, as the detector reports it."""
+    rng = np.random.RandomState(5)
+    image = rng.randint(40, 200, size=(200, 240, 3)).astype(np.float32) / 255.0
+    landmarks = np.array([[100, 80], [140, 80], [120, 105], [105, 130], [135, 130]], dtype=np.int64)
+    return image, detect.Face((95.0, 70.0, 145.0, 140.0), 1.0, landmarks)
+
+
+class WrongSizeOnce(StandInFace):
+    """The stand-in generator, but its first face comes back at half the crop size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x)
+        return out[..., ::2, ::2] if self.calls == 1 else out
+
+
+@pytest.mark.parametrize("broken", ["degenerate_landmarks", "wrong_size_face"])
+def test_a_broken_face_is_skipped_and_the_good_one_blended_as_on_its_own(broken):
+    image, good = scene()
+    before = image.copy()
+    if broken == "degenerate_landmarks":
+        bad, generator = detect.Face(good.box, 1.0, np.full((5, 2), 50, np.int64)), StandInFace()
+    else:
+        bad, generator = good, WrongSizeOnce()
+    out, report = stage.refine_faces(image, StandInBank(generator), "face_256", detector=lambda _: [bad, good])
+
+    np.testing.assert_array_equal(image, before)  # input untouched
+    assert len(report.warnings) == 1 and report.warnings[0].startswith("face 1: not refined")
+    assert [f.refined for f in report.faces] == [False, True]
+    alone, alone_report = stage.refine_faces(image, StandInBank(StandInFace()), "face_256", detector=lambda _: [good])
+    assert alone_report.warnings == []
+    np.testing.assert_array_equal(out, alone)  # the good face is blended exactly as on its own
+    assert out.dtype == np.float32 and out.shape == image.shape
+    x0, y0, x1, y1 = (int(v) for v in good.box)
+    assert not np.array_equal(out[y0:y1, x0:x1], image[y0:y1, x0:x1])
+    np.testing.assert_array_equal(out[:3, :3], image[:3, :3])  # far from the face: unchanged
+
+
+def test_only_broken_faces_leave_the_photo_as_it_was():
+    image, good = scene()
+    broken = detect.Face(good.box, 1.0, np.zeros((4, 2)))
+    out, report = stage.refine_faces(image, StandInBank(StandInFace()), "face_256", detector=lambda _: [broken])
+    assert (report.found, report.refined, len(report.warnings)) == (1, 0, 1)
+    np.testing.assert_array_equal(out, image)
 
 
 def test_overlapping_face_boxes_share_one_region_and_apart_ones_do_not():
@@ -244,7 +302,7 @@ def test_the_layered_stage_blends_as_the_official_face_by_face_paste(pair):
     Same numbers (to float32 rounding), so the goldens' blending still describes the stage."""
     image = pair.astype(np.float32) / 255.0
     out, report = stage.refine_faces(image, StandInBank(StandInFace()), "face_256")
-    image_u8 = stage.to_u8(image)
+    image_u8 = to_u8(image)
     current = image.astype(np.float64) * 255.0
     for record in report.faces:
         params = align.similarity_to_image(record.landmarks, 256)

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.masks import MaskStore
+from engine.imageio import read_photo
+from engine.masks import BRUSHED, MaskStore
 
 
 def make_photo(path: Path, value: int) -> Path:
@@ -41,3 +42,17 @@ def test_empty_mask_deletes_and_entries_export(tmp_path: Path) -> None:
     assert (np.asarray(Image.open(tmp_path / "out" / "p.png")) > 127).sum() == 1
     store.save(photo, np.zeros((20, 30), bool))
     assert store.load(photo) is None and store.entries() == []
+
+
+def test_an_opened_photo_is_keyed_by_the_digest_it_was_read_with(tmp_path: Path, content_hashes) -> None:
+    """A PhotoFile brings its sha256: no second hash, and the same key as hashing its path."""
+    photo = make_photo(tmp_path / "p.png", 70)
+    opened = read_photo(photo)
+    store = MaskStore(tmp_path / "store")
+    mask = np.zeros((20, 30), bool)
+    mask[2:4, 5:9] = True
+    content_hashes.clear()
+    store.save(opened, mask)
+    assert np.array_equal(store.load(opened, (20, 30)), mask) and store.origin(opened) == BRUSHED
+    assert content_hashes == []
+    assert np.array_equal(store.load(photo), mask) and store.mask_path(photo) == store.mask_path(opened)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 import pytest
 import torch
@@ -89,6 +91,38 @@ def test_out_of_memory_splits_the_tile_and_still_gives_the_full_result(restorer)
     assert runner.shrinks > 0 and any(c[-1] <= 128 for c in calls)
     assert result.shape == reference.shape
     assert (result - reference).abs().max() < 1e-3
+
+
+class RunsOutOfMemoryOnce:
+    """Stands in for a network: attempt number ``failing`` runs out of memory while holding its
+    activations; records whether those were still alive when the next attempt (the retry) began."""
+
+    def __init__(self, failing: int) -> None:
+        self.failing, self.attempts = failing, 0
+        self.failed: weakref.ref | None = None
+        self.alive_at_retry: bool | None = None
+
+    def __call__(self, batch: torch.Tensor) -> torch.Tensor:
+        self.attempts += 1
+        if self.failed is not None and self.alive_at_retry is None:
+            self.alive_at_retry = self.failed() is not None
+        activations = batch.repeat(1, 8, 1, 1)
+        if self.attempts == self.failing:
+            self.failed = weakref.ref(activations)
+            raise torch.OutOfMemoryError("fake: CUDA out of memory")
+        return activations[:, :3]
+
+
+@pytest.mark.parametrize("failing", [1, 2], ids=["first-batch", "later-tile"])
+def test_a_tile_that_ran_out_of_memory_is_freed_before_the_retry_runs(failing):
+    """The failed attempt's tensors (reachable from the exception's traceback while its handler
+    runs) must be gone when the smaller tiles start, or the retry has less memory than the attempt."""
+    net = RunsOutOfMemoryOnce(failing)
+    x = torch.rand(1, 3, 32, 64)  # two 32 px tiles: the first is the statistics batch, the second comes later
+    runner = TiledRunner(net, torch.nn.Identity(), TileSpec(tile=32, halo=0), torch.device("cpu"), max_first_batch=1)
+    result = runner.run(x)
+    assert runner.shrinks == 1 and net.failed is not None and net.alive_at_retry is False
+    assert torch.equal(result, x)
 
 
 def test_a_fake_memory_budget_shrinks_tiles_and_completes(restorer):

@@ -161,27 +161,3 @@ def warp_back(restored_face_u8: np.ndarray, params: np.ndarray, size: int, *,
     back = warp(matched, inverse, output_shape=(h, w, 3), order=3, preserve_range=True)
     bmask = warp(fmask, inverse, output_shape=(h, w, 3), order=0, preserve_range=True)
     return reference, matched, back, bmask
-
-
-def paste_faces(image_u8: np.ndarray, faces: list[tuple[np.ndarray, np.ndarray]],
-                size: int) -> tuple[np.ndarray, list[str]]:
-    """Blend restored faces into ``image_u8`` in order; returns (uint8 image, warnings).
-
-    A face that fails (bad landmarks, wrong crop size) is skipped with a warning so one bad face
-    never costs the whole photo. ``image_u8`` is not modified.
-    """
-    current = image_u8.astype(np.float64)
-    blended01 = None
-    warnings: list[str] = []
-    for k, (landmarks, restored) in enumerate(faces, start=1):
-        try:
-            params = similarity_to_image(landmarks, size)
-            result = blend_face(current, np.asarray(restored), params, size, image_u8=image_u8)
-        except Exception as exc:  # noqa: BLE001 - one bad face must not cost the photo
-            warnings.append(f"face {k}: skipped ({type(exc).__name__}: {exc})")
-            continue
-        blended01 = result.blended01
-        current = blended01 * 255.0
-    if blended01 is None:
-        return image_u8.copy(), warnings
-    return img_as_ubyte(current / 255.0), warnings

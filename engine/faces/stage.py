@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..durable import sha256_file
+from ..imageio import to_u8
 from ..models.checkpoints import CheckpointError, ModelBank, WeightSource
 from ..models.registry import BY_NAME
 from ..official import save_image_u8, to_network
@@ -236,11 +237,6 @@ class FaceReport:
         return {"ran": True, "network": self.network, "checkpoint": self.checkpoint or _CHECKPOINT.get(self.network),
                 "crop_size": self.size, "detector": detector_description(), "found": self.found,
                 "refined": self.refined, "faces": [f.describe() for f in self.faces], "warnings": list(self.warnings)}
-
-
-def to_u8(image01: np.ndarray) -> np.ndarray:
-    """float [0, 1] -> uint8 as ``save_image`` writes the official stage-1 PNG: floor(255 v + 0.5)."""
-    return np.clip(np.floor(image01.astype(np.float64) * 255.0 + 0.5), 0, 255).astype(np.uint8)
 
 
 def refine_faces(image: np.ndarray, bank: ModelBank, network: str, progress: Progress | None = None,

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ..degrade import degrade
 from ..detection import OFFICIAL_SHORT_SIDE, OFFICIAL_THRESHOLD, network_size
+from ..imageio import LUMA
 from ..metrics import detection_scores
 from ..models.networks.unet import ScratchUNet
 
@@ -49,7 +50,7 @@ def detector_probabilities(net: ScratchUNet, photos: list[np.ndarray], seed: int
     probs, truths = [], []
     for i, clean in enumerate(photos):
         d = degrade(clean, seed=seed + i)
-        grey = (d.degraded * np.array([0.299, 0.587, 0.114], np.float32)).sum(-1, dtype=np.float32)
+        grey = (d.degraded * np.array(LUMA, np.float32)).sum(-1, dtype=np.float32)
         h, w = grey.shape
         x = torch.from_numpy(grey)[None, None] * 2 - 1
         size = network_size(h, w, OFFICIAL_SHORT_SIDE)

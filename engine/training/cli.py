@@ -16,7 +16,7 @@ from typing import TextIO
 
 import torch
 
-from ..device import choose_device
+from ..device import DeviceError, choose_device
 from ..progress import Cancelled, Progress
 from .config import CONFIGS
 from .calibrate import calibrate_detector
@@ -197,7 +197,11 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.out is None:
         print("error: --out DIR is required", file=err)
         return 2
-    choice = choose_device(args.device)
+    try:
+        choice = choose_device(args.device)
+    except DeviceError as exc:  # a misspelt device is a usage error, like the other commands'
+        print(f"error: {exc}", file=err)
+        return 2
     if choice.note:
         print(f"warning: {choice.note}", file=err)
     try:

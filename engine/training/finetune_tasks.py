@@ -37,7 +37,7 @@ from .data import PhotoPool, step_rng, synthetic_batch
 from .finetune_data import LabelledPhoto, labelled_crops
 from .finetune_job import FinetuneSettings
 from .losses import LatentDiscriminator, focal_loss, kl_to_unit, lsgan
-from .trainers import LATENT_NOISE, LUMA, adam, mapping_batch, to_images, to_tensor
+from .trainers import LATENT_NOISE, LUMA_WEIGHTS, adam, mapping_batch, to_images, to_tensor
 
 EVAL_CROPS = 8  # fixed crops scored before and after (domain, mapping)
 PREVIEW_SIDE = 256
@@ -154,7 +154,7 @@ class DetectorTask(FinetuneTask):
         self.train, self.held = train, held
         self.nets = {"detector": load_net(source, "detector", device, trainable=True)}
         self.optims = {"detector": adam(self.nets["detector"].parameters(), settings.lr)}
-        self.luma = LUMA.to(device)
+        self.luma = LUMA_WEIGHTS.to(device)
 
     def train_mode(self) -> None:
         super().train_mode()

@@ -16,6 +16,7 @@ from typing import Iterator
 
 import torch
 
+from ..durable import sha256_file
 from ..imageio import to_u8, write_png
 from ..progress import Progress
 from .metrics_log import append_metrics, open_metrics_log
@@ -93,14 +94,11 @@ def train(trainer: Trainer, out: Path, steps: int | None = None, resume: bool = 
 
 def export_weights(parts: dict[str, dict[str, torch.Tensor]], dest: Path, card: dict) -> dict:
     """Write ``<name>.safetensors`` per network plus ``model.json`` (card with sha256 of each file)."""
-    import hashlib
-
     from ..models.checkpoints import save_state_dicts
 
     save_state_dicts(dest, parts)
     card = dict(card)
-    card["files"] = {f"{name}.safetensors": hashlib.sha256((dest / f"{name}.safetensors").read_bytes()).hexdigest()
-                     for name in sorted(parts)}
+    card["files"] = {f"{name}.safetensors": sha256_file(dest / f"{name}.safetensors") for name in sorted(parts)}
     (dest / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     return card
 

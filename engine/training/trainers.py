@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..damage_overlays import OverlayLibrary
+from ..imageio import LUMA
 from ..models.networks.mapping import QualityMapping, ScratchMapping
 from ..models.networks.unet import SPATIAL_MULTIPLE, ScratchUNet
 from ..models.networks.vae import VAEGenerator
@@ -25,7 +26,7 @@ from .config import LossWeights, TrainConfig
 from .data import PhotoPool, step_rng, synthetic_batch
 from .losses import LatentDiscriminator, PatchDiscriminator, feature_matching, focal_loss, kl_to_unit, lsgan
 
-LUMA = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+LUMA_WEIGHTS = torch.tensor(LUMA).view(1, 3, 1, 1)  # imageio's grey weights, for NCHW batches
 LATENT_NOISE = 0.1  # std of the noise added to VAE latents in training
 
 
@@ -330,7 +331,7 @@ class DetectorTrainer(Trainer):
                 print_text(img, rng)
         degraded, masks = synthetic_batch(clean_np, rng, structured=True, realistic=self.cfg.realistic_damage,
                                           overlays=self.overlays)
-        x = (to_tensor(degraded, self.device) * LUMA.to(self.device)).sum(1, keepdim=True)
+        x = (to_tensor(degraded, self.device) * LUMA_WEIGHTS.to(self.device)).sum(1, keepdim=True)
         target = torch.from_numpy(masks.astype(np.float32))[:, None].to(self.device)
         logits = self.nets["U"](x)
         loss = focal_loss(logits, target)

@@ -126,7 +126,7 @@ def test_faces_are_boxed_toggled_one_by_one_and_saved_as_shown(qtbot, faces_tab,
     off = tab.result_image
     diff = changed(off, result.image)
     assert diff.any() and not (diff & ~near(first.box, diff.shape)).any()
-    assert np.array_equal(off, pipeline.compose_faces(result, {2}))
+    assert np.array_equal(off, result.faces.compose(result.image, {2}))
     assert np.array_equal(shown_after(tab), to_u8(off))
     saved = tmp_path / "saved.png"
     assert tab.save_result(saved, wait=True)

@@ -185,6 +185,27 @@ def test_a_brushed_mask_reaches_the_engine_and_the_mask_store(qtbot, tab, make_w
     assert "stored mask (brushed)" in again.last_status
 
 
+def test_opening_and_brushing_hash_the_photo_only_when_it_is_read(qtbot, make_window, photo, tmp_path,
+                                                                   content_hashes):
+    """The mask store is keyed by the photo's sha256, which reading the photo already computed: opening
+    it (stored mask and origin) and every brush pause must not hash the scan again on the GUI thread."""
+    tab = make_window().restore_tab
+    MaskStore(tmp_path / "masks").save(photo, np.ones((56, 40), bool))  # opening finds a stored mask
+    content_hashes.clear()
+    assert tab.load_image(photo) and tab.canvas.mask().all()
+    assert [name for name, _ in content_hashes] == ["sha256_bytes"]  # read_photo's, of the bytes it decoded
+    tab.mask_panel.brush_slider.setValue(4)
+    for x in (10, 30):
+        tab.mask_panel.tool_buttons["erase"].click()
+        pos = tab.canvas.photo_to_view(QPointF(x, 28)).toPoint()
+        qtbot.mousePress(tab.canvas.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+        qtbot.mouseRelease(tab.canvas.viewport(), Qt.MouseButton.LeftButton, pos=pos)
+        qtbot.waitUntil(lambda: not tab._mask_dirty, timeout=JOB_TIMEOUT_MS)  # the pause stored the strokes
+    assert [name for name, _ in content_hashes] == ["sha256_bytes"]
+    stored = MaskStore(tmp_path / "masks").load(photo, (56, 40))
+    assert stored is not None and not stored[28, 10] and not stored[28, 30] and stored[0, 0]
+
+
 def test_auto_detect_restore_detects_in_the_engine_and_shows_the_mask_it_used(qtbot, tab, recorded, monkeypatch):
     runs = stand_in_detector(monkeypatch)
     assert tab.options_panel.scratch_auto and not tab.mask_panel.has_detection
