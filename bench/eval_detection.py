@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from engine.detection import OFFICIAL_THRESHOLD, scratch_probability  # noqa: E402
+from engine.cli import argument_type  # noqa: E402
+from engine.detection import OFFICIAL_THRESHOLD, parse_detection_scale, scratch_probability  # noqa: E402
 from engine.device import choose_device  # noqa: E402
 from engine.imageio import read_mask, read_rgb  # noqa: E402
 from engine.metrics import detection_scores, tolerant_precision_recall  # noqa: E402
@@ -48,10 +49,6 @@ DATA = ROOT.parent / "shared" / "data"
 MASKS = ROOT / "bench" / "real_masks"
 TOLERANCE_PX = 3.0
 THRESHOLDS = [round(0.1 * i, 1) for i in range(1, 10)]
-
-
-def parse_scale(text: str) -> str | int:
-    return text if text in ("official", "full") else int(text)
 
 
 def load_manifest() -> list[dict]:
@@ -167,7 +164,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--weights", default="default")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--scale", type=parse_scale, default="official",
+    parser.add_argument("--scale", type=argument_type(parse_detection_scale), default="official",
                         help="detection short side: official (256), full or N px")
     parser.add_argument("--threshold", type=float, default=OFFICIAL_THRESHOLD)
     parser.add_argument("--split", choices=["test", "calib", "all"], default="all")
@@ -183,7 +180,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     bank = ModelBank(resolve_weights(args.weights), choose_device(args.device).device)
     photos = [p for p in load_manifest() if args.split == "all" or p["split"] == args.split]
-    scales = [parse_scale(s) for s in args.scales.split(",")] if args.sweep else [args.scale]
+    scales = [parse_detection_scale(s) for s in args.scales.split(",")] if args.sweep else [args.scale]
     if args.scale not in scales:
         scales.insert(0, args.scale)
     thresholds = sorted(set(THRESHOLDS + [args.threshold])) if args.sweep else [args.threshold]

@@ -26,15 +26,16 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Sequence, TextIO
+from typing import Callable, Sequence, TextIO, TypeVar
 
 from . import __version__
 from .catalogue import checked_weights
 from .device import DeviceError, choose_device
 from .download import OFFICIAL_RELEASE_URLS, DownloadError, fetch_official
 from .models.checkpoints import CheckpointError
-from .detection import OFFICIAL_THRESHOLD
+from .detection import OFFICIAL_THRESHOLD, parse_detection_scale
 from .pipeline import RestoreOptions
+from .plan import parse_tile
 from .progress import Cancelled, EtaEstimator, Progress, format_seconds
 from .weights import ImportedWeights, import_official
 
@@ -219,16 +220,18 @@ def parse_strength(text: str) -> float:
     return value
 
 
-def parse_tile(value: str) -> int | str:
-    if value in ("auto", "off"):
-        return value
-    try:
-        size = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--tile takes auto, off or a size in pixels, not {value!r}") from None
-    if size < 64:
-        raise argparse.ArgumentTypeError("--tile must be at least 64 pixels")
-    return size
+Parsed = TypeVar("Parsed")
+
+
+def argument_type(parse: Callable[[str], Parsed]) -> Callable[[str], Parsed]:
+    """An engine parser as an argparse ``type``: its ValueError becomes an ArgumentTypeError, whose
+    message argparse prints (a plain ValueError would only say "invalid value")."""
+    def convert(text: str) -> Parsed:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return convert
 
 
 def parse_threshold(text: str) -> float:
@@ -239,14 +242,6 @@ def parse_threshold(text: str) -> float:
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"threshold must be a probability between 0 and 1, not {text!r}")
     return value
-
-
-def parse_detect_scale(value: str) -> int | str:
-    if value in ("official", "full"):
-        return value
-    if value.isdigit() and int(value) >= 64 and int(value) % 16 == 0:
-        return int(value)
-    raise argparse.ArgumentTypeError("--detect-scale takes official, full or a multiple of 16 (at least 64)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue an interrupted batch: skip photos already done, finish the rest")
     r.add_argument("--state", metavar="FILE", help="batch state file (default: in the user data folder)")
     r.add_argument("--shard", metavar="K/N", help="process only shard K of N (K from 0), e.g. for array jobs")
-    r.add_argument("--tile", type=parse_tile, default="auto", metavar="auto|off|N",
+    r.add_argument("--tile", type=argument_type(parse_tile), default="auto", metavar="auto|off|N",
                    help="tile size in pixels; auto (default) tiles only when the photo does not fit in memory")
     r.add_argument("--max-memory", type=float, metavar="GB", help="memory budget; on the CPU for the whole process, photo included "
                    "(default: a share of what is free)")
@@ -292,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--strength", type=parse_strength, metavar="S",
                    help="how much of the restoration to apply outside repaired scratches, 0-1 "
                         "(default: the weights' own; 1 for the official weights)")
-    r.add_argument("--detect-scale", type=parse_detect_scale, default="official", metavar="official|full|N",
+    r.add_argument("--detect-scale", type=argument_type(parse_detection_scale), default="official",
+                   metavar="official|full|N",
                    help="resolution the scratch detector sees: official (256 px short side), full, or N px")
     r.set_defaults(func=cmd_restore, scratch=False, faces=None)
 
@@ -302,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the masks")
     d.add_argument("--weights", default="default", help="default, official, profile:NAME or a weights folder")
     d.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    d.add_argument("--detect-scale", type=parse_detect_scale, default="official", metavar="official|full|N",
+    d.add_argument("--detect-scale", type=argument_type(parse_detection_scale), default="official",
+                   metavar="official|full|N",
                    help="resolution the scratch detector sees: official (256 px short side), full, or N px")
     d.add_argument("--threshold", type=parse_threshold, default=OFFICIAL_THRESHOLD, metavar="P",
                    help=f"detector probability that counts as damage (default {OFFICIAL_THRESHOLD})")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import cv2
 import numpy as np
 import torch
@@ -9,25 +11,44 @@ import torch.nn.functional as F
 
 from .imageio import LUMA
 from .models.checkpoints import ModelBank
-from .models.networks.unet import SPATIAL_MULTIPLE
+from .models.registry import BY_NAME
 from .progress import Progress
+from .tiling import TiledRunner, TileSpec
 
 OFFICIAL_SHORT_SIDE = 256
 OFFICIAL_THRESHOLD = 0.4
+DETECTOR_MULTIPLE = BY_NAME["detector"].traits.spatial_multiple  # 16: four stride-2 downsamplings
+MIN_DETECTION_SHORT_SIDE = 64
+
+NO_DETECTION = "off"  # the mask given is final: no detector runs (a reviewed mask, HR from the GUI)
+DetectionScale = int | Literal["official", "full", "off"]
+
+
+def parse_detection_scale(value: str | int) -> DetectionScale:
+    """The one reading of a detection scale (CLI, options, benchmarks): ``official``, ``full`` or a
+    short side in pixels that the detector can take (a multiple of its spatial multiple, at least
+    MIN_DETECTION_SHORT_SIDE). Raises ValueError saying what is accepted."""
+    text = str(value).strip().lower()
+    if text in ("official", "full", NO_DETECTION):
+        return text
+    if text.isdigit() and int(text) >= MIN_DETECTION_SHORT_SIDE and int(text) % DETECTOR_MULTIPLE == 0:
+        return int(text)
+    raise ValueError(f"the detection scale must be official, full, off or a short side in pixels that is a multiple of "
+                     f"{DETECTOR_MULTIPLE} (at least {MIN_DETECTION_SHORT_SIDE}), not {value!r}")
 
 
 def network_size(h: int, w: int, short_side: int = OFFICIAL_SHORT_SIDE) -> tuple[int, int]:
     """Official rule: the short side becomes ``short_side``, the long side
     ``int(round(long/short*short_side/16)*16)`` (Python rounding, ties to even)."""
     if h < w:
-        return short_side, int(round(w / h * short_side / SPATIAL_MULTIPLE) * SPATIAL_MULTIPLE)
-    return int(round(h / w * short_side / SPATIAL_MULTIPLE) * SPATIAL_MULTIPLE), short_side
+        return short_side, int(round(w / h * short_side / DETECTOR_MULTIPLE) * DETECTOR_MULTIPLE)
+    return int(round(h / w * short_side / DETECTOR_MULTIPLE) * DETECTOR_MULTIPLE), short_side
 
 
 # Above this many network pixels the detector runs tile by tile (BatchNorm with stored statistics:
-# tiles need no shared statistics, only a halo covering the U-Net's receptive field).
+# tiles need no shared statistics, only the descriptor's halo covering the U-Net's receptive field).
 UNTILED_DETECTOR_PIXELS = 1024 * 1024
-DETECTOR_TILE, DETECTOR_HALO = 512, 128  # halo 128: tiled = untiled to 1e-7 (measured)
+DETECTOR_TILE = 512
 
 
 def run_detector(bank: ModelBank, grey: torch.Tensor, size: tuple[int, int], antialias: bool) -> torch.Tensor:
@@ -38,20 +59,19 @@ def run_detector(bank: ModelBank, grey: torch.Tensor, size: tuple[int, int], ant
         scaled = F.interpolate(grey, size=size, mode="bilinear", align_corners=False, antialias=antialias)
         if size[0] * size[1] <= UNTILED_DETECTOR_PIXELS:
             return unet(scaled.to(device))
-    from .tiling import TiledRunner, TileSpec
-
-    spec = TileSpec(tile=DETECTOR_TILE, halo=DETECTOR_HALO, align=SPATIAL_MULTIPLE, feather=16)
+    spec = TileSpec.for_network(BY_NAME["detector"].traits, DETECTOR_TILE, align=DETECTOR_MULTIPLE)
     return TiledRunner(unet, unet, spec, device, max_first_batch=1).run(scaled)
 
 
 def detection_short_side(scale: str | int, h: int, w: int) -> int:
     """``"official"`` (256 px, what the official code always does), ``"full"`` (the photo's own
     resolution: finds hairline scratches on big scans) or an explicit short side in pixels."""
+    scale = parse_detection_scale(scale)
     if scale == "official":
         return OFFICIAL_SHORT_SIDE
     if scale == "full":
-        return max(SPATIAL_MULTIPLE, round(min(h, w) / SPATIAL_MULTIPLE) * SPATIAL_MULTIPLE)
-    return int(scale)
+        return max(DETECTOR_MULTIPLE, round(min(h, w) / DETECTOR_MULTIPLE) * DETECTOR_MULTIPLE)
+    return scale
 
 
 def detect_scratches(bank: ModelBank, image: np.ndarray, short_side: int = OFFICIAL_SHORT_SIDE,

@@ -22,12 +22,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .detection import OFFICIAL_THRESHOLD, detect_scratches, detection_short_side, mask_from_probability
+from .detection import (NO_DETECTION, OFFICIAL_THRESHOLD, DetectionScale, detect_scratches, detection_short_side,
+                        mask_from_probability, parse_detection_scale)
 from .faces.stage import FaceReport, FacesUnavailable, choose_face_network, refine_faces, require_detector
 from .models.checkpoints import ModelBank
+from .plan import Tile, parse_tile, plan_restore
 from .progress import Progress
-from .device import choose_precision, memory_budget, process_memory_bytes
-from .restoration import NETWORKS, SPATIAL_MULTIPLE, Mode, latent_channels, tile_specs, translate, translate_tiled
+from .restoration import NETWORKS, Mode, spatial_multiple, translate, translate_tiled
 from .strength import apply_strength
 from .tone import apply_output_tone
 
@@ -52,7 +53,7 @@ def damage_mask(bank: ModelBank, rgb: np.ndarray, options: "RestoreOptions", use
 
 # ``RestoreOptions.detection_scale`` value that runs no detector even in scratch or HR mode: the mask
 # the caller passes is the whole mask (the Restore tab's reviewed mask, already detected and edited).
-NO_DETECTION = "off"
+
 
 
 @dataclass(frozen=True)
@@ -64,14 +65,20 @@ class RestoreOptions:
     threshold: float = OFFICIAL_THRESHOLD  # detector probability that counts as damage
     mask_dilation: int | None = None  # 3x3 dilation iterations; None = official (0, HR: 3)
     # "official" (256 px short side), "full", a short side in px, or NO_DETECTION (the given mask is final)
-    detection_scale: str | int = "official"
-    tile: int | str = "auto"  # "auto": untiled when it fits the memory budget; "off"; or a tile size in px
+    detection_scale: DetectionScale = "official"
+    tile: Tile = "auto"  # "auto": untiled when it fits the memory budget; "off"; or a tile size in px
     max_memory_gb: float | None = None  # memory budget; None = a safe share of what the device has free
     precision: str = "fp32"  # fp32 (exact), bf16, fp16 (GPU) or auto (reduced where the hardware is native)
     faces: bool | None = None  # refine faces: True = required, False = off, None = if the weights have the generator
     # how much of the restoration to apply outside the repaired holes (holes are always repaired):
     # 1 = all of it (official), 0 = only the holes; None = the weights' default (engine.strength)
     strength: float | None = None
+
+    def __post_init__(self) -> None:
+        """Tile and detection scale are read once, here, by their parsers: a bad value fails when
+        the options are made (not after detection ran), and "512" from a settings file is 512."""
+        object.__setattr__(self, "tile", parse_tile(self.tile))
+        object.__setattr__(self, "detection_scale", parse_detection_scale(self.detection_scale))
 
     @property
     def detect(self) -> bool:
@@ -145,51 +152,6 @@ def required_networks(options: RestoreOptions, has_user_mask: bool) -> list[str]
     return names
 
 
-# Global attention at scale. The partial non-local block compares every latent cell with every
-# other: time grows with the square of the photo's area (a 6000 x 4000 scan has 1.5 million latent
-# cells: ~10^15 multiply-adds for one attention layer, days on a CPU). A photo whose long side is
-# at most EXACT_ATTENTION_SIDE pixels keeps the exact global attention. For a larger one (unless
-# ``--tile off``) the scratch mapping runs in tiles whose window (core + margin) spans at most
-# ATTENTION_WINDOW latent cells (512 image pixels): a hole borrows features from its surrounding
-# 512 x 512 pixels instead of the whole photo, exactly as the official block would inside that
-# window, and the cost grows linearly with the area. Encoder and decoder tiles are not affected.
-EXACT_ATTENTION_SIDE = 1024
-ATTENTION_WINDOW = 128
-
-
-def attention_window(mode: Mode, options: RestoreOptions, h: int, w: int) -> int | None:
-    """The scratch mapping's attention window (latent cells) for this photo, None = global."""
-    if mode is not Mode.SCRATCH or options.tile == "off" or max(h, w) <= EXACT_ATTENTION_SIDE:
-        return None
-    return ATTENTION_WINDOW
-
-
-MIN_NETWORK_BUDGET = 256 * 2**20  # below this the networks run with the smallest tiles anyway
-
-
-def network_budget(budget: int, device: torch.device, pixels: int, latent_c: int) -> tuple[int, str | None]:
-    """Bytes the networks' tiles may use out of a restoration's ``budget``, and a warning when the
-    photo alone needs more than the budget.
-
-    On the CPU the budget covers the whole process: what it already holds (the photo, its copies,
-    the mask, the networks, the runtime) and the full-size results the tiled run will still
-    allocate (latent maps and output accumulators) are taken off first. On a GPU the budget is
-    device memory, which those CPU-side arrays do not use.
-    """
-    if device.type != "cpu":
-        return budget, None
-    held = process_memory_bytes() or 0
-    latent = 4 * (latent_c + 1) * pixels / 16  # one latent map plus its blending weights
-    to_come = int(max(2 * latent, latent + pixels * 16))  # mapping stage, or decoding (RGB + weights)
-    left = budget - held - to_come
-    if left >= MIN_NETWORK_BUDGET:
-        return left, None
-    need = (held + to_come + MIN_NETWORK_BUDGET) / 2**30
-    return MIN_NETWORK_BUDGET, (f"this photo needs about {need:.1f} GB of memory, more than the limit of "
-                                f"{budget / 2**30:.1f} GB; it was restored anyway with the smallest tiles "
-                                "(raise the memory limit, or close other photos, to stay within it)")
-
-
 class Restorer:
     """Runs the pipeline with one set of networks (built once, shared by every call)."""
 
@@ -239,25 +201,21 @@ class Restorer:
         t0 = time.perf_counter()
         x = torch.from_numpy(rgb).permute(2, 0, 1)[None].mul(2.0).sub_(1.0)
         del rgb  # the hole-filled copy (if any) is in x now; a large scan cannot afford spare copies
-        multiple = SPATIAL_MULTIPLE[mode]
+        multiple = spatial_multiple(mode)
         x, _ = pad_to_multiple(x, multiple)
         mask_t = None
         if mode.uses_mask:
             mask_t, _ = pad_to_multiple(torch.from_numpy(holes.astype(np.float32))[None, None], multiple)
-        budget, over_budget = network_budget(memory_budget(self.device, options.max_memory_gb), self.device,
-                                             x.shape[-2] * x.shape[-1], latent_channels(self.bank, mode))
-        tile = self.choose_tile(options, mode, x.shape[-2], x.shape[-1], budget)
+        plan = plan_restore(self.bank, options, mode, x.shape[-2], x.shape[-1], self.device)
         stage_progress = global_progress.sub(restore_start, 1.0 - restore_start)
-        precision = choose_precision(self.device, options.precision)
-        if tile is None:
-            generated = translate(self.bank, x, mask_t, mode, stage_progress, precision=precision).generated
+        if plan.tile is None:
+            generated = translate(self.bank, x, mask_t, mode, stage_progress, precision=plan.precision).generated
             tiling = {"tile": None}
         else:
-            generated, tiling = translate_tiled(self.bank, x, mask_t, mode, tile, budget, stage_progress,
-                                                precision=precision,
-                                                attention_window=attention_window(mode, options, *x.shape[-2:]))
-        tiling["network_budget_mib"] = round(budget / 2**20)
-        tiling["precision"] = str(precision or torch.float32).removeprefix("torch.")
+            generated, tiling = translate_tiled(self.bank, x, mask_t, mode, plan.tile, plan.network_budget,
+                                                stage_progress, precision=plan.precision,
+                                                attention_window=plan.attention_window)
+        tiling.update(plan.facts())
         with torch.inference_mode():  # in place where possible: each copy of a 24 MP photo is 288 MB
             del mask_t
             generated = self._anchor_tone(generated[:1, :, :h, :w].float(), x[:1, :, :h, :w], original, holes)
@@ -270,8 +228,8 @@ class Restorer:
         timings["restoration"] = time.perf_counter() - t0
         out = RestoreResult(np.ascontiguousarray(result), mode, holes, detected, timings, tiling, strength=strength,
                             brushed=user_mask is not None)
-        if over_budget:
-            out.warnings.append(over_budget)
+        if plan.over_budget:
+            out.warnings.append(plan.over_budget)
         if faces_skipped:
             out.warnings.append(faces_skipped)
         if face_net is not None:
@@ -316,26 +274,3 @@ class Restorer:
         the card's fixed default (1 for official weights)."""
         predictor = self.bank.source.strength_predictor()
         return self.bank.source.default_strength() if predictor is None else predictor.predict(photo)
-
-    def choose_tile(self, options: RestoreOptions, mode: Mode, h: int, w: int, budget: int | None = None) -> int | None:
-        """Tile policy: an explicit size wins; "off" never tiles; "auto" runs untiled (exact,
-        including the global attention) when the estimated peak fits the networks' memory budget
-        (default: the whole restoration budget), else picks the largest tile whose working set fits
-        a quarter of it."""
-        if options.tile == "off":
-            return None
-        if isinstance(options.tile, int):
-            big_enough = options.tile >= max(h, w) and attention_window(mode, options, h, w) is None
-            return None if big_enough else options.tile
-        if budget is None:
-            budget = memory_budget(self.device, options.max_memory_gb)
-        enc_spec, map_spec, dec_spec = tile_specs(self.bank, mode, 4)
-        def peak(side_h: int, side_w: int) -> float:
-            return max(side_h * side_w * enc_spec.bytes_per_pixel,
-                       side_h * side_w / 16 * max(map_spec.bytes_per_pixel, dec_spec.bytes_per_pixel))
-        if peak(h, w) <= budget:  # fits: one piece (still tiled for a bounded attention window)
-            return None if attention_window(mode, options, h, w) is None else max(h, w)
-        tile = max(h, w)
-        while tile > 64 and peak(tile + 2 * enc_spec.halo, tile + 2 * enc_spec.halo) > budget / 4:
-            tile -= 32
-        return tile

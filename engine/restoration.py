@@ -6,17 +6,17 @@ exactly the same network code.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING
+from fractions import Fraction
 
 import torch
 
 from .models.checkpoints import ModelBank
+from .models.registry import BY_NAME
 from .progress import Progress
-
-if TYPE_CHECKING:
-    from .tiling import TileSpec
+from .tiling import TiledRunner, TileSpec
 
 
 class Mode(str, Enum):
@@ -35,9 +35,24 @@ NETWORKS: dict[Mode, tuple[str, str, str]] = {
     Mode.HR: ("VAE_A_quality", "mapping_Patch_Attention", "VAE_B_scratch"),
 }
 
-# Each network needs its input size to be a multiple of this (HR: the latent, 1/4 of the image,
-# must hold whole 8x8 patches so no border falls outside the patch grid).
-SPATIAL_MULTIPLE: dict[Mode, int] = {Mode.QUALITY: 4, Mode.SCRATCH: 4, Mode.HR: 32}
+MIN_LATENT_TILE = 8  # latent cells: smaller mapping and decoder tiles would be mostly halo
+
+
+def input_scales(mode: Mode) -> tuple[Fraction, ...]:
+    """Input cells per image pixel of each network of ``mode``'s chain (encoder 1, then the latent's
+    1/4), from the networks' output scales."""
+    scales, scale = [], Fraction(1)
+    for name in NETWORKS[mode]:
+        scales.append(scale)
+        scale *= Fraction(BY_NAME[name].traits.out_scale)
+    return tuple(scales)
+
+
+def spatial_multiple(mode: Mode) -> int:
+    """The multiple the image's height and width must have for ``mode``: every network's own multiple,
+    in image pixels (HR: 32, because the latent, 1/4 of the image, must hold whole 8x8 patches)."""
+    scales = input_scales(mode)
+    return math.lcm(*(int(BY_NAME[name].traits.spatial_multiple / scale) for name, scale in zip(NETWORKS[mode], scales)))
 
 
 @dataclass
@@ -98,44 +113,31 @@ def _widest(module: torch.nn.Module) -> int:
 
 
 def tile_specs(bank: ModelBank, mode: Mode, tile: int,
-               attention_window: int | None = None) -> tuple["TileSpec", "TileSpec", "TileSpec"]:
+               attention_window: int | None = None) -> tuple[TileSpec, TileSpec, TileSpec]:
     """Encoder, mapping and decoder tiling for an image tile of ``tile`` pixels.
 
-    Halos cover each network's receptive field (encoder ~41 px, mapping 20 latent cells without
-    attention, decoder ~11 latent cells), so with shared normalisation statistics a tile's core equals the
-    untiled result; only the attention of the scratch mapping is limited to the tile's window.
-    ``attention_window`` (latent cells) caps the mapping's window (core + 2 halos) for bounded
-    attention cost on very large photos (engine.pipeline.attention_window).
-    Memory per box pixel is a conservative estimate (live float32 maps of the widest layer, measured).
+    Halos, feathers and memory factors come from each network's descriptor (engine.models.registry):
+    with shared normalisation statistics a tile's core equals the untiled result; only the attention
+    of the scratch mapping is limited to the tile's window. ``attention_window`` (latent cells) caps
+    the mapping's window (core + 2 halos) for bounded attention cost on very large photos
+    (engine.plan.attention_window). Every tile starts on the chain's spatial multiple, so HR tiles
+    hold whole 8x8 attention patches.
     """
-    from .tiling import TileSpec
-
-    enc_name, map_name, dec_name = NETWORKS[mode]
-    latent_tile = max(8, tile // 4)
-    map_halo = 24
+    encoder, mapping, decoder = (BY_NAME[name].traits for name in NETWORKS[mode])
+    enc_scale, map_scale, dec_scale = input_scales(mode)
+    enc_align, map_align, dec_align = (int(spatial_multiple(mode) * scale) for scale in (enc_scale, map_scale, dec_scale))
+    map_tile = max(MIN_LATENT_TILE, int(tile * map_scale))
     if attention_window is not None:
-        latent_tile = min(latent_tile, max(8, attention_window - 2 * map_halo))
-    align = 8 if mode is Mode.HR else 1  # whole 8x8 attention patches in every tile
+        map_tile = min(map_tile, max(MIN_LATENT_TILE, attention_window - 2 * mapping.halo))
+    dec_tile = max(MIN_LATENT_TILE, int(tile * dec_scale))
     enc_c, map_c, dec_c = (_widest(bank.get(name)) for name in NETWORKS[mode])
-    mapping = bank.get(map_name)
-    attention = max((getattr(m, "attention_bytes", 0) for m in mapping.modules()), default=0)
-    # halo - feather must cover the receptive radius: the feathered band borrows a neighbour's
-    # halo pixels, which are exact only that far from its box edge.
+    attention = max((getattr(m, "attention_bytes", 0) for m in bank.get(NETWORKS[mode][1]).modules()), default=0)
     return (
-        TileSpec(tile=tile, halo=48, align=4 * align, out_scale=0.25,
-                 bytes_per_pixel=ENCODER_MAPS * 4 * enc_c, feather=4),
-        TileSpec(tile=latent_tile, halo=map_halo, align=align, bytes_per_pixel=MAPPING_MAPS * 4 * map_c, feather=2,
-                 attention_bytes=attention / 3),  # partial_attention's one rows x N block per chunk
-        TileSpec(tile=max(8, tile // 4), halo=16, align=align, out_scale=4,
-                 bytes_per_pixel=DECODER_MAPS * 16 * 4 * dec_c, feather=4),
+        TileSpec.for_network(encoder, int(tile * enc_scale), enc_align, enc_c),
+        TileSpec.for_network(mapping, map_tile, map_align, map_c,
+                             attention_bytes=attention / 3),  # partial_attention's one rows x N block per chunk
+        TileSpec.for_network(decoder, dec_tile, dec_align, dec_c),
     )
-
-
-# Live float32 maps of a network's widest layer per pixel, at the network's input resolution (decoder:
-# per output pixel). Measured peaks (VmHWM over a fresh process, official and lite widths): encoder
-# 2.25, mapping 5.8-9.6 (scratch: plus the attention's g/theta/phi and one chunk), decoder 3.6-3.8;
-# the constants leave headroom so a tile chosen to fit really fits.
-ENCODER_MAPS, MAPPING_MAPS, DECODER_MAPS = 4, 16, 5
 
 
 def translate_tiled(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | None, mode: Mode, tile: int,
@@ -144,8 +146,6 @@ def translate_tiled(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | N
                     attention_window: int | None = None) -> tuple[torch.Tensor, dict]:
     """Like ``translate`` but tile by tile (see ``engine.tiling``); image and mask stay on the CPU
     and only tiles move to the device. Returns the decoder output and tiling facts."""
-    from .tiling import TiledRunner
-
     progress = progress or Progress()
     enc_name, map_name, dec_name = NETWORKS[mode]
     encoder, mapping, decoder = bank.get(enc_name), bank.get(map_name), bank.get(dec_name)

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .models.networks.blocks import SharedStatsInstanceNorm
+from .models.registry import NetworkTraits
 from .progress import Progress
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (end exclusive)
@@ -58,6 +59,16 @@ class TileSpec:
     # one attention block over a whole box, computed box by box: min(this cap, 4 bytes * pixels^2)
     attention_bytes: float = 0.0
     feather: int = 0  # width of the blending ramp beyond the core, input pixels
+
+    @classmethod
+    def for_network(cls, traits: NetworkTraits, tile: int, align: int, widest_channels: int = 0,
+                    attention_bytes: float = 0.0) -> TileSpec:
+        """The tiling of one network, its halo, feather, scale and memory factor read from its
+        descriptor; ``align`` is the caller's, because a chain of networks may need coarser
+        alignment than the network alone (whole attention patches deeper in the chain)."""
+        return cls(tile=tile, halo=traits.halo, align=align, out_scale=traits.out_scale,
+                   bytes_per_pixel=traits.bytes_per_input_pixel(widest_channels),
+                   attention_bytes=attention_bytes, feather=traits.feather)
 
 
 def _even_cores(length: int, tile: int, align: int) -> list[tuple[int, int]]:

@@ -27,8 +27,8 @@ from engine.weights import (DEFAULT, OFFICIAL, PROFILE, PROFILE_PREFIX, Imported
                             import_official)
 
 from .errors import ErrorBanner
-from .restore_options import device_label, fill_device_combo, fill_tile_combo
-from .settings import Settings, parse_tile
+from .restore_options import TILE_TIP, commit_tile_combo, device_label, fill_device_combo, fill_tile_combo
+from .settings import Settings
 from .workers import FINISHED, FunctionTask, RestorerCache, TaskRunner
 
 PROGRESS_STEPS = 1000
@@ -189,8 +189,7 @@ class ModelsTab(QWidget):
         self.tile_combo = QComboBox(group)
         self.tile_combo.setEditable(True)
         self.tile_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        self.tile_combo.setToolTip("auto: tiles only when the photo does not fit in memory; off: never; "
-                                   "or a tile size in pixels (at least 64)")
+        self.tile_combo.setToolTip(TILE_TIP)
         self.memory_spin = QDoubleSpinBox(group)
         self.memory_spin.setRange(0.0, 1024.0)
         self.memory_spin.setDecimals(1)
@@ -334,10 +333,7 @@ class ModelsTab(QWidget):
 
     @Slot()
     def _on_tile_widget(self) -> None:
-        try:
-            self.settings.tile = parse_tile(self.tile_combo.currentText())
-        except ValueError:
-            fill_tile_combo(self.tile_combo, self.settings.tile)
+        commit_tile_combo(self.tile_combo, self.settings)
 
     @Slot(float)
     def _on_memory_widget(self, value: float) -> None:

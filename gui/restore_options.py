@@ -16,14 +16,17 @@ from engine.faces.stage import FacesUnavailable, face_network, require_detector
 from engine.models.checkpoints import CheckpointError
 from engine.models.registry import BY_NAME
 from engine.pipeline import RestoreOptions
+from engine.plan import MIN_TILE, Tile, parse_tile
 from engine.weights import resolve_weights
 
-from .settings import Settings, parse_tile
+from .settings import Settings
 
 # RestoreOptions.faces arrives with face refinement; until then the control explains itself.
 FACES_SUPPORTED = "faces" in {f.name for f in dataclasses.fields(RestoreOptions)}
 FACE_VALUES: dict[str, bool | None] = {"auto": None, "on": True, "off": False}
 TILE_CHOICES = ("auto", "off", "512", "1024", "2048")
+TILE_TIP = (f"auto: process in tiles only when the photo does not fit in memory; off: never; or a tile size "
+            f"in pixels (at least {MIN_TILE})")
 FACES_TIP = "Sharpen faces with the face network. Auto: when faces are found."
 
 
@@ -72,12 +75,21 @@ def fill_device_combo(combo: QComboBox, devices: list[DeviceInfo], current: str)
     combo.blockSignals(False)
 
 
-def fill_tile_combo(combo: QComboBox, current: int | str) -> None:
+def fill_tile_combo(combo: QComboBox, current: Tile) -> None:
     combo.blockSignals(True)
     if combo.count() == 0:
         combo.addItems(TILE_CHOICES)
     combo.setCurrentText(str(current))
     combo.blockSignals(False)
+
+
+def commit_tile_combo(combo: QComboBox, settings: Settings) -> None:
+    """The typed tile size (engine.plan.parse_tile) becomes the setting; text the parser refuses
+    puts the combo back to the last valid value."""
+    try:
+        settings.tile = parse_tile(combo.currentText())
+    except ValueError:
+        fill_tile_combo(combo, settings.tile)
 
 
 class OptionsPanel(QGroupBox):
@@ -121,8 +133,7 @@ class OptionsPanel(QGroupBox):
         self.tile_combo = QComboBox(self)
         self.tile_combo.setEditable(True)
         self.tile_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
-        self.tile_combo.setToolTip("auto: process in tiles only when the photo does not fit in memory; "
-                                   "off: never; or a tile size in pixels (at least 64)")
+        self.tile_combo.setToolTip(TILE_TIP)
 
         self.strength_spin = QSpinBox(self)
         self.strength_spin.setRange(-1, 100)  # -1 shows as "Weights' default"
@@ -201,10 +212,7 @@ class OptionsPanel(QGroupBox):
             s.faces = self.faces_combo.currentData()
             s.strength = None if self.strength_spin.value() < 0 else self.strength_spin.value()
             s.device = self.device_combo.currentData() or "auto"
-            try:
-                s.tile = parse_tile(self.tile_combo.currentText())
-            except ValueError:
-                fill_tile_combo(self.tile_combo, s.tile)  # back to the last valid value
+            commit_tile_combo(self.tile_combo, s)
         finally:
             self._writing = False
         self.changed.emit()

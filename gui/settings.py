@@ -19,20 +19,11 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QObject, QSettings, Signal
 
+from engine.plan import Tile, parse_tile
+
 RECENT_LIMIT = 10
-MIN_TILE = 64
 SCRATCH_MODES = ("auto", "off")
 FACE_MODES = ("auto", "on", "off")
-
-
-def parse_tile(text: str | int) -> int | str:
-    """``auto``, ``off`` or a tile size in pixels (at least 64) -> RestoreOptions.tile; ValueError otherwise."""
-    value = str(text).strip().lower()
-    if value in ("auto", "off"):
-        return value
-    if value.isdigit() and int(value) >= MIN_TILE:
-        return int(value)
-    raise ValueError(f"tile must be auto, off or a size of at least {MIN_TILE} pixels, not {text!r}")
 
 
 def _as_bool(value: Any, default: bool) -> bool:
@@ -112,14 +103,14 @@ class Settings(QObject):
         self._set("engine/device", str(value).strip() or "auto")
 
     @property
-    def tile(self) -> int | str:
+    def tile(self) -> Tile:
         try:
             return parse_tile(self._get("engine/tile", "auto"))
         except ValueError:
             return "auto"
 
     @tile.setter
-    def tile(self, value: int | str) -> None:
+    def tile(self, value: Tile | str) -> None:
         self._set("engine/tile", str(parse_tile(value)))
 
     @property

@@ -14,8 +14,10 @@ from PIL import Image
 
 from conftest import DATA, FACE_FILES, GLOBAL_FILES, ROOT, serve_folder
 from engine import batch, pipeline, weights
-from engine.cli import main
+from engine.cli import build_parser, main
+from engine.detection import parse_detection_scale
 from engine.pipeline import Restorer
+from engine.plan import parse_tile
 
 SCRATCHED = DATA / "real_old" / "scratched_a.png"
 
@@ -113,6 +115,22 @@ def test_training_commands_report_an_unknown_device_in_one_line_and_exit_2(tmp_p
     code, out, err = run(*(arg.format(tmp=tmp_path) for arg in command), "--device", "gpu")
     assert code == 2
     assert err.strip().splitlines() == ["error: unknown device 'gpu'; use auto, cpu, cuda, cuda:N or mps"]
+
+
+@pytest.mark.parametrize("flag,text,parse", [("--tile", "huge", parse_tile), ("--tile", "32", parse_tile),
+                                             ("--detect-scale", "100", parse_detection_scale)])
+def test_tile_and_detection_scale_errors_are_the_engine_parsers_words(tmp_path, capsys, flag, text, parse):
+    with pytest.raises(ValueError) as refused:
+        parse(text)
+    code, _, _ = run("restore", "a.png", "-o", tmp_path / "out", flag, text)
+    assert code == 2 and f"argument {flag}: {refused.value}" in capsys.readouterr().err
+
+
+def test_the_cli_reads_tile_and_detection_scale_as_the_gui_and_options_do():
+    """One parser each: what the GUI's tile combo accepts (any case, spaces) the CLI accepts too."""
+    args = build_parser().parse_args(["restore", "a.png", "-o", "out", "--tile", " AUTO", "--detect-scale", "Full"])
+    assert (args.tile, args.detect_scale) == ("auto", "full")
+    assert build_parser().parse_args(["detect", "a.png", "-o", "out", "--detect-scale", "384"]).detect_scale == 384
 
 
 def test_default_weights_ship_and_restore_out_of_the_box(tmp_path):

@@ -12,6 +12,7 @@ from conftest import bank_for
 from engine import device as dev
 from engine.metrics import seam_score
 from engine.pipeline import RestoreOptions, Restorer
+from engine.plan import plan_restore
 from engine.tiling import TiledRunner, TileSpec, plan_tiles
 
 
@@ -42,6 +43,11 @@ def test_plan_cores_partition_the_image_and_boxes_match(h, w, tile, halo, align)
 @pytest.fixture(scope="module")
 def restorer() -> Restorer:
     return Restorer(bank_for())
+
+
+def chosen_tile(restorer: Restorer, options: RestoreOptions, mode, h: int, w: int) -> int | None:
+    """The tile the run policy picks for an h x w network input."""
+    return plan_restore(restorer.bank, options, mode, h, w, restorer.device).tile
 
 
 def test_tiled_restoration_matches_untiled_without_seams(restorer):
@@ -173,19 +179,19 @@ def test_attention_memory_counts_once_per_batch_against_the_budget(restorer):
 def test_the_networks_get_the_budget_minus_what_the_process_holds(monkeypatch):
     """--max-memory bounds the whole process on the CPU: held memory and the full-size results
     still to come are taken off the networks' share; too little left -> smallest tiles + warning."""
-    import engine.pipeline as pipeline
+    import engine.plan as plan
 
     gib = 2**30
-    monkeypatch.setattr(pipeline, "process_memory_bytes", lambda: gib)
+    monkeypatch.setattr(plan, "process_memory_bytes", lambda: gib)
     pixels = 6000 * 4000
-    left, warning = pipeline.network_budget(4 * gib, torch.device("cpu"), pixels, latent_c=32)
+    left, warning = plan.network_budget(4 * gib, torch.device("cpu"), pixels, latent_c=32)
     latent = 4 * 33 * pixels / 16
     assert left == int(4 * gib - gib - int(latent + 16 * pixels)) and warning is None
-    left, warning = pipeline.network_budget(int(1.2 * gib), torch.device("cpu"), pixels, latent_c=32)
-    assert left == pipeline.MIN_NETWORK_BUDGET
+    left, warning = plan.network_budget(int(1.2 * gib), torch.device("cpu"), pixels, latent_c=32)
+    assert left == plan.MIN_NETWORK_BUDGET
     assert "more than the limit of 1.2 GB" in warning and "raise the memory limit" in warning
     # GPU budgets are device memory: the CPU-side arrays do not count
-    assert pipeline.network_budget(4 * gib, torch.device("cuda:0"), pixels, 32) == (4 * gib, None)
+    assert plan.network_budget(4 * gib, torch.device("cuda:0"), pixels, 32) == (4 * gib, None)
 
 
 def test_a_memory_limit_below_what_the_photo_needs_still_restores_and_says_so(restorer):
@@ -199,36 +205,36 @@ def test_a_memory_limit_below_what_the_photo_needs_still_restores_and_says_so(re
 def test_auto_policy_tiles_only_when_the_budget_requires_it(restorer):
     from engine.restoration import Mode
 
-    assert restorer.choose_tile(RestoreOptions(), Mode.QUALITY, 256, 256) is None  # fits: exact untiled
-    tile = restorer.choose_tile(RestoreOptions(max_memory_gb=0.25), Mode.QUALITY, 4000, 6000)
+    assert chosen_tile(restorer, RestoreOptions(), Mode.QUALITY, 256, 256) is None  # fits: exact untiled
+    tile = chosen_tile(restorer, RestoreOptions(max_memory_gb=0.25), Mode.QUALITY, 4000, 6000)
     assert tile is not None and 64 <= tile < 4000
-    assert restorer.choose_tile(RestoreOptions(tile="off", max_memory_gb=0.01), Mode.QUALITY, 4000, 6000) is None
-    assert restorer.choose_tile(RestoreOptions(tile=512), Mode.SCRATCH, 1000, 1000) == 512
+    assert chosen_tile(restorer, RestoreOptions(tile="off", max_memory_gb=0.01), Mode.QUALITY, 4000, 6000) is None
+    assert chosen_tile(restorer, RestoreOptions(tile=512), Mode.SCRATCH, 1000, 1000) == 512
 
 
 def test_large_scratch_photos_bound_the_attention_window_and_nothing_else(restorer):
     """Plenty of memory: quality mode stays one piece at any size; a scratch photo up to the exact
     attention limit too; beyond it the mapping (only) runs in windows of ATTENTION_WINDOW cells."""
-    from engine.pipeline import ATTENTION_WINDOW, EXACT_ATTENTION_SIDE, attention_window
+    from engine.plan import ATTENTION_WINDOW, EXACT_ATTENTION_SIDE, attention_window
     from engine.restoration import Mode, tile_specs
 
     roomy = RestoreOptions(max_memory_gb=1000)
-    assert restorer.choose_tile(roomy, Mode.QUALITY, 4000, 6000) is None
-    assert restorer.choose_tile(roomy, Mode.SCRATCH, EXACT_ATTENTION_SIDE, 800) is None  # exact global attention
+    assert chosen_tile(restorer, roomy, Mode.QUALITY, 4000, 6000) is None
+    assert chosen_tile(restorer, roomy, Mode.SCRATCH, EXACT_ATTENTION_SIDE, 800) is None  # exact global attention
     assert attention_window(Mode.SCRATCH, roomy, EXACT_ATTENTION_SIDE, 800) is None
-    tile = restorer.choose_tile(roomy, Mode.SCRATCH, 4000, 6000)
+    tile = chosen_tile(restorer, roomy, Mode.SCRATCH, 4000, 6000)
     window = attention_window(Mode.SCRATCH, roomy, 4000, 6000)
     assert tile == 6000 and window == ATTENTION_WINDOW  # encoder/decoder in one piece
     enc, mapping, dec = tile_specs(restorer.bank, Mode.SCRATCH, tile, window)
     assert mapping.tile + 2 * mapping.halo <= ATTENTION_WINDOW and enc.tile == 6000 and dec.tile == 1500
     off = RestoreOptions(tile="off")
-    assert restorer.choose_tile(off, Mode.SCRATCH, 4000, 6000) is None and attention_window(Mode.SCRATCH, off, 4000, 6000) is None
+    assert chosen_tile(restorer, off, Mode.SCRATCH, 4000, 6000) is None and attention_window(Mode.SCRATCH, off, 4000, 6000) is None
 
 
 def test_windowed_attention_restores_a_large_scratch_photo_in_full(tmp_path, monkeypatch):
     """A small stand-in for a big scan (tiny networks, lowered limits): the tiled, windowed result
     covers the whole photo and, away from the holes, equals the global run."""
-    import engine.pipeline as pipeline
+    import engine.plan as plan
     from engine.models.checkpoints import ModelBank, SafetensorsSource
     from tiny_weights import make_tiny_weights
 
@@ -238,8 +244,8 @@ def test_windowed_attention_restores_a_large_scratch_photo_in_full(tmp_path, mon
     mask = np.zeros((96, 128), bool)
     mask[40:44, 20:110] = True
     global_run = restorer.restore(rgb, RestoreOptions(scratch=False, tile="off"), user_mask=mask)
-    monkeypatch.setattr(pipeline, "EXACT_ATTENTION_SIDE", 64)
-    monkeypatch.setattr(pipeline, "ATTENTION_WINDOW", 8 + 2 * 24)
+    monkeypatch.setattr(plan, "EXACT_ATTENTION_SIDE", 64)
+    monkeypatch.setattr(plan, "ATTENTION_WINDOW", 8 + 2 * 24)
     windowed = restorer.restore(rgb, RestoreOptions(scratch=False), user_mask=mask)
     assert windowed.tiling["attention_window"] == 56 and windowed.image.shape == rgb.shape
     assert np.isfinite(windowed.image).all()

@@ -19,8 +19,9 @@ from torch import nn
 from ..damage_overlays import OverlayLibrary
 from ..imageio import LUMA
 from ..models.networks.mapping import QualityMapping, ScratchMapping
-from ..models.networks.unet import SPATIAL_MULTIPLE, ScratchUNet
+from ..models.networks.unet import ScratchUNet
 from ..models.networks.vae import VAEGenerator
+from ..models.registry import BY_NAME
 from ..tone import match_tone
 from .config import LossWeights, TrainConfig
 from .data import PhotoPool, step_rng, synthetic_batch
@@ -311,7 +312,8 @@ class DetectorTrainer(Trainer):
         self.nets = {"U": unet, "U_ema": copy.deepcopy(unet).requires_grad_(False)}
         self.optims = {"U": adam(unet.parameters(), self.cfg.lr)}
         smallest = min(min(p.shape[:2]) for p in clean.photos)
-        self.large_crop = max(self.cfg.crop, min(2 * self.cfg.crop, smallest) // SPATIAL_MULTIPLE * SPATIAL_MULTIPLE)
+        multiple = BY_NAME["detector"].traits.spatial_multiple
+        self.large_crop = max(self.cfg.crop, min(2 * self.cfg.crop, smallest) // multiple * multiple)
 
     def crop_and_batch(self, step: int) -> tuple[int, int]:
         """Every other step: crops twice as large, a quarter as many (same pixels per step). Damage

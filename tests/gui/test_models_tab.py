@@ -21,6 +21,7 @@ import pytest
 pytest.register_assert_rewrite("gui_fixtures")  # its helpers assert; imported below before pytest loads it
 
 import engine.download
+import engine.plan as plan
 import engine.weights
 from conftest import FACE_FILES, GLOBAL_FILES, serve_folder
 from engine.cli import main as cli_main
@@ -275,6 +276,28 @@ def test_download_and_import_failures_are_explained(make_window, tmp_path, qtbot
     assert blocker.args == ["import", "failed"]
     assert "Weights problem: not imported" in tab.error_label.text()
     assert window.settings.weights == "default"
+
+
+def enter_text(combo, text: str) -> None:
+    combo.setCurrentText(text)
+    combo.lineEdit().editingFinished.emit()
+
+
+def test_both_tile_combos_read_sizes_with_the_engine_parser(make_window, monkeypatch):
+    """The tile combos of both tabs go through engine.plan.parse_tile, the parser of --tile and of
+    RestoreOptions: its rule decides what is refused, not a copy of it in the GUI."""
+    window = make_window()
+    combos = (window.models_tab.tile_combo, window.restore_tab.options_panel.tile_combo)
+    for combo, other in (combos, combos[::-1]):
+        enter_text(combo, " AUTO ")
+        assert window.settings.tile == "auto" and other.currentText() == "auto"
+        enter_text(combo, "1024")
+        assert window.settings.tile == 1024 and other.currentText() == "1024"
+        with monkeypatch.context() as patched:
+            patched.setattr(plan, "MIN_TILE", 1024)  # the engine's rule (the saved 1024 still passes it)
+            enter_text(combo, "512")  # refused by that rule: back to the last valid size
+            assert window.settings.tile == 1024 and combo.currentText() == "1024"
+    assert "at least 64" in combos[0].toolTip() and combos[0].toolTip() == combos[1].toolTip()
 
 
 def test_device_tile_memory_and_output_folder_are_settings_shared_with_the_restore_tab(make_window, tmp_path):

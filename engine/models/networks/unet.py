@@ -1,7 +1,8 @@
 """Scratch-detection U-Net (official ``detection_models.networks.UNet``, depth 4, wf 6).
 
 Grey (N,1,h,w) in [-1,1] -> logits (N,1,h,w); h, w must be multiples of 16 (four stride-2
-anti-aliased downsamplings). BatchNorm runs on stored statistics (eval mode).
+anti-aliased downsamplings; the registry's descriptor states it for padding and tiling). BatchNorm
+runs on stored statistics (eval mode).
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-SPATIAL_MULTIPLE = 16
 
 
 def _act() -> nn.LeakyReLU:

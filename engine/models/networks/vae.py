@@ -2,7 +2,8 @@
 
 One architecture serves VAE_A (photos -> shared latent) and VAE_B (clean photos <-> clean latent);
 inference uses the encoder of VAE_A and the decoder of VAE_B. Every layer has 64 channels and there
-are only two stride-2 convolutions, so the latent is (N, 64, H/4, W/4) and H, W must be multiples of 4.
+are only two stride-2 convolutions, so the latent is (N, 64, H/4, W/4) and H, W must be multiples of 4
+(stated for padding and tiling in the registry's descriptor).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from torch import nn
 from .blocks import ResnetBlock, instance_norm
 
 CHANNELS = 64
-SPATIAL_MULTIPLE = 4
 
 
 class VAEGenerator(nn.Module):
