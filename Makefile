@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[test]'
-	# Only for the MTCNN weight files in facenet_pytorch/data/ (read by engine/faces/detect.py; its
+	# Only for the MTCNN weight files in facenet_pytorch/data/ (read by engine/core/faces/detect.py; its
 	# Python code is never imported). --no-deps: its metadata pins old torch/numpy releases.
 	$(PY) -m pip install --disable-pip-version-check -q --no-deps facenet-pytorch==2.6.0
 	touch $(STAMP)

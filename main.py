@@ -3,7 +3,7 @@
     python main.py                       the app
     python main.py PHOTO_OR_FOLDER...    the app, with the photo open (or the folders queued)
     python main.py --screenshot FILE.png [--tab restore|queue|train|models] [PHOTO]
-    python main.py restore|models|train|finetune|profiles|sample ...   headless command line (see engine.cli)
+    python main.py restore|models|train|finetune|profiles|sample ...   headless command line (see engine.cli.app)
     python main.py --version             print the version and exit (without loading PyTorch or Qt)
 """
 
@@ -37,7 +37,7 @@ def main() -> int:
         print(f"Heirloom {__version__}")
         return 0
     if wants_cli(args):
-        from engine.cli import main as cli_main
+        from engine.cli.app import main as cli_main
 
         return cli_main(args)
     from gui.app import main as gui_main

@@ -28,10 +28,10 @@ def one_run(mode: str, size: int, weights: str, naive: bool, threads: int) -> di
     import numpy as np
     import torch
 
+    from engine.core.pipeline import RestoreOptions, Restorer
     from engine.device import choose_device
     from engine.models.checkpoints import ModelBank, open_source
     from engine.models.networks import partial_nonlocal
-    from engine.pipeline import RestoreOptions, Restorer
 
     choose_device("cpu")
     torch.set_num_threads(threads)

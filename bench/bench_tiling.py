@@ -30,9 +30,9 @@ SOURCE = ROOT.parent / "shared" / "data" / "real_old" / "scratched_a.png"
 def restorer_for(weights: Path):
     import torch
 
+    from engine.core.pipeline import Restorer
     from engine.device import choose_device
     from engine.models.checkpoints import ModelBank, open_source
-    from engine.pipeline import Restorer
 
     choose_device("cpu")
     return Restorer(ModelBank(open_source(weights), torch.device("cpu")))
@@ -52,7 +52,7 @@ def large(args: argparse.Namespace) -> None:
         proc = subprocess.run(cmd, capture_output=True, text=True)
         print(proc.stdout.strip() or proc.stderr.strip()[-2000:])
         return
-    from engine.pipeline import RestoreOptions
+    from engine.core.pipeline import RestoreOptions
 
     w, h = (int(v) for v in args.size.split("x"))
     image = scan((w, h))
@@ -66,9 +66,9 @@ def large(args: argparse.Namespace) -> None:
 
 
 def compare(args: argparse.Namespace) -> None:
-    from engine.metrics import seam_score
-    from engine.pipeline import RestoreOptions
-    from engine.tiling import plan_tiles
+    from engine.core.metrics import seam_score
+    from engine.core.pipeline import RestoreOptions
+    from engine.core.tiling import plan_tiles
 
     image = scan((args.side, args.side))
     restorer = restorer_for(args.weights)

@@ -7,15 +7,15 @@
 (a) Real set: the photos of ``bench/real_masks/manifest.json`` (from ../shared/data) against their
     hand-checked reference masks (``bench/real_masks/<stem>_mask.png``; see bench/real_masks/README.md).
     Per photo and mean precision / recall / F1 with a 3 px tolerance
-    (``engine.metrics.tolerant_precision_recall``), for the calib and the test split separately, and an
+    (``engine.core.metrics.tolerant_precision_recall``), for the calib and the test split separately, and an
     overlay per photo (reference green, detection red, both yellow) in ``--out``.
     ``--sweep``: the same means over thresholds 0.1..0.9 and the ``--scales`` list, to choose the
     default scale and threshold on the calib split (never on test).
 (b) Synthetic damage: the held-out photos and damage of bench/eval_quality.py (its ``held_out`` and
-    ``engine.degrade`` with seed 10000 + i), the detector's probability from ``engine.pipeline.damage_mask``
-    as a restore computes it, scored by ``engine.metrics.detection_scores`` (exact pixels, as there).
+    ``engine.degradation.degrade`` with seed 10000 + i), the detector's probability from ``engine.core.pipeline.damage_mask``
+    as a restore computes it, scored by ``engine.core.metrics.detection_scores`` (exact pixels, as there).
 (c) Faces (false alarms): clean photos of ../shared/data/clean_train/bsds500 where the MTCNN detector
-    (engine.faces.detect) finds a face (score >= 0.95, eyes >= 12 px apart); eye discs (radius 0.3 x
+    (engine.core.faces.detect) finds a face (score >= 0.95, eyes >= 12 px apart); eye discs (radius 0.3 x
     inter-ocular distance) and a mouth ellipse (through the mouth corners, half-height 0.2 x inter-ocular
     distance); reports the fraction of those pixels the detector marks as damage, overall and per photo.
 
@@ -37,13 +37,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from engine.cli import argument_type  # noqa: E402
-from engine.detection import OFFICIAL_THRESHOLD, parse_detection_scale, scratch_probability  # noqa: E402
+from engine.cli.app import argument_type  # noqa: E402
+from engine.core.detection import (  # noqa: E402
+    OFFICIAL_THRESHOLD,
+    parse_detection_scale,
+    scratch_probability,
+)
+from engine.core.metrics import detection_scores, tolerant_precision_recall  # noqa: E402
 from engine.device import choose_device  # noqa: E402
-from engine.imageio import read_mask, read_rgb  # noqa: E402
-from engine.metrics import detection_scores, tolerant_precision_recall  # noqa: E402
+from engine.io.decode import read_mask, read_rgb  # noqa: E402
 from engine.models.checkpoints import ModelBank  # noqa: E402
-from engine.weights import resolve_weights  # noqa: E402
+from engine.store.weights import resolve_weights  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 MASKS = ROOT / "bench" / "real_masks"
@@ -92,10 +96,12 @@ def real_set(bank: ModelBank, photos: list[dict], scales: list, thresholds: list
 
 
 def synthetic(bank: ModelBank, scale, threshold: float, limit: int | None) -> dict[str, float]:
-    from eval_quality import held_out  # the quality benchmark's held-out photos (same list, same order)
+    from eval_quality import (
+        held_out,  # the quality benchmark's held-out photos (same list, same order)
+    )
 
-    from engine.degrade import degrade
-    from engine.pipeline import RestoreOptions, damage_mask
+    from engine.core.pipeline import RestoreOptions, damage_mask
+    from engine.degradation.degrade import degrade
 
     probs, truths = [], []
     for i, (_, clean) in enumerate(held_out(384, limit)):
@@ -127,7 +133,7 @@ def face_photos(folder: Path, cache: Path, limit: int | None) -> list[dict]:
     if cache.exists():
         found = json.loads(cache.read_text(encoding="utf-8"))
     else:
-        from engine.faces.detect import detect_faces
+        from engine.core.faces.detect import detect_faces
 
         found = []
         for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")):

@@ -9,7 +9,7 @@
 Held-out faces (``engine.training.face_data.held_out_faces``): every face the pipeline's detector finds
 (score >= 0.9, as the pipeline; a look-alike or two included) in the held-out photos of
 ../shared/data/clean_train (``split_holdout``, never trained on) and in scikit-image's astronaut and
-cameraman (never trained on). Each photo is damaged whole with ``engine.degrade``'s
+cameraman (never trained on). Each photo is damaged whole with ``engine.degradation.degrade``'s
 unstructured damage (no scratches; ``--seeds`` damage draws per photo), and every face is cut out
 with the pipeline's alignment at the landmarks found on the clean photo, so all rows compare the
 same pixels against the clean aligned face (face-region PSNR / SSIM over the 256 px crop):
@@ -36,18 +36,26 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.degrade import degrade  # noqa: E402
+from engine.core.faces import align  # noqa: E402
+from engine.core.faces.stage import to_u8 as stage_u8  # noqa: E402
+from engine.core.metrics import psnr, ssim  # noqa: E402
+from engine.core.official import save_image_u8, to_network  # noqa: E402
+from engine.core.pipeline import RestoreOptions, Restorer  # noqa: E402
+from engine.degradation.degrade import degrade  # noqa: E402
 from engine.device import choose_device  # noqa: E402
-from engine.faces import align  # noqa: E402
-from engine.faces.stage import to_u8 as stage_u8  # noqa: E402
-from engine.imageio import read_rgb, to_u8, write_png  # noqa: E402
-from engine.metrics import psnr, ssim  # noqa: E402
+from engine.io.decode import read_rgb
+from engine.io.encode import write_png  # noqa: E402
+from engine.io.pixels import to_u8
 from engine.models.checkpoints import ModelBank, WeightSource  # noqa: E402
 from engine.models.registry import NetworkSpec  # noqa: E402
-from engine.official import save_image_u8, to_network  # noqa: E402
-from engine.pipeline import RestoreOptions, Restorer  # noqa: E402
-from engine.training.face_data import FACE_SIZE, DETECT_SIDE, detect_landmarks, held_out_faces, load_photo  # noqa: E402
-from engine.weights import resolve_weights  # noqa: E402
+from engine.store.weights import resolve_weights  # noqa: E402
+from engine.training.face_data import (  # noqa: E402
+    DETECT_SIDE,
+    FACE_SIZE,
+    detect_landmarks,
+    held_out_faces,
+    load_photo,
+)
 
 DATA = ROOT.parent / "shared" / "data"
 ROWS = ("(a) damaged face", "(b) no face stage", "(c) lite face generator on (b)", "(d) lite face generator on (a)")
@@ -58,7 +66,7 @@ class WithFaceRun(WeightSource):
     (so a run can be measured while it trains, without an export)."""
 
     def __init__(self, base: WeightSource, face_run: Path) -> None:
-        from engine.training.cli import load_run
+        from engine.cli.train import load_run
         from engine.training.config import CONFIGS
 
         self.base, state = base, load_run(face_run, "face")

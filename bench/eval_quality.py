@@ -4,7 +4,7 @@
         [--out bench/results/quality]
 
 Held-out set: the clean photos ``engine.training.data.split_holdout`` never trains on (every tenth
-of ../shared/data/clean_train), each downscaled to ``--side`` and damaged with ``engine.degrade``
+of ../shared/data/clean_train), each downscaled to ``--side`` and damaged with ``engine.degradation.degrade``
 (seed = index). Reports PSNR / SSIM of
   (a) the degraded input,
   (b) the classical peer: OpenCV non-local-means denoising, then Telea inpainting given the TRUE mask,
@@ -25,14 +25,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.degrade import degrade  # noqa: E402
+from engine.core.metrics import detection_scores, psnr, ssim  # noqa: E402
+from engine.core.pipeline import RestoreOptions, Restorer  # noqa: E402
+from engine.degradation.degrade import degrade  # noqa: E402
 from engine.device import choose_device  # noqa: E402
-from engine.imageio import read_rgb, to_u8, write_png  # noqa: E402
-from engine.metrics import detection_scores, psnr, ssim  # noqa: E402
+from engine.io.decode import read_rgb
+from engine.io.encode import write_png  # noqa: E402
+from engine.io.pixels import to_u8
 from engine.models.checkpoints import ModelBank  # noqa: E402
-from engine.pipeline import RestoreOptions, Restorer  # noqa: E402
+from engine.store.weights import resolve_weights  # noqa: E402
 from engine.training.data import list_photos, load_small, split_holdout  # noqa: E402
-from engine.weights import resolve_weights  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 

@@ -5,7 +5,7 @@
         [--threads N] [--out bench/results/finetune_detector]
 
 Data: real old scans from ../shared/data/real_old/ (downscaled to ``--side``), each given damage in an
-"archive style" that ``engine.degrade`` does not draw - long, nearly vertical film scratches running
+"archive style" that ``engine.degradation.degrade`` does not draw - long, nearly vertical film scratches running
 most of the frame, and brown foxing spots - composited with an exact mask (every pixel the damage
 changed). That stands in for masks an archivist brushed on their own collection: a damage style the
 detector has not been trained on, on real old photos. The fine-tune holds out one photo in five (the
@@ -32,11 +32,17 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.imageio import to_u8, write_png  # noqa: E402
+from engine.io.encode import write_png  # noqa: E402
+from engine.io.pixels import to_u8
 from engine.progress import Progress  # noqa: E402
 from engine.training.config import CONFIGS  # noqa: E402
 from engine.training.data import list_photos, load_small  # noqa: E402
-from engine.training.finetune import Budget, DetectorData, FinetuneJob, FinetuneSession  # noqa: E402
+from engine.training.finetune.session import (  # noqa: E402
+    Budget,
+    DetectorData,
+    FinetuneJob,
+    FinetuneSession,
+)
 from engine.training.loop import export_weights  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "real_old"

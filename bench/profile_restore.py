@@ -68,7 +68,7 @@ def load_photo(path: Path, size: int):
     import cv2
     import numpy as np
 
-    from engine.imageio import read_rgb
+    from engine.io.decode import read_rgb
 
     rgb = read_rgb(path).astype(np.float32)
     if rgb.max() > 1.0:
@@ -85,10 +85,10 @@ def one_run(weights: str, mode: str, size: int, threads: int, photo: Path) -> di
     import torch
     from torch.profiler import ProfilerActivity, profile
 
+    from engine.core.pipeline import RestoreOptions, Restorer
     from engine.device import choose_device
     from engine.models.checkpoints import ModelBank
-    from engine.pipeline import RestoreOptions, Restorer
-    from engine.weights import resolve_weights
+    from engine.store.catalogue import resolve_weights
 
     choose_device("cpu")
     torch.set_num_threads(threads)

@@ -122,7 +122,7 @@ def _settle(app, window, seconds: float = SETTLE_TIMEOUT_S) -> None:
 
 def screenshot(path: Path, tab: str, paths: list[Path]) -> int:
     """Open the window offscreen on ``tab``, load ``paths`` there, render it to ``path``."""
-    from engine.masks import MaskStore
+    from engine.store.masks import MaskStore
 
     from .main_window import MainWindow
     from .settings import Settings

@@ -25,12 +25,29 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QEvent, QPointF, QRect, QRectF, QSize, Qt, Signal
-from PySide6.QtGui import (QColor, QFocusEvent, QFont, QFontMetricsF, QImage, QKeyEvent, QKeySequence, QMouseEvent,
-                           QPainter, QPainterPath, QPen, QResizeEvent, QTransform, QUndoCommand, QUndoStack,
-                           QWheelEvent, qRgba)
+from PySide6.QtGui import (
+    QColor,
+    QFocusEvent,
+    QFont,
+    QFontMetricsF,
+    QImage,
+    QKeyEvent,
+    QKeySequence,
+    QMouseEvent,
+    QPainter,
+    QPainterPath,
+    QPen,
+    QResizeEvent,
+    QTransform,
+    QUndoCommand,
+    QUndoStack,
+    QWheelEvent,
+    qRgba,
+)
 from PySide6.QtWidgets import QFrame, QGraphicsScene, QGraphicsView, QWidget
 
-from engine.imageio import read_mask, write_png
+from engine.io.decode import read_mask
+from engine.io.encode import write_png
 
 MIN_ZOOM = 0.05
 MAX_ZOOM = 32.0

@@ -24,15 +24,23 @@ from typing import Callable
 
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 from PySide6.QtGui import QGuiApplication
-from PySide6.QtWidgets import (QFrame, QHBoxLayout, QLabel, QMessageBox, QPushButton, QSizePolicy,
-                               QWidget)
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QPushButton,
+    QSizePolicy,
+    QWidget,
+)
 
+from engine.core.faces.stage import FacesUnavailable
 from engine.device import DeviceError
-from engine.download import DownloadError
-from engine.faces.stage import FacesUnavailable
-from engine.imageio import ImageReadError
+from engine.io.decode import ImageReadError
 from engine.models.checkpoints import CheckpointError
-from engine.weights import WeightsNotFound, user_data_dir
+from engine.store.download import DownloadError
+from engine.store.paths import user_data_dir
+from engine.store.weights import WeightsNotFound
 
 GUI_WEIGHTS_HINT = ("Open the Models & settings tab to download or import the official weights, "
                     "or to choose a weights file or folder.")

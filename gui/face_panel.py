@@ -10,7 +10,7 @@ from __future__ import annotations
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import QCheckBox, QGroupBox, QLabel, QVBoxLayout, QWidget
 
-from engine.faces.stage import FaceReport
+from engine.core.faces.stage import FaceReport
 
 REFINED_TIP = ("Refined by the face network. Untick (or click the face's box in the view) to show this face "
                "as the global restoration left it; Save writes what the view shows.")

@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QWidget
 
 SMOOTH = 10
 MAX_POINTS = 400
-# Friendlier legend names for the engine's loss keys (engine.training.finetune_tasks).
+# Friendlier legend names for the engine's loss keys (engine.training.finetune.tasks).
 NAMES = {
     "focal": "all crops", "focal_user": "your masks", "focal_synthetic": "synthetic scratches",
     "recon_l1": "reconstruction", "align": "alignment", "anchor_l1": "anchor", "latent_d": "discriminator",

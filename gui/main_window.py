@@ -14,16 +14,29 @@ from typing import Mapping
 
 import shiboken6
 from PySide6.QtCore import Slot
-from PySide6.QtGui import QAction, QCloseEvent, QDragEnterEvent, QDropEvent, QKeySequence
-from PySide6.QtWidgets import QFileDialog, QLabel, QMainWindow, QMenu, QMessageBox, QTabWidget, QWidget
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDragEnterEvent,
+    QDropEvent,
+    QKeySequence,
+)
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMenu,
+    QMessageBox,
+    QTabWidget,
+    QWidget,
+)
 
-from engine.catalogue import weights_title
+from engine.core.pipeline import RestoreOptions, Restorer
 from engine.device import DeviceError, DeviceInfo, choose_device, list_devices
-from engine.imageio import IMAGE_SUFFIXES
-from engine.masks import MaskStore
+from engine.io.decode import IMAGE_SUFFIXES
 from engine.models.checkpoints import CheckpointError
-from engine.pipeline import RestoreOptions, Restorer
-from engine.weights import resolve_weights
+from engine.store.catalogue import resolve_weights, weights_title
+from engine.store.masks import MaskStore
 
 from .errors import show_details_dialog
 from .models_tab import ModelsTab

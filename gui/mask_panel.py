@@ -10,7 +10,7 @@ detection and slider values), so Ctrl+Z walks back through strokes and slider mo
 the sliders follow. The sliders apply on release (not while dragging): a preview that bypassed the
 undo stack would have to reset the canvas's history.
 
-The panel also says who vouches for the mask (``origin``, see :mod:`engine.masks`): a stroke makes it
+The panel also says who vouches for the mask (``origin``, see :mod:`engine.store.masks`): a stroke makes it
 *brushed*, a new detection makes it *detected* again, and *Accept mask* marks a detected mask that a
 person looked at and found right. Only brushed and accepted masks teach the detector (Train tab).
 """
@@ -23,11 +23,24 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import Qt, Signal, Slot
 from PySide6.QtGui import QKeySequence, QUndoCommand
-from PySide6.QtWidgets import (QButtonGroup, QCheckBox, QFileDialog, QGridLayout, QGroupBox, QHBoxLayout,
-                               QLabel, QPushButton, QSizePolicy, QSlider, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QCheckBox,
+    QFileDialog,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSizePolicy,
+    QSlider,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
-from engine.detection import OFFICIAL_THRESHOLD, mask_from_probability
-from engine.masks import ACCEPTED, BRUSHED, DETECTED
+from engine.core.detection import OFFICIAL_THRESHOLD, mask_from_probability
+from engine.store.masks import ACCEPTED, BRUSHED, DETECTED
 
 from .canvas import PhotoCanvas
 from .paths import same_file

@@ -1,9 +1,9 @@
 """The Models & settings tab: which weights restore photos, getting the official ones, device and memory.
 
-Which weight sets exist and what they hold comes from the engine's catalogue (engine.catalogue),
+Which weight sets exist and what they hold comes from the engine's catalogue (engine.store.catalogue),
 the same list ``python main.py models`` prints; this tab only lays it out. Checking weights means
 reading every file (hundreds of megabytes for the official set), so the listing runs in a worker
-like imports and downloads (engine.download.fetch_official, the CLI's download too); the tab never
+like imports and downloads (engine.store.download.fetch_official, the CLI's download too); the tab never
 blocks the window. Every choice here is a :class:`gui.settings.Settings` property, shared with the
 Restore tab and the status bar.
 """
@@ -15,19 +15,54 @@ from pathlib import Path
 from typing import Mapping
 
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import (QButtonGroup, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout,
-                               QGroupBox, QHBoxLayout, QHeaderView, QLabel, QLineEdit, QProgressBar,
-                               QPushButton, QRadioButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
-from engine.catalogue import WeightsEntry, checked_weights, forget_checks, weights_title
 from engine.device import DeviceInfo, list_devices
-from engine.download import OFFICIAL_RELEASE_URLS, fetch_official
 from engine.progress import EtaEstimator, Progress, format_seconds
-from engine.weights import (DEFAULT, OFFICIAL, PROFILE, PROFILE_PREFIX, ImportedWeights, choice_kind,
-                            import_official)
+from engine.store.catalogue import (
+    WeightsEntry,
+    checked_weights,
+    forget_checks,
+    weights_title,
+)
+from engine.store.download import OFFICIAL_RELEASE_URLS, fetch_official
+from engine.store.weights import (
+    DEFAULT,
+    OFFICIAL,
+    PROFILE,
+    PROFILE_PREFIX,
+    ImportedWeights,
+    choice_kind,
+    import_official,
+)
 
 from .errors import ErrorBanner
-from .restore_options import TILE_TIP, commit_tile_combo, device_label, fill_device_combo, fill_tile_combo
+from .restore_options import (
+    TILE_TIP,
+    commit_tile_combo,
+    device_label,
+    fill_device_combo,
+    fill_tile_combo,
+)
 from .settings import Settings
 from .workers import FINISHED, FunctionTask, RestorerCache, TaskRunner
 

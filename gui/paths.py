@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from engine.durable import same_file  # the engine's writers check the same rule
+from engine.io.durable import same_file  # the engine's writers check the same rule
 
 __all__ = ["same_file"]

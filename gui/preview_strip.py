@@ -1,6 +1,6 @@
 """The Train tab's preview strip: a few held-out photos, before | after, refreshed during training.
 
-The worker sends ``engine.training.finetune_tasks.Preview`` objects (float RGB arrays); they are
+The worker sends ``engine.training.finetune.tasks.Preview`` objects (float RGB arrays); they are
 turned into pixmaps here, in the GUI thread. Only the newest set is kept: the point is to see the
 current weights, and the step they were made at is in the caption.
 """
@@ -10,10 +10,18 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QImage, QPixmap
-from PySide6.QtWidgets import QFrame, QGridLayout, QHBoxLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 THUMB = 132  # longest side of each image, pixels
-# What the two images of a pair are, per task (engine.training.finetune_tasks.*.preview).
+# What the two images of a pair are, per task (engine.training.finetune.tasks.*.preview).
 PAIR_LABELS = {
     "detector": ("your mask (green)", "detector now (red)"),
     "domain": ("scan", "restored now"),

@@ -11,12 +11,37 @@ from __future__ import annotations
 from pathlib import Path
 
 from PIL import Image, ImageOps
-from PySide6.QtCore import (QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, QRect, QRunnable,
-                            QSize, Qt, QThreadPool, Signal)
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QModelIndex,
+    QObject,
+    QPersistentModelIndex,
+    QRect,
+    QRunnable,
+    QSize,
+    Qt,
+    QThreadPool,
+    Signal,
+)
 from PySide6.QtGui import QColor, QImage, QPainter, QPixmap
-from PySide6.QtWidgets import QApplication, QStyle, QStyledItemDelegate, QStyleOptionProgressBar, QStyleOptionViewItem
+from PySide6.QtWidgets import (
+    QApplication,
+    QStyle,
+    QStyledItemDelegate,
+    QStyleOptionProgressBar,
+    QStyleOptionViewItem,
+)
 
-from engine.album_queue import (CANCELLED, DONE, FAILED, PENDING, RUNNING, SKIPPED, AlbumQueue, QueueItem)
+from engine.jobs.album_queue import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    AlbumQueue,
+    QueueItem,
+)
 
 THUMB = 48
 BAR_HEIGHT = 18

@@ -19,19 +19,56 @@ from typing import Callable
 import platformdirs
 from PySide6.QtCore import Qt, QUrl, Signal, Slot
 from PySide6.QtGui import QDesktopServices, QDragEnterEvent, QDropEvent
-from PySide6.QtWidgets import (QAbstractItemView, QFileDialog, QHBoxLayout, QHeaderView, QLabel, QLineEdit,
-                               QProgressBar, QPushButton, QStackedWidget, QTableView, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QProgressBar,
+    QPushButton,
+    QStackedWidget,
+    QTableView,
+    QVBoxLayout,
+    QWidget,
+)
 
-from engine.album_queue import (CANCELLED, DONE, FAILED, PENDING, RETRYABLE, RUNNING, SKIPPED, AlbumQueue,
-                                QueueItem, expand_paths, restore_item)
-from engine.batch import BatchConfig, PhotoProcessor, WriteFailed, describe_os_error
-from engine.imageio import IMAGE_SUFFIXES
-from engine.masks import MaskStore
-from engine.pipeline import RestoreOptions, Restorer
+from engine.core.pipeline import RestoreOptions, Restorer
+from engine.io.decode import IMAGE_SUFFIXES
+from engine.jobs.album_queue import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    PENDING,
+    RETRYABLE,
+    RUNNING,
+    SKIPPED,
+    AlbumQueue,
+    QueueItem,
+    expand_paths,
+    restore_item,
+)
+from engine.jobs.batch import (
+    BatchConfig,
+    PhotoProcessor,
+    WriteFailed,
+    describe_os_error,
+)
 from engine.progress import Cancelled, EtaEstimator, Progress, format_seconds
+from engine.store.masks import MaskStore
 
-from .queue_model import (COL_ERROR, COL_NAME, COL_PROGRESS, COL_SIZE, COL_STATUS, COL_THUMB, ProgressDelegate,
-                          QueueModel, ThumbnailCache)
+from .queue_model import (
+    COL_ERROR,
+    COL_NAME,
+    COL_PROGRESS,
+    COL_SIZE,
+    COL_STATUS,
+    COL_THUMB,
+    ProgressDelegate,
+    QueueModel,
+    ThumbnailCache,
+)
 from .workers import CANCELLED as RUN_CANCELLED
 from .workers import FAILED as RUN_FAILED
 from .workers import Task, TaskRunner, describe_error

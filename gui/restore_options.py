@@ -9,15 +9,23 @@ from __future__ import annotations
 import dataclasses
 
 from PySide6.QtCore import Signal, Slot
-from PySide6.QtWidgets import QCheckBox, QComboBox, QFormLayout, QGroupBox, QLabel, QSpinBox, QWidget
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QLabel,
+    QSpinBox,
+    QWidget,
+)
 
+from engine.core.faces.stage import FacesUnavailable, face_network, require_detector
+from engine.core.pipeline import RestoreOptions
+from engine.core.plan import MIN_TILE, Tile, parse_tile
 from engine.device import DeviceInfo, list_devices
-from engine.faces.stage import FacesUnavailable, face_network, require_detector
 from engine.models.checkpoints import CheckpointError
 from engine.models.registry import BY_NAME
-from engine.pipeline import RestoreOptions
-from engine.plan import MIN_TILE, Tile, parse_tile
-from engine.weights import resolve_weights
+from engine.store.catalogue import resolve_weights
 
 from .settings import Settings
 
@@ -84,7 +92,7 @@ def fill_tile_combo(combo: QComboBox, current: Tile) -> None:
 
 
 def commit_tile_combo(combo: QComboBox, settings: Settings) -> None:
-    """The typed tile size (engine.plan.parse_tile) becomes the setting; text the parser refuses
+    """The typed tile size (engine.core.plan.parse_tile) becomes the setting; text the parser refuses
     puts the combo back to the last valid value."""
     try:
         settings.tile = parse_tile(combo.currentText())

@@ -29,30 +29,53 @@ from pathlib import Path
 
 import numpy as np
 from PySide6.QtCore import QEvent, QEventLoop, QObject, Qt, QTimer, Signal, Slot
-from PySide6.QtWidgets import (QFileDialog, QFrame, QHBoxLayout, QLabel, QProgressBar, QPushButton,
-                               QScrollArea, QSizePolicy, QToolButton, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSizePolicy,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
+from engine.core.pipeline import NO_DETECTION, RestoreResult
+from engine.core.translation import Mode
 from engine.device import DeviceError, DeviceInfo, choose_device
-from engine.batch import WouldOverwriteOriginal, Written, refuse_original
-from engine.imageio import (IMAGE_SUFFIXES, ImageReadError, PhotoFile, output_format, output_suffix, read_photo,
-                            rgb8, to_u8)
-from engine.masks import DETECTED, MaskStore
-from engine.pipeline import NO_DETECTION, RestoreResult
-from engine.provenance import sidecar_path
-from engine.restoration import Mode
+from engine.io.decode import IMAGE_SUFFIXES, ImageReadError, read_photo
+from engine.io.encode import output_format, output_suffix
+from engine.io.metadata import PhotoFile
+from engine.io.pixels import rgb8, to_u8
+from engine.jobs.batch import WouldOverwriteOriginal, Written, refuse_original
 from engine.models.checkpoints import CheckpointError
 from engine.progress import EtaEstimator, format_seconds
-from engine.weights import resolve_weights
+from engine.store.catalogue import resolve_weights
+from engine.store.masks import DETECTED, MaskStore
+from engine.store.provenance import sidecar_path
 
+from . import prompts
 from .canvas import FaceBox, PhotoCanvas
 from .errors import GUI_WEIGHTS_HINT, ErrorBanner, describe_error
 from .face_panel import FacePanel
 from .mask_panel import MaskPanel
-from . import prompts
 from .restore_options import OptionsPanel
 from .settings import Settings
-from .workers import (FINISHED, DetectJob, DetectTask, RestoreJob, RestoreOutcome,
-                      RestorerCache, RestoreTask, SaveJob, SaveTask, TaskRunner)
+from .workers import (
+    FINISHED,
+    DetectJob,
+    DetectTask,
+    RestoreJob,
+    RestoreOutcome,
+    RestorerCache,
+    RestoreTask,
+    SaveJob,
+    SaveTask,
+    TaskRunner,
+)
 
 PROGRESS_STEPS = 1000
 SAVE_FORMATS = {".png": "png", ".tif": "tiff", ".tiff": "tiff", ".jpg": "jpeg", ".jpeg": "jpeg"}
@@ -526,7 +549,7 @@ class RestoreTab(QWidget):
     @Slot()
     def open_sample(self) -> bool:
         """Make the damaged sample photo in the user data folder (first time only) and open it."""
-        from engine.sample import SampleUnavailable, make_sample_photo
+        from engine.jobs.sample import SampleUnavailable, make_sample_photo
         if not self.confirm_discard("Open the sample photo"):
             return False
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from PySide6.QtCore import QByteArray, QObject, QSettings, Signal
 
-from engine.plan import Tile, parse_tile
+from engine.core.plan import Tile, parse_tile
 
 RECENT_LIMIT = 10
 SCRATCH_MODES = ("auto", "off")

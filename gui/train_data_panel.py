@@ -10,11 +10,31 @@ from __future__ import annotations
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import (QButtonGroup, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QLineEdit,
-                               QPushButton, QRadioButton, QSizePolicy, QStackedWidget, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QFileDialog,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QRadioButton,
+    QSizePolicy,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
 
-from engine.masks import MaskStore
-from engine.training.finetune import DataSummary, DetectorData, DomainData, MappingData, TaskData, inspect_data
+from engine.store.masks import MaskStore
+from engine.training.finetune.session import (
+    DataSummary,
+    DetectorData,
+    DomainData,
+    MappingData,
+    TaskData,
+    inspect_data,
+)
 
 from .errors import describe_error
 from .workers import FunctionTask, TaskRunner

@@ -8,13 +8,20 @@ from __future__ import annotations
 import re
 
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import QComboBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QSpinBox, QWidget
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QSpinBox,
+    QWidget,
+)
 
-from engine.catalogue import list_weights
 from engine.device import DeviceInfo
 from engine.models.checkpoints import CheckpointError
-from engine.training.finetune import Budget
-from engine.weights import resolve_weights
+from engine.store.catalogue import list_weights, resolve_weights
+from engine.training.finetune.session import Budget
 
 from .restore_options import fill_device_combo
 

@@ -22,17 +22,34 @@ import shutil
 
 import torch
 from PySide6.QtCore import Qt, Signal, Slot
-from PySide6.QtWidgets import (QFrame, QGroupBox, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QProgressBar,
-                               QPushButton, QScrollArea, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QFrame,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
-from engine.catalogue import weights_title
 from engine.device import DeviceError, DeviceInfo, choose_device, list_devices
-from engine.masks import MaskStore
-from engine.profiles import PREFIX as PROFILE_PREFIX
-from engine.profiles import Profile, ProfileError, profiles_dir, validate_name
 from engine.progress import EtaEstimator, format_seconds
-from engine.training.finetune import DataSummary, FinetuneJob, FinetuneSession, FinetuneSettings, load_job
-from engine.training.finetune_tasks import DetectorTask, DomainTask, MappingTask
+from engine.store.catalogue import weights_title
+from engine.store.masks import MaskStore
+from engine.store.profiles import PREFIX as PROFILE_PREFIX
+from engine.store.profiles import Profile, ProfileError, profiles_dir, validate_name
+from engine.training.finetune.session import (
+    DataSummary,
+    FinetuneJob,
+    FinetuneSession,
+    FinetuneSettings,
+    load_job,
+)
+from engine.training.finetune.tasks import DetectorTask, DomainTask, MappingTask
 from engine.training.metrics_log import read_metrics
 from engine.training.verdict import Verdict, judge
 
@@ -42,8 +59,15 @@ from .preview_strip import PreviewStrip
 from .settings import Settings
 from .train_data_panel import DataPanel
 from .train_options import TrainOptions
-from .train_worker import (PREVIEW_COUNT, PREVIEW_EVERY, PREVIEW_SECONDS, ProfileTask, TrainTask,
-                           describe_training_error, work_dir)
+from .train_worker import (
+    PREVIEW_COUNT,
+    PREVIEW_EVERY,
+    PREVIEW_SECONDS,
+    ProfileTask,
+    TrainTask,
+    describe_training_error,
+    work_dir,
+)
 from .workers import CANCELLED, FAILED, TaskRunner
 
 PROGRESS_STEPS = 1000

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from PySide6.QtCore import Signal
 
-from engine.profiles import ProfileError
 from engine.progress import Progress
-from engine.training.finetune import FinetuneSession, default_work_dir
-from engine.weights import WeightsNotFound
+from engine.store.profiles import ProfileError
+from engine.store.weights import WeightsNotFound
+from engine.training.finetune.session import FinetuneSession, default_work_dir
 
 from .errors import describe_error
 from .workers import FunctionTask, Task

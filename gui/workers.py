@@ -22,17 +22,25 @@ from typing import Callable
 
 import numpy as np
 import torch
-from PySide6.QtCore import QObject, QThread, Qt, Signal, Slot
+from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
-from engine.batch import BatchConfig, PhotoProcessor, WriteFailed, Written
-from engine.detection import scratch_probability
-from engine.imageio import PhotoFile
+from engine.core.detection import scratch_probability
+from engine.core.pipeline import (
+    RestoreOptions,
+    Restorer,
+    RestoreResult,
+    required_networks,
+)
+from engine.io.metadata import PhotoFile
+from engine.jobs.batch import BatchConfig, PhotoProcessor, WriteFailed, Written
 from engine.models.checkpoints import ModelBank
-from engine.pipeline import RestoreOptions, RestoreResult, Restorer, required_networks
 from engine.progress import Cancelled, Progress
-from engine.weights import resolve_weights
+from engine.store.catalogue import resolve_weights
 
-from .errors import describe_error, error_details  # describe_error: also imported from here (queue tab)
+from .errors import (  # describe_error: also imported from here (queue tab)
+    describe_error,
+    error_details,
+)
 
 FINISHED, FAILED, CANCELLED = "finished", "failed", "cancelled"
 
@@ -180,7 +188,7 @@ class RestoreJob:
     """Everything one restore needs, captured in the GUI thread before the worker starts."""
 
     image: np.ndarray  # HxW or HxWx3, uint8 / uint16 (the photo at its own depth)
-    # The engine's one mask policy (engine.pipeline.damage_mask) applies them: detection with the
+    # The engine's one mask policy (engine.core.pipeline.damage_mask) applies them: detection with the
     # panel's threshold and dilation when they ask for it, or (detection off) ``user_mask`` as it is.
     options: RestoreOptions
     weights: str  # "default", "official" or a path

@@ -59,8 +59,8 @@ class WorseSession:
 
 def main(folder: Path) -> int:
     app = QApplication.instance() or QApplication([sys.argv[0]])
-    from engine.masks import MaskStore
-    from engine.sample import make_sample_photo
+    from engine.jobs.sample import make_sample_photo
+    from engine.store.masks import MaskStore
     from gui.main_window import MainWindow
     from gui.prompts import unsaved_box
     from gui.settings import Settings

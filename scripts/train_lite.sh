@@ -21,6 +21,6 @@ for stage in "${stages[@]}"; do
   echo "== $(date -Is) $stage ${resume[*]}" >> "$RUNS/$stage.log"
   steps=()
   [ -n "${STEPS:-}" ] && steps=(--steps "$STEPS")  # STEPS=6000: train past the configuration's count
-  "${PIN[@]}" $PY -m engine.training.cli train "$stage" --config "$CONFIG" --out "$RUNS/$stage" --device cpu "${resume[@]}" "${steps[@]}" \
+  "${PIN[@]}" $PY -m engine.cli.train train "$stage" --config "$CONFIG" --out "$RUNS/$stage" --device cpu "${resume[@]}" "${steps[@]}" \
       >> "$RUNS/$stage.log" 2>&1 || { echo "stage $stage failed, see $RUNS/$stage.log"; exit 1; }
 done

@@ -17,7 +17,7 @@ from typing import Iterator
 import pytest
 import torch
 
-import engine.durable
+import engine.io.durable
 from engine.models.checkpoints import ModelBank, WeightSource, validate_state_dict
 from engine.models.registry import BY_NAME, NetworkSpec, manifest_for
 
@@ -211,7 +211,7 @@ def face_zip(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def content_hashes(monkeypatch) -> list[tuple[str, object]]:
-    """Every content digest (engine.durable's ``sha256_file`` and ``sha256_bytes``) computed from now
+    """Every content digest (engine.io.durable's ``sha256_file`` and ``sha256_bytes``) computed from now
     on, in order, as (function name, resolved path or the bytes). Every engine module's binding is
     counted, not only durable's own, so a caller that imported the function by name cannot slip past."""
     calls: list[tuple[str, object]] = []
@@ -223,7 +223,7 @@ def content_hashes(monkeypatch) -> list[tuple[str, object]]:
         return counted
 
     for name in ("sha256_file", "sha256_bytes"):
-        original = getattr(engine.durable, name)
+        original = getattr(engine.io.durable, name)
         wrapper = counting(name, original)
         for module in [m for key, m in sys.modules.items() if key == "engine" or key.startswith("engine.")]:
             if getattr(module, name, None) is original:

@@ -11,17 +11,27 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import RecipeSource
 from PIL import Image
 
-from conftest import RecipeSource
-from engine.album_queue import (DONE, FAILED, PENDING, RUNNING, SKIPPED, AlbumQueue, QueueItem, choose_output,
-                                expand_paths, restore_item)
-from engine.batch import BatchConfig, PhotoProcessor
-from engine.durable import sha256_file
-from engine.masks import MaskStore
-from engine.pipeline import RestoreOptions, RestoreResult, as_float_rgb
+from engine.core.pipeline import RestoreOptions, RestoreResult, as_float_rgb
+from engine.io.durable import sha256_file
+from engine.jobs.album_queue import (
+    DONE,
+    FAILED,
+    PENDING,
+    RUNNING,
+    SKIPPED,
+    AlbumQueue,
+    QueueItem,
+    choose_output,
+    expand_paths,
+    restore_item,
+)
+from engine.jobs.batch import BatchConfig, PhotoProcessor
 from engine.progress import Progress
-from engine.provenance import sidecar_path
+from engine.store.masks import MaskStore
+from engine.store.provenance import sidecar_path
 
 
 @pytest.fixture(autouse=True)

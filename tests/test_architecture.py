@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import ast
 import importlib
+import os
 import pkgutil
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
 
 import engine
-from conftest import ROOT
-from engine import durable, imageio
+from engine.io import durable
+from engine.io import pixels as io_pixels
 
 FORBIDDEN_IN_ENGINE = ("PySide6", "PyQt5", "PyQt6", "shiboken6", "gui")
 
@@ -77,10 +83,10 @@ def hashes_content(call: ast.Call) -> bool:
 
 def test_file_digests_and_link_or_copy_live_only_in_durable():
     """Provenance, masks, the queue, downloads, profiles and exported weights must agree on a file's
-    sha256; one implementation (engine/durable.py) keeps them agreeing."""
+    sha256; one implementation (engine/io/durable.py) keeps them agreeing."""
     offenders = {}
     for name, text in engine_sources().items():
-        if name == "engine/durable.py":
+        if name == "engine/io/durable.py":
             continue
         tree = ast.parse(text)
         found = [f"def {node.name}" for node in ast.walk(tree)
@@ -95,18 +101,94 @@ def test_file_digests_and_link_or_copy_live_only_in_durable():
 
 def test_grey_weights_and_8_bit_rounding_are_defined_once():
     sources = engine_sources()
-    assert [n for n, text in sources.items() if "0.299, 0.587" in text] == ["engine/imageio.py"]
-    assert [n for n, text in sources.items() if "def to_u8(" in text] == ["engine/imageio.py"]
+    assert [n for n, text in sources.items() if "0.299, 0.587" in text] == ["engine/io/pixels.py"]
+    assert [n for n, text in sources.items() if "def to_u8(" in text] == ["engine/io/pixels.py"]
 
 
 def test_shared_helpers_are_importable_from_their_one_home():
     """Every engine module that names one of these helpers holds the very object of its home."""
     homes = {"sha256_file": durable, "sha256_bytes": durable, "sha256_stream": durable, "link_or_copy": durable,
-             "LUMA": imageio, "to_u8": imageio}
+             "LUMA": io_pixels, "to_u8": io_pixels}
     modules = [importlib.import_module(m.name) for m in pkgutil.walk_packages(engine.__path__, "engine.")]
     strays = {f"{module.__name__}.{name}" for module in modules for name, home in homes.items()
               if hasattr(module, name) and getattr(module, name) is not getattr(home, name)}
     assert not strays
     assert {getattr(home, name).__module__ for name, home in homes.items() if name != "LUMA"} == {
-        "engine.durable", "engine.imageio"}
-    assert imageio.LUMA == (0.299, 0.587, 0.114)
+        "engine.io.durable", "engine.io.pixels"}
+    assert io_pixels.LUMA == (0.299, 0.587, 0.114)
+
+
+def run_import_linter(root: Path) -> subprocess.CompletedProcess:
+    lint = Path(sys.executable).with_name("lint-imports")
+    return subprocess.run([str(lint), "--config", str(root / "pyproject.toml"), "--no-cache"], cwd=root,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(root)})
+
+
+def test_the_layer_contracts_hold():
+    result = run_import_linter(ROOT)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Contracts: 4 kept, 0 broken" in result.stdout, result.stdout
+
+
+# A forbidden import hidden inside a function, as a refactor might leave one, and the contract that
+# must then fail: (file to add it to, the import, words of the broken contract's name).
+BREAKS = [
+    ("engine/core/tiling.py", "from engine.core import pipeline", "No import cycles"),
+    ("engine/io/pixels.py", "import gui.app", "never the reverse"),
+    ("engine/progress.py", "import PySide6.QtCore", "no Qt in the engine"),
+    ("engine/core/translation.py", "from engine.store import paths", "Core inference knows nothing"),
+    ("engine/models/registry.py", "from engine.store import weights", "Engine layers"),
+]
+
+
+@pytest.mark.parametrize("target, statement, contract", BREAKS, ids=[b[0] for b in BREAKS])
+def test_a_forbidden_import_inside_a_function_breaks_a_contract(tmp_path, target, statement, contract):
+    copy = tmp_path / "tree"
+    for package in ("engine", "gui"):
+        shutil.copytree(ROOT / package, copy / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
+    path = copy / target
+    path.write_text(path.read_text(encoding="utf-8") + f"\n\ndef _smuggled() -> None:\n    {statement}\n",
+                    encoding="utf-8")
+    result = run_import_linter(copy)
+    assert result.returncode != 0, result.stdout
+    broken = [line for line in result.stdout.splitlines() if "BROKEN" in line]
+    assert any(contract in line for line in broken), result.stdout
+
+
+def function_level_engine_imports(path: Path) -> list[int]:
+    """Line numbers of engine-internal imports inside functions or classes, unless the line itself or
+    the line above says why in a comment (an optional or heavy dependency loaded only when needed)."""
+    text = path.read_text(encoding="utf-8")
+    lines = text.splitlines()
+    tree = ast.parse(text)
+    top = {id(node) for node in tree.body}
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, (ast.Import, ast.ImportFrom)) or id(node) in top:
+            continue
+        module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+        internal = getattr(node, "level", 0) or (module or "").split(".")[0] == "engine"
+        said = "#" in lines[node.lineno - 1] or lines[node.lineno - 2].lstrip().startswith("#")
+        if internal and not said:
+            found.append(node.lineno)
+    return found
+
+
+def test_engine_imports_its_own_modules_at_the_top_unless_a_comment_says_why():
+    hidden = {str(p.relative_to(ROOT)): lines for p in (ROOT / "engine").rglob("*.py")
+              if (lines := function_level_engine_imports(p))}
+    assert not hidden, hidden
+
+
+def test_folders_found_from_a_modules_own_location_survive_the_package_layout(monkeypatch):
+    """Modules that find resources beside the code count folders up from their own file: moving a
+    module one package deeper must not send them to the wrong place."""
+    from engine.cli import train
+    from engine.degradation import overlays
+    from engine.store import paths
+
+    monkeypatch.delenv(overlays.ENV_VAR, raising=False)
+    assert paths.RESOURCES == ROOT / "resources" and (paths.DEFAULT_WEIGHTS_DIR / "model.json").is_file()
+    assert overlays.default_folder() == ROOT.parent / "shared" / "data" / "damage_overlays"
+    assert train.SHARED_DATA == ROOT.parent / "shared" / "data"

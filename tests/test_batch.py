@@ -22,17 +22,19 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import GLOBAL_FILES, ROOT, RecipeSource, bank_for, recipe_state
-from engine import batch, imageio
-from engine.batch import BatchConfig, parse_shard, plan, run
-from engine.cli import main
-from engine.durable import sha256_file
-from engine.models.checkpoints import OfficialSource, save_state_dicts
-from engine.pipeline import RestoreOptions, RestoreResult, Restorer, as_float_rgb
-from engine.provenance import WeightHashes, sidecar_path
+from PIL import Image
 from test_imageio import GREY_ICC
+
+from engine.cli.app import main
+from engine.core.pipeline import RestoreOptions, Restorer, RestoreResult, as_float_rgb
+from engine.io import decode as io_decode
+from engine.io import durable as io_durable
+from engine.io.durable import sha256_file
+from engine.jobs import batch
+from engine.jobs.batch import BatchConfig, parse_shard, plan, run
+from engine.models.checkpoints import OfficialSource, save_state_dicts
+from engine.store.provenance import WeightHashes, sidecar_path
 
 RNG = np.random.default_rng(11)
 QUALITY_NETWORKS = ("VAE_A_quality", "mapping_quality", "VAE_B_quality")
@@ -249,7 +251,7 @@ def test_a_full_disk_fails_that_photo_cleanly_and_the_batch_goes_on(tmp_path, mo
                 fh.write(data[: len(data) // 2])
                 fh.flush()
                 raise OSError(errno.ENOSPC, "No space left on device")
-            return imageio.write_atomic(path, half_then_enospc)
+            return io_durable.write_atomic(path, half_then_enospc)
         return real(path, data)
 
     monkeypatch.setattr(batch, "write_bytes_atomic", full_disk_for_victim)
@@ -274,14 +276,14 @@ def test_a_read_only_output_folder_fails_each_photo_clearly(tmp_path, monkeypatc
     except PermissionError:
         writable_anyway = False
     if writable_anyway:
-        real = imageio._create_temp
+        real = io_durable._create_temp
 
         def refuse(path: Path):
             if Path(path).parent == locked:
                 raise PermissionError(errno.EACCES, "Permission denied", str(path))
             return real(path)
 
-        monkeypatch.setattr(imageio, "_create_temp", refuse)
+        monkeypatch.setattr(io_durable, "_create_temp", refuse)
     try:
         code, out, _ = run_batch(FakeRestorer(), inputs, locked)
     finally:
@@ -324,7 +326,7 @@ def test_save_never_writes_over_the_original_and_writes_the_image_it_is_given(tm
     src = photo(tmp_path / "p.png")
     restorer = FakeRestorer()
     processor = batch.PhotoProcessor(BatchConfig(inputs=(), outdir=tmp_path, argv=("test",)), restorer)
-    picture = imageio.read_photo(src)
+    picture = io_decode.read_photo(src)
     result = restorer.restore(picture.pixels)
     before = src.read_bytes()
     with pytest.raises(batch.WouldOverwriteOriginal, match="original"):
@@ -392,7 +394,7 @@ def test_resume_finishes_an_item_interrupted_after_its_rename_but_keeps_foreign_
     (out_dir / "b.png").write_bytes(b"somebody else's file")
     state["items"][1]["status"] = "pending"
     state_file.write_text(json.dumps(state))
-    stale = out_dir / f"{imageio._temp_prefix(out_dir / 'a.png')}deadbeef{imageio.TMP_SUFFIX}"
+    stale = out_dir / f"{io_durable._temp_prefix(out_dir / 'a.png')}deadbeef{io_durable.TMP_SUFFIX}"
     stale.write_bytes(b"half a file from the killed run")
     out = io.StringIO()
     assert run(config, out, io.StringIO(), restorer=FakeRestorer()) == 0
@@ -429,7 +431,7 @@ def tiny_weights(tmp_path_factory) -> Path:
 SLOW_FSYNC = ("import os, sys, time\n"
               "real = os.fsync\n"
               "os.fsync = lambda fd: (time.sleep(0.1), real(fd))[1]  # a slow disk: widens the window to kill in\n"
-              "from engine.cli import main\n"
+              "from engine.cli.app import main\n"
               "sys.exit(main(sys.argv[1:]))\n")
 
 

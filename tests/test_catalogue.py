@@ -1,4 +1,4 @@
-"""engine.catalogue: which weight sets exist, what they hold, and the (cached) verdict on their files."""
+"""engine.store.catalogue: which weight sets exist, what they hold, and the (cached) verdict on their files."""
 
 from __future__ import annotations
 
@@ -7,10 +7,18 @@ import os
 import pytest
 import torch
 
-import engine.weights
-from engine.catalogue import check_weights, checked_weights, forget_checks, list_weights, weights_title
+import engine.store.catalogue
+import engine.store.paths
+import engine.store.weights
 from engine.models.checkpoints import save_state_dicts
 from engine.models.registry import BY_NAME
+from engine.store.catalogue import (
+    check_weights,
+    checked_weights,
+    forget_checks,
+    list_weights,
+    weights_title,
+)
 
 # Quality, scratch repair and detection: everything restoring needs, but no HR mapping and no face.
 NETWORKS = ("VAE_A_quality", "mapping_quality", "VAE_B_quality", "VAE_B_scratch", "mapping_scratch", "detector")
@@ -22,7 +30,7 @@ def default_weights(tmp_path, monkeypatch):
     folder = tmp_path / "default"
     torch.manual_seed(0)
     save_state_dicts(folder, {name: BY_NAME[name].build().state_dict() for name in NETWORKS})
-    monkeypatch.setattr(engine.weights, "DEFAULT_WEIGHTS_DIR", folder)
+    monkeypatch.setattr(engine.store.paths, "DEFAULT_WEIGHTS_DIR", folder)
     forget_checks()
     return folder
 

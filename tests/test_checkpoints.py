@@ -9,11 +9,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import GLOBAL_FILES, recipe_state, reference_file
 
-from conftest import GLOBAL_FILES, reference_file, recipe_state
-from engine.models.checkpoints import (CheckpointError, ModelBank, OfficialSource, SafetensorsSource,
-                                       open_source, save_state_dicts, validate_state_dict)
-from engine.models.registry import BY_NAME, FACE_NETWORKS, GLOBAL_NETWORKS, manifest_for, manifests
+from engine.models.checkpoints import (
+    CheckpointError,
+    ModelBank,
+    OfficialSource,
+    SafetensorsSource,
+    open_source,
+    save_state_dicts,
+    validate_state_dict,
+)
+from engine.models.registry import (
+    BY_NAME,
+    FACE_NETWORKS,
+    GLOBAL_NETWORKS,
+    manifest_for,
+    manifests,
+)
 
 VAE = BY_NAME["VAE_A_quality"]
 VAE_MEMBER = GLOBAL_FILES["VAE_A_quality"][1]

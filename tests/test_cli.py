@@ -10,14 +10,16 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import DATA, FACE_FILES, GLOBAL_FILES, ROOT, serve_folder
 from PIL import Image
 
-from conftest import DATA, FACE_FILES, GLOBAL_FILES, ROOT, serve_folder
-from engine import batch, pipeline, weights
-from engine.cli import build_parser, main
-from engine.detection import parse_detection_scale
-from engine.pipeline import Restorer
-from engine.plan import parse_tile
+from engine.cli.app import build_parser, main
+from engine.core import pipeline
+from engine.core.detection import parse_detection_scale
+from engine.core.pipeline import Restorer
+from engine.core.plan import parse_tile
+from engine.jobs import batch
+from engine.store import paths, weights
 
 SCRATCHED = DATA / "real_old" / "scratched_a.png"
 
@@ -138,7 +140,7 @@ def test_default_weights_ship_and_restore_out_of_the_box(tmp_path):
     import hashlib
     import json
 
-    from engine.weights import DEFAULT_WEIGHTS_DIR
+    from engine.store.paths import DEFAULT_WEIGHTS_DIR
 
     card = json.loads((DEFAULT_WEIGHTS_DIR / "model.json").read_text())
     for name, digest in card["files"].items():
@@ -152,15 +154,17 @@ def test_default_weights_ship_and_restore_out_of_the_box(tmp_path):
 
 def test_the_weights_docstring_names_the_folder_the_default_weights_are_in():
     """The module docstring is where a reader looks for the shipped weights: it must name their real folder."""
-    folder = weights.DEFAULT_WEIGHTS_DIR.relative_to(ROOT).as_posix()
-    assert (weights.DEFAULT_WEIGHTS_DIR / "model.json").is_file()
+    folder = paths.DEFAULT_WEIGHTS_DIR.relative_to(ROOT).as_posix()
+    assert (paths.DEFAULT_WEIGHTS_DIR / "model.json").is_file()
     assert f"``{folder}``" in weights.__doc__
 
 
 def test_missing_default_weights_say_what_to_do(tmp_path, monkeypatch):
-    import engine.weights
+    import engine.store.catalogue
+    import engine.store.paths
+    import engine.store.weights
 
-    monkeypatch.setattr(engine.weights, "DEFAULT_WEIGHTS_DIR", tmp_path / "not-installed")
+    monkeypatch.setattr(engine.store.paths, "DEFAULT_WEIGHTS_DIR", tmp_path / "not-installed")
     photo = small_photo(tmp_path / "p.png")
     code, out, err = run("restore", photo, "-o", tmp_path / "out")
     assert code == 1

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import DATA
-from engine import damage_realistic as r
-from engine.damage_overlays import OverlayLibrary
-from engine.degrade import degrade
+
+from engine.degradation import realistic as r
+from engine.degradation.degrade import degrade
+from engine.degradation.overlays import OverlayLibrary
 
 OVERLAYS = DATA / "damage_overlays"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import degrade as d
+from engine.degradation import degrade as d
 
 
 def clean(h: int = 96, w: int = 128) -> np.ndarray:

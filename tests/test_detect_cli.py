@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from engine.cli import main
 from tiny_weights import make_tiny_weights
+
+from engine.cli.app import main
 
 
 def run(*argv: object) -> tuple[int, str, str]:

@@ -1,4 +1,4 @@
-"""engine.detection's split of detection into an expensive probability map and a cheap mask rule,
+"""engine.core.detection's split of detection into an expensive probability map and a cheap mask rule,
 so the GUI can re-threshold as a slider moves and still match what Restorer.restore does."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-import engine.detection as detection
-from engine.detection import mask_from_probability, scratch_probability
+import engine.core.detection as detection
+from engine.core.detection import mask_from_probability, scratch_probability
 from engine.models.checkpoints import ModelBank, WeightSource
 from engine.models.registry import BY_NAME, NetworkSpec
 

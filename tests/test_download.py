@@ -1,4 +1,4 @@
-"""engine.download against a real HTTP server on 127.0.0.1 (resume, restart, cancel, failures)."""
+"""engine.store.download against a real HTTP server on 127.0.0.1 (resume, restart, cancel, failures)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,19 @@ import threading
 from dataclasses import dataclass, field
 
 import pytest
-
 from conftest import FACE_FILES, GLOBAL_FILES, serve_folder
-from engine.download import OFFICIAL_RELEASE_URLS, DownloadError, download, download_path, fetch_official, part_path
+
 from engine.progress import Cancelled, Progress
-from engine.weights import ImportedWeights, official_dir
+from engine.store.download import (
+    OFFICIAL_RELEASE_URLS,
+    DownloadError,
+    download,
+    download_path,
+    fetch_official,
+    part_path,
+)
+from engine.store.paths import official_dir
+from engine.store.weights import ImportedWeights
 
 PAYLOAD = random.Random(20240601).randbytes(300 * 1024)
 CHUNK = 16 * 1024

@@ -6,10 +6,9 @@ import json
 
 import numpy as np
 import pytest
-
-from engine.metrics import tolerant_precision_recall
-
 from conftest import DATA, ROOT
+
+from engine.core.metrics import tolerant_precision_recall
 
 MASKS = ROOT / "bench" / "real_masks"
 
@@ -59,7 +58,7 @@ def test_manifest_lists_each_mask_once():
 
 @pytest.mark.skipif(not (DATA / "real_old").is_dir(), reason="../shared/data is not present")
 def test_masks_match_their_photos():
-    from engine.imageio import read_mask, read_rgb
+    from engine.io.decode import read_mask, read_rgb
 
     for entry in json.loads((MASKS / "manifest.json").read_text(encoding="utf-8"))["photos"]:
         photo = read_rgb(DATA / entry["path"])

@@ -1,4 +1,4 @@
-"""Offline MTCNN face detection with five landmarks (engine.faces.detect)."""
+"""Offline MTCNN face detection with five landmarks (engine.core.faces.detect)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import skimage.data
 
-from engine.faces import detect
+from engine.core.faces import detect
 
 OLD_PHOTO = Path("/work/shared/data/real_old/old_a.png")
 

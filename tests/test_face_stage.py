@@ -1,4 +1,4 @@
-"""The face stage in the pipeline: detect, align, restore, blend back (engine.faces.stage + Restorer).
+"""The face stage in the pipeline: detect, align, restore, blend back (engine.core.faces.stage + Restorer).
 
 One test runs the real 256 px SPADE generator with recipe weights; the others use a stand-in
 generator and an identity global stage, so they test the wiring (what runs, what changes, what is
@@ -15,15 +15,17 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
+from conftest import RecipeSource, bank_for
 from torch import nn
 
-from conftest import RecipeSource, bank_for
-from engine import pipeline
-from engine.faces import align, detect, stage
-from engine.imageio import PhotoFile, finish, to_u8
+from engine.core import pipeline
+from engine.core.faces import align, detect, stage
+from engine.core.official import save_image_u8, to_network
+from engine.core.pipeline import RestoreOptions, Restorer
+from engine.io.encode import finish
+from engine.io.metadata import PhotoFile
+from engine.io.pixels import to_u8
 from engine.models.checkpoints import ModelBank
-from engine.official import save_image_u8, to_network
-from engine.pipeline import RestoreOptions, Restorer
 from engine.progress import Cancelled, Progress
 
 

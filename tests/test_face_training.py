@@ -13,12 +13,12 @@ import pytest
 import skimage.data
 import torch
 
-from engine.cli import main as cli_main
-from engine.faces.stage import refine_faces
-from engine.imageio import write_png
+from engine.cli.app import main as cli_main
+from engine.cli.train import FACE_CACHE
+from engine.cli.train import main as train_main
+from engine.core.faces.stage import refine_faces
+from engine.io.encode import write_png
 from engine.models.checkpoints import ModelBank, SafetensorsSource
-from engine.training.cli import FACE_CACHE
-from engine.training.cli import main as train_main
 from engine.training.face_data import FaceSet, degrade_face
 
 

@@ -1,10 +1,11 @@
-"""Face stages 2 and 4 (engine.faces.align) beyond the golden parity checks."""
+"""Face stages 2 and 4 (engine.core.faces.align) beyond the golden parity checks."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from engine.faces import align
+from engine.core.faces import align
+
 
 def test_template_is_float32_as_the_official_chain():
     pts = align.template_points(256)

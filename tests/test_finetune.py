@@ -10,21 +10,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import layout_only_state
-from engine.cli import main as cli_main
-from engine.masks import MaskStore
+from PIL import Image
+from tiny_weights import make_labelled_photos, make_photos, make_tiny_weights
+
+from engine.cli.app import main as cli_main
+from engine.core.pipeline import RestoreOptions, Restorer
 from engine.models.checkpoints import ModelBank, OfficialSource, validate_state_dict
 from engine.models.registry import BY_NAME, manifest_for
-from engine.pipeline import Restorer, RestoreOptions
 from engine.progress import Cancelled, Progress
-from engine.training.finetune import (Budget, DetectorData, DomainData, FinetuneJob, FinetuneSession,
-                                      FinetuneSettings, MappingData)
-from engine.training.finetune_data import holdout, inspect_data, sample_clean_photos
-from engine.training.finetune_tasks import DetectorTask
-from engine.weights import resolve_weights
-from tiny_weights import make_labelled_photos, make_photos, make_tiny_weights
+from engine.store.catalogue import resolve_weights
+from engine.store.masks import MaskStore
+from engine.training.finetune.data import holdout, inspect_data, sample_clean_photos
+from engine.training.finetune.session import (
+    Budget,
+    DetectorData,
+    DomainData,
+    FinetuneJob,
+    FinetuneSession,
+    FinetuneSettings,
+    MappingData,
+)
+from engine.training.finetune.tasks import DetectorTask
 
 SMALL = FinetuneSettings(crop=64, batch=2, detect_side=64, image_side=96, ckpt_every=2)
 

@@ -13,9 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, ImageOps
 
-from engine import imageio
-from engine.imageio import (ImageReadError, encode, encode_png, encode_tiff, finish, read_mask, read_photo, read_rgb,
-                            stale_temps, write_bytes_atomic)
+from engine.io import durable as io_durable
+from engine.io import metadata as io_metadata
+from engine.io.decode import ImageReadError, read_mask, read_photo, read_rgb
+from engine.io.durable import stale_temps, write_bytes_atomic
+from engine.io.encode import encode, encode_png, encode_tiff, finish
 
 RNG = np.random.default_rng(7)
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -162,11 +164,11 @@ def test_orientation_is_applied_exactly_once(tmp_path, orientation, layout):
     stored = u16((6, 10, 3)) if "rgb16" in layout else u16((6, 10)) if layout == "grey16" else rgb8(6, 10)
     path = tmp_path / ("o.png" if layout.startswith("png") else "o.tif")
     if layout == "rgb16":
-        meta = imageio.PhotoFile(path, "TIFF", "RGB;16", stored, tiff_tags={0x0112: (TiffTags.SHORT, orientation)})
+        meta = io_metadata.PhotoFile(path, "TIFF", "RGB;16", stored, tiff_tags={0x0112: (TiffTags.SHORT, orientation)})
         path.write_bytes(encode_tiff(stored, None, meta))
     elif layout == "png-rgb16":
-        exif = imageio._strip_exif_prefix(exif_block(orientation).tobytes())
-        path.write_bytes(encode_png(stored, None, imageio.PhotoFile(path, "PNG", "RGB;16", stored, exif=exif)))
+        exif = io_metadata.strip_exif_prefix(exif_block(orientation).tobytes())
+        path.write_bytes(encode_png(stored, None, io_metadata.PhotoFile(path, "PNG", "RGB;16", stored, exif=exif)))
     else:
         exif = Image.Exif()
         exif[0x0112] = orientation
@@ -174,7 +176,7 @@ def test_orientation_is_applied_exactly_once(tmp_path, orientation, layout):
                                      **({"compression": "tiff_lzw"} if layout.endswith("lzw") else {}))
     photo = read_photo(path)
     assert photo.orientation == orientation
-    assert np.array_equal(photo.pixels, imageio.orient(stored, orientation))
+    assert np.array_equal(photo.pixels, io_metadata.orient(stored, orientation))
 
 
 def test_xmp_orientation_is_reset_with_the_exif_one(tmp_path):
@@ -185,7 +187,7 @@ def test_xmp_orientation_is_reset_with_the_exif_one(tmp_path):
 
 
 def test_a_colour_profile_that_does_not_fit_is_left_out(tmp_path):
-    photo = imageio.PhotoFile(Path("g.png"), "PNG", "P", np.zeros((4, 4), np.uint8), icc=SRGB)
+    photo = io_metadata.PhotoFile(Path("g.png"), "PNG", "P", np.zeros((4, 4), np.uint8), icc=SRGB)
     notes: list[str] = []
     with Image.open(io.BytesIO(encode(photo, photo.pixels, None, "png", notes=notes))) as im:
         assert "icc_profile" not in im.info and notes
@@ -273,7 +275,7 @@ def test_read_rgb_and_read_mask_still_serve_the_gui(tmp_path):
 def test_finish_keeps_16_bit_precision_grey_and_alpha():
     grey = u16((9, 7))
     alpha = u16((9, 7))
-    photo = imageio.PhotoFile(Path("x.png"), "PNG", "LA;16", grey, alpha)
+    photo = io_metadata.PhotoFile(Path("x.png"), "PNG", "LA;16", grey, alpha)
     restored = np.repeat((grey.astype(np.float64) / 65535.0)[..., None], 3, axis=2).astype(np.float32)
     pixels, out_alpha = finish(photo, restored)
     assert pixels.dtype == np.uint16 and pixels.ndim == 2
@@ -386,8 +388,8 @@ def test_16_bit_tiff_round_trip_keeps_the_metadata(tmp_path):
 
 def test_16_bit_rgb_tiff_with_alpha_round_trip(tmp_path):
     rgb, alpha = u16((10, 14, 3)), u16((10, 14))
-    meta = imageio.PhotoFile(Path("x.tif"), "TIFF", "RGBA;16", rgb, alpha, icc=SRGB, dpi=(2400.0, 2400.0),
-                             exif=imageio._strip_exif_prefix(exif_block(1).tobytes()))
+    meta = io_metadata.PhotoFile(Path("x.tif"), "TIFF", "RGBA;16", rgb, alpha, icc=SRGB, dpi=(2400.0, 2400.0),
+                             exif=io_metadata.strip_exif_prefix(exif_block(1).tobytes()))
     (tmp_path / "in.tif").write_bytes(encode_tiff(rgb, alpha, meta))
     photo = read_photo(tmp_path / "in.tif")
     assert photo.bit_depth == 16 and np.array_equal(photo.pixels, rgb) and np.array_equal(photo.alpha, alpha)
@@ -409,7 +411,7 @@ def test_a_full_disk_leaves_the_old_file_and_no_partial_file(tmp_path, monkeypat
         fh.flush()
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(imageio, "_write_data", half_then_full)
+    monkeypatch.setattr(io_durable, "_write_data", half_then_full)
     with pytest.raises(OSError) as info:
         write_bytes_atomic(target, b"x" * 10_000)
     assert info.value.errno == errno.ENOSPC
@@ -418,8 +420,8 @@ def test_a_full_disk_leaves_the_old_file_and_no_partial_file(tmp_path, monkeypat
 
 
 def test_stale_temporary_files_are_found_by_name_only(tmp_path):
-    ours = tmp_path / f"{imageio._temp_prefix(tmp_path / 'a.png')}0123abcd{imageio.TMP_SUFFIX}"
-    other = tmp_path / f"{imageio._temp_prefix(tmp_path / 'b.png')}0123abcd{imageio.TMP_SUFFIX}"
+    ours = tmp_path / f"{io_durable._temp_prefix(tmp_path / 'a.png')}0123abcd{io_durable.TMP_SUFFIX}"
+    other = tmp_path / f"{io_durable._temp_prefix(tmp_path / 'b.png')}0123abcd{io_durable.TMP_SUFFIX}"
     ours.write_bytes(b"half")
     other.write_bytes(b"half")
     assert stale_temps(tmp_path, {"a.png"}) == [ours]

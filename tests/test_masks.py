@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from engine.imageio import read_photo
-from engine.masks import BRUSHED, MaskStore
+from engine.io.decode import read_photo
+from engine.store.masks import BRUSHED, MaskStore
 
 
 def make_photo(path: Path, value: int) -> Path:

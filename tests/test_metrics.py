@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from engine.metrics import detection_scores, psnr, roc_auc, ssim
+from engine.core.metrics import detection_scores, psnr, roc_auc, ssim
 
 
 def test_psnr_and_ssim_behave():

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from engine.training.metrics_log import METRICS_FILE, append_metrics, open_metrics_log, read_metrics
+from engine.training.metrics_log import (
+    METRICS_FILE,
+    append_metrics,
+    open_metrics_log,
+    read_metrics,
+)
 
 KILLED_MID_WRITE = '{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n{"step": 3, "lo'
 

@@ -13,17 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import RecipeSource, bank_for, golden_dir, recipe_state
 from skimage.util import img_as_ubyte
 from torch import nn
 
-from conftest import RecipeSource, bank_for, golden_dir, recipe_state
-from engine import official
-from engine.detection import OFFICIAL_THRESHOLD
-from engine.faces import align, detect, stage
-from engine.imageio import to_u8
+from engine.core import official
+from engine.core.detection import OFFICIAL_THRESHOLD
+from engine.core.faces import align, detect, stage
+from engine.core.translation import Mode
+from engine.io.pixels import to_u8
 from engine.models.checkpoints import ModelBank
 from engine.models.registry import FACE_NETWORKS
-from engine.restoration import Mode
 
 
 def golden_files() -> list[Path]:

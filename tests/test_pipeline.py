@@ -6,15 +6,22 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import bank_for
-from engine import detection, pipeline
-from engine.detection import mask_from_probability
+
+from engine.core import detection, pipeline
+from engine.core.detection import mask_from_probability
+from engine.core.pipeline import (
+    NO_DETECTION,
+    RestoreOptions,
+    Restorer,
+    damage_mask,
+    pad_to_multiple,
+    required_networks,
+)
+from engine.core.translation import Mode, translate
 from engine.models.networks.partial_nonlocal import partial_attention
 from engine.models.networks.patch_attention import PatchAttention
-from engine.pipeline import NO_DETECTION, RestoreOptions, Restorer, damage_mask, pad_to_multiple, required_networks
 from engine.progress import Cancelled, Progress
-from engine.restoration import Mode, translate
 
 
 def photo(h: int, w: int, seed: int = 0) -> np.ndarray:

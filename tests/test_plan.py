@@ -1,4 +1,4 @@
-"""One descriptor per network (engine.models.registry) and one run policy per restore (engine.plan):
+"""One descriptor per network (engine.models.registry) and one run policy per restore (engine.core.plan):
 the descriptors are the only definition of the networks' multiples, halos and memory factors, and
 the policy decides what the scattered pieces decided before, number for number."""
 
@@ -11,16 +11,20 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
-import engine.plan as plan
 from conftest import ROOT, bank_for
-from engine import pipeline
-from engine.detection import detection_short_side, network_size, parse_detection_scale
+
+import engine.core.plan as plan
+from engine.core import pipeline
+from engine.core.detection import (
+    detection_short_side,
+    network_size,
+    parse_detection_scale,
+)
+from engine.core.pipeline import RestoreOptions, Restorer
+from engine.core.plan import ExecutionPlan, parse_tile, plan_restore
+from engine.core.translation import Mode, spatial_multiple, tile_specs
 from engine.device import DeviceError
 from engine.models.registry import BY_NAME, FLOAT32_ONLY, Attention
-from engine.pipeline import RestoreOptions, Restorer
-from engine.plan import ExecutionPlan, parse_tile, plan_restore
-from engine.restoration import Mode, spatial_multiple, tile_specs
 
 MIB = 2**20
 

@@ -10,14 +10,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_weights import TINY_NETWORKS, make_tiny_weights
 
-from engine import profiles
-from engine.cli import main as cli_main
+from engine.cli.app import main as cli_main
 from engine.models.checkpoints import SafetensorsSource
 from engine.models.registry import BY_NAME
-from engine.profiles import ProfileError, ProfileExists, ProfileInfo, ProfileNotFound
-from engine.weights import WeightsNotFound, resolve_weights
-from tiny_weights import TINY_NETWORKS, make_tiny_weights
+from engine.store import profiles
+from engine.store.catalogue import resolve_weights
+from engine.store.profiles import (
+    ProfileError,
+    ProfileExists,
+    ProfileInfo,
+    ProfileNotFound,
+)
+from engine.store.weights import WeightsNotFound
 
 
 @pytest.fixture(scope="module")

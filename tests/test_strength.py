@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from engine.cli import main as cli_main
-from engine.models.checkpoints import CheckpointError, ModelBank, SafetensorsSource
-from engine.pipeline import RestoreOptions, Restorer
-from engine.strength import apply_strength
 from tiny_weights import make_tiny_weights
+
+from engine.cli.app import main as cli_main
+from engine.core.pipeline import RestoreOptions, Restorer
+from engine.core.strength import apply_strength
+from engine.models.checkpoints import CheckpointError, ModelBank, SafetensorsSource
 
 
 def test_holes_come_from_the_restoration_and_the_rest_is_blended() -> None:
@@ -72,7 +72,7 @@ def test_cli_takes_a_strength_and_records_it(tmp_path: Path, capsys) -> None:
 
 
 def test_damage_features_see_noise_blur_and_impulses() -> None:
-    from engine.strength import damage_features
+    from engine.models.predictors import damage_features
 
     rng = np.random.default_rng(3)
     yy, xx = np.mgrid[0:200, 0:300] / 300
@@ -94,7 +94,7 @@ def test_damage_features_see_noise_blur_and_impulses() -> None:
 def test_a_card_strength_predictor_sets_the_strength_per_photo(tmp_path: Path) -> None:
     """A predictor fitted so that noisy photos get strength 1 and clean ones 0 is what the
     pipeline applies when the user leaves the strength to the weights; an explicit one wins."""
-    from engine.strength import StrengthPredictor, strength_features
+    from engine.models.predictors import StrengthPredictor, strength_features
 
     rng = np.random.default_rng(4)
     yy, xx = np.mgrid[0:48, 0:64] / 64

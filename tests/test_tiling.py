@@ -7,13 +7,13 @@ import weakref
 import numpy as np
 import pytest
 import torch
-
 from conftest import bank_for
+
 from engine import device as dev
-from engine.metrics import seam_score
-from engine.pipeline import RestoreOptions, Restorer
-from engine.plan import plan_restore
-from engine.tiling import TiledRunner, TileSpec, plan_tiles
+from engine.core.metrics import seam_score
+from engine.core.pipeline import RestoreOptions, Restorer
+from engine.core.plan import plan_restore
+from engine.core.tiling import TiledRunner, TileSpec, plan_tiles
 
 
 def photo(h: int, w: int) -> np.ndarray:
@@ -145,7 +145,7 @@ def test_a_fake_memory_budget_shrinks_tiles_and_completes(restorer):
 def test_pooled_statistics_in_row_bands_equal_the_whole_cores(monkeypatch):
     """The first pass pools mean and variance over the cores a band of rows at a time (small
     float64 temporaries); the result must be the statistics of exactly those core pixels."""
-    import engine.tiling as tiling
+    import engine.core.tiling as tiling
 
     monkeypatch.setattr(tiling, "STATS_BAND_ELEMENTS", 3 * 40)  # force many bands
     x = torch.randn(2, 3, 20, 24) * torch.tensor([1.0, 3.0, 0.5]).view(1, 3, 1, 1) + 2.0
@@ -179,7 +179,7 @@ def test_attention_memory_counts_once_per_batch_against_the_budget(restorer):
 def test_the_networks_get_the_budget_minus_what_the_process_holds(monkeypatch):
     """--max-memory bounds the whole process on the CPU: held memory and the full-size results
     still to come are taken off the networks' share; too little left -> smallest tiles + warning."""
-    import engine.plan as plan
+    import engine.core.plan as plan
 
     gib = 2**30
     monkeypatch.setattr(plan, "process_memory_bytes", lambda: gib)
@@ -203,7 +203,7 @@ def test_a_memory_limit_below_what_the_photo_needs_still_restores_and_says_so(re
 
 
 def test_auto_policy_tiles_only_when_the_budget_requires_it(restorer):
-    from engine.restoration import Mode
+    from engine.core.translation import Mode
 
     assert chosen_tile(restorer, RestoreOptions(), Mode.QUALITY, 256, 256) is None  # fits: exact untiled
     tile = chosen_tile(restorer, RestoreOptions(max_memory_gb=0.25), Mode.QUALITY, 4000, 6000)
@@ -215,8 +215,12 @@ def test_auto_policy_tiles_only_when_the_budget_requires_it(restorer):
 def test_large_scratch_photos_bound_the_attention_window_and_nothing_else(restorer):
     """Plenty of memory: quality mode stays one piece at any size; a scratch photo up to the exact
     attention limit too; beyond it the mapping (only) runs in windows of ATTENTION_WINDOW cells."""
-    from engine.plan import ATTENTION_WINDOW, EXACT_ATTENTION_SIDE, attention_window
-    from engine.restoration import Mode, tile_specs
+    from engine.core.plan import (
+        ATTENTION_WINDOW,
+        EXACT_ATTENTION_SIDE,
+        attention_window,
+    )
+    from engine.core.translation import Mode, tile_specs
 
     roomy = RestoreOptions(max_memory_gb=1000)
     assert chosen_tile(restorer, roomy, Mode.QUALITY, 4000, 6000) is None
@@ -234,9 +238,10 @@ def test_large_scratch_photos_bound_the_attention_window_and_nothing_else(restor
 def test_windowed_attention_restores_a_large_scratch_photo_in_full(tmp_path, monkeypatch):
     """A small stand-in for a big scan (tiny networks, lowered limits): the tiled, windowed result
     covers the whole photo and, away from the holes, equals the global run."""
-    import engine.plan as plan
-    from engine.models.checkpoints import ModelBank, SafetensorsSource
     from tiny_weights import make_tiny_weights
+
+    import engine.core.plan as plan
+    from engine.models.checkpoints import ModelBank, SafetensorsSource
 
     restorer = Restorer(ModelBank(SafetensorsSource(make_tiny_weights(tmp_path / "w", output_tone="model")),
                                   torch.device("cpu")))
@@ -309,7 +314,7 @@ def test_device_fallbacks_without_gpus(monkeypatch):
 
 
 def test_detector_tiles_match_the_whole_map(restorer, monkeypatch):
-    import engine.detection as detection
+    import engine.core.detection as detection
 
     x = torch.rand(1, 1, 320, 384, generator=torch.Generator().manual_seed(0)) * 2 - 1
     whole = torch.sigmoid(detection.run_detector(restorer.bank, x, (320, 384), False))
@@ -320,7 +325,7 @@ def test_detector_tiles_match_the_whole_map(restorer, monkeypatch):
 
 
 def test_detection_scale_choices(restorer):
-    from engine.detection import detection_short_side
+    from engine.core.detection import detection_short_side
 
     assert detection_short_side("official", 3000, 2000) == 256
     assert detection_short_side("full", 3000, 2000) == 2000

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from engine.core.pipeline import RestoreOptions, Restorer
+from engine.core.tone import channel_stats, match_tone
 from engine.models.checkpoints import ModelBank, SafetensorsSource, save_state_dicts
 from engine.models.registry import BY_NAME
-from engine.pipeline import RestoreOptions, Restorer
-from engine.tone import channel_stats, match_tone
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -70,7 +70,7 @@ def clean_photos(count: int, side: int = 96) -> list[np.ndarray]:
 
 
 def test_tone_predictor_undoes_fading_better_than_keeping_the_input_tone() -> None:
-    from engine.degrade import colour_fading
+    from engine.degradation.degrade import colour_fading
     from engine.training.tone_fit import fit_tone_predictor, tone_targets
 
     photos = clean_photos(136)
@@ -85,7 +85,7 @@ def test_tone_predictor_undoes_fading_better_than_keeping_the_input_tone() -> No
 
 
 def test_tone_predictor_keeps_a_grey_photo_grey_and_survives_its_card() -> None:
-    from engine.tone import TonePredictor
+    from engine.models.predictors import TonePredictor
 
     rng = np.random.default_rng(1)
     predictor = TonePredictor.fit(rng.normal(size=(80, 30)), rng.uniform(0.1, 0.6, size=(80, 6)))
@@ -106,7 +106,7 @@ def test_tone_predictor_keeps_a_grey_photo_grey_and_survives_its_card() -> None:
 
 def test_predicted_tone_card_gives_the_output_the_predicted_stats(tmp_path: Path) -> None:
     from engine.models.checkpoints import CheckpointError
-    from engine.tone import TonePredictor
+    from engine.models.predictors import TonePredictor
 
     rng = np.random.default_rng(2)
     targets = np.c_[rng.uniform(0.4, 0.6, size=(80, 3)), rng.uniform(0.05, 0.1, size=(80, 3))]
@@ -127,9 +127,10 @@ def test_predicted_tone_card_gives_the_output_the_predicted_stats(tmp_path: Path
 def test_a_grey_photo_is_restored_grey_by_tone_blind_weights(tmp_path: Path) -> None:
     """Our weights (tone anchored) must not invent colour in a black and white scan, even one saved
     as JPEG with a little chroma noise; official weights (tone "model") are left as they are."""
-    from engine.models.checkpoints import ModelBank, SafetensorsSource
-    from engine.pipeline import RestoreOptions, Restorer
     from tiny_weights import make_tiny_weights
+
+    from engine.core.pipeline import RestoreOptions, Restorer
+    from engine.models.checkpoints import ModelBank, SafetensorsSource
 
     rng = np.random.default_rng(2)
     yy, xx = np.mgrid[0:40, 0:48] / 48

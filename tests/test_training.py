@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import ROOT
-from engine.cli import main as cli_main
-from engine.training.cli import main as train_main
+from engine.cli.app import main as cli_main
+from engine.cli.train import main as train_main
 from engine.training.losses import focal_loss
 
 
@@ -64,7 +64,7 @@ def test_all_stages_train_and_export_weights_the_pipeline_uses(tmp_path, photos)
     assert card["output_tone"] == "match-input" and "best_threshold" in card["detector_calibration"]
     assert 0 <= card["default_strength"] <= 1 and len(card["strength_fit_psnr"]) == 11
     assert card["strength_fit"]["samples"] > 0 and "predicted" in card["strength_fit"]
-    from engine.strength import StrengthPredictor
+    from engine.models.predictors import StrengthPredictor
     StrengthPredictor.from_json(card["strength_predictor"])  # loads
     photo = tmp_path / "p.png"
     Image.fromarray(np.full((40, 52, 3), 120, np.uint8)).save(photo)
@@ -105,7 +105,7 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, photos):
 def test_a_killed_run_resumes(tmp_path, photos):
     clean, old = photos
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "engine.training.cli", "train", "detector", "--config", "tiny", "--out", str(out),
+    cmd = [sys.executable, "-m", "engine.cli.train", "train", "detector", "--config", "tiny", "--out", str(out),
            "--device", "cpu", "--clean", str(clean), "--steps", "400"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
@@ -125,7 +125,7 @@ def test_sigterm_stops_training_with_a_checkpoint(tmp_path, photos):
 
     clean, _ = photos
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "engine.training.cli", "train", "vae-b", "--config", "tiny", "--out", str(out),
+    cmd = [sys.executable, "-m", "engine.cli.train", "train", "vae-b", "--config", "tiny", "--out", str(out),
            "--device", "cpu", "--clean", str(clean), "--steps", "100000"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -163,7 +163,7 @@ def test_detector_calibration_moves_the_best_cut_to_the_official_threshold():
     net.load_state_dict(calibrated)
     net.eval()
     prob, truth = detector_probabilities(net, photos, 50_000)
-    from engine.metrics import detection_scores
+    from engine.core.metrics import detection_scores
     assert detection_scores(prob, truth, 0.4)["f1"] == pytest.approx(cal.f1_at_official_after, abs=0.01)
     assert cal.f1_at_official_after >= cal.f1_at_official_before
 

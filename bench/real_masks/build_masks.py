@@ -18,7 +18,7 @@ For every photo in ``manifest.json`` this reads ``edits/<stem>.json`` and
 The app's detector is deliberately NOT a candidate source here: it was used while the masks were
 drawn, as a hint of where to look, but the masks must not change when the weights change.
 ``--review DIR`` also writes side-by-side review images (photo | red mask overlay).
-Needs only numpy, OpenCV and Pillow (and engine.imageio to read photos exactly as the app does).
+Needs only numpy, OpenCV and Pillow (and engine.io to read photos exactly as the app does).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from engine.imageio import read_rgb  # noqa: E402
+from engine.io.decode import read_rgb  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"
 LUMA = (0.299, 0.587, 0.114)

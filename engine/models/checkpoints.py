@@ -25,9 +25,14 @@ from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
-from .registry import BY_NAME, FACE_NETWORKS, Manifest, NetworkSpec, manifest_for
-from ..strength import StrengthPredictor
-from ..tone import ANCHORED_TONES, TonePredictor
+from engine.models.predictors import ANCHORED_TONES, StrengthPredictor, TonePredictor
+from engine.models.registry import (
+    BY_NAME,
+    FACE_NETWORKS,
+    Manifest,
+    NetworkSpec,
+    manifest_for,
+)
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16, "int64": torch.int64}
 _MAX_KEYS_SHOWN = 8
@@ -128,7 +133,7 @@ class WeightSource:
         return 1.0
 
     def strength_predictor(self) -> StrengthPredictor | None:
-        """Per-photo strength (engine.strength) used instead of ``default_strength`` when present."""
+        """Per-photo strength (engine.core.strength) used instead of ``default_strength`` when present."""
         return None
 
 

@@ -16,10 +16,14 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .networks.face import FaceGenerator
-from .networks.mapping import PatchAttentionMapping, QualityMapping, ScratchMapping
-from .networks.unet import ScratchUNet
-from .networks.vae import VAEGenerator
+from engine.models.networks.face import FaceGenerator
+from engine.models.networks.mapping import (
+    PatchAttentionMapping,
+    QualityMapping,
+    ScratchMapping,
+)
+from engine.models.networks.unet import ScratchUNet
+from engine.models.networks.vae import VAEGenerator
 
 
 class Attention(Enum):
@@ -27,7 +31,7 @@ class Attention(Enum):
 
     NONE = "none"
     # every latent cell with every other (partial non-local block): cost grows with the square of the
-    # photo's area, so on large photos the run policy bounds it to a window (engine.plan)
+    # photo's area, so on large photos the run policy bounds it to a window (engine.core.plan)
     DENSE = "dense"
     # hole patches with valid patches, hard argmax (HR): far fewer pairs; stays global, as the official --HR
     PATCH = "patch"

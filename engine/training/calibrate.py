@@ -7,7 +7,7 @@ per-weights threshold, the export shifts the last convolution's bias so that the
 where F1 peaks becomes the official threshold. Ranking (ROC-AUC) is unchanged; only the cut moves.
 
 Calibration photos are *training* photos (never the held-out slice the benchmark scores), with
-synthetic damage from ``engine.degrade`` at the scale the pipeline runs the detector.
+synthetic damage from ``engine.degradation.degrade`` at the scale the pipeline runs the detector.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..degrade import degrade
-from ..detection import OFFICIAL_SHORT_SIDE, OFFICIAL_THRESHOLD, network_size
-from ..imageio import LUMA
-from ..metrics import detection_scores
-from ..models.networks.unet import ScratchUNet
+from engine.core.detection import OFFICIAL_SHORT_SIDE, OFFICIAL_THRESHOLD, network_size
+from engine.core.metrics import detection_scores
+from engine.degradation.degrade import degrade
+from engine.io.pixels import LUMA
+from engine.models.networks.unet import ScratchUNet
 
 BIAS_KEY = "last.1.bias"
 CANDIDATES = tuple(np.round(np.arange(0.2, 0.91, 0.05), 2))

@@ -38,7 +38,7 @@ class Architecture:
 @dataclass(frozen=True)
 class LossWeights:
     """Weights of a stage's loss terms. ``recon`` compares the tone-anchored output (see
-    ``engine.tone``: what the instance-normalised networks can represent), ``raw`` the output as
+    ``engine.core.tone``: what the instance-normalised networks can represent), ``raw`` the output as
     is; ``gan``/``fm`` are the LSGAN and discriminator feature-matching terms (0 = no
     discriminator is trained at all), ``latent`` the mapping's latent L1, ``kl`` the VAE prior,
     ``align`` VAE_A's latent domain alignment."""
@@ -62,7 +62,7 @@ class StageConfig:
     sample_every: int = 500
     log_every: int = 10
     loss: LossWeights = LossWeights()
-    # detector only: the share of damaged crops drawn with realistic damage (engine.damage_realistic),
+    # detector only: the share of damaged crops drawn with realistic damage (engine.degradation.realistic),
     # of clean crops given printed text (a hard negative), and of crops centred on a face (eyes,
     # teeth and catch-lights are hard negatives)
     realistic_damage: float = 0.0
@@ -78,7 +78,7 @@ class TrainConfig:
     image_cache_side: int = 512  # photos are downscaled once to this long side and kept in memory
     # "model": the decoder's own global tone (official); "match-input" / "predicted": the weights were
     # trained tone-anchored and the pipeline gives their output the input photo's tone or the tone a
-    # predictor fitted at export estimates for the clean photo (engine.tone)
+    # predictor fitted at export estimates for the clean photo (engine.core.tone)
     output_tone: str = "model"
 
     def stage(self, name: str) -> StageConfig:

@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..damage_overlays import OverlayLibrary
-from ..degrade import degrade
-from ..imageio import IMAGE_SUFFIXES
+from engine.degradation.degrade import degrade
+from engine.degradation.overlays import OverlayLibrary
+from engine.io.decode import IMAGE_SUFFIXES
 
 HOLDOUT_EVERY = 10
 
@@ -96,7 +96,7 @@ def step_rng(seed: int, stage: str, step: int) -> np.random.Generator:
 def synthetic_batch(clean: np.ndarray, rng: np.random.Generator, structured: bool, realistic: float = 0.0,
                     overlays: OverlayLibrary | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Degrade each clean crop: returns (degraded (B,H,W,3), masks (B,H,W) bool). A share
-    ``realistic`` of the crops gets the realistic damage (``engine.damage_realistic``) instead of
+    ``realistic`` of the crops gets the realistic damage (``engine.degradation.realistic``) instead of
     the classic one."""
     degraded, masks = [], []
     for img in clean:

@@ -1,7 +1,7 @@
 """Aligned face crops for training and measuring our face generator (``face_train``).
 
 Faces are found by the pipeline's own MTCNN detector and cut out
-with the pipeline's own similarity to the official five-point template (``engine.faces.align``), so
+with the pipeline's own similarity to the official five-point template (``engine.core.faces.align``), so
 the generator learns on exactly the kind of crop the face stage will hand it. The crop is
 ``FACE_SIZE`` square (256, as ``face_256``): faces smaller than that in the photo are *upsampled* by
 the alignment warp (bilinear, like the pipeline), so their clean targets are soft; each face keeps
@@ -28,10 +28,10 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps
 
-from ..degrade import degrade
-from ..faces import align, detect
-from ..faces.stage import SCORE_CUTOFF
-from .data import list_photos, split_holdout
+from engine.core.faces import align, detect
+from engine.core.faces.stage import SCORE_CUTOFF
+from engine.degradation.degrade import degrade
+from engine.training.data import list_photos, split_holdout
 
 FACE_SIZE = 256  # the crop side of face_256
 DETECT_SIDE = 1024  # detection runs on a copy at most this large (MTCNN cost grows with the area)

@@ -24,13 +24,24 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..models.networks.face import FaceGenerator, set_training_statistics, update_spectral_norms
-from ..tone import match_tone
-from .config import TrainConfig
-from .face_data import FACE_SIZE, FaceSet, degrade_face
-from .losses import PatchDiscriminator
-from .trainers import Trainer, adam, adversarial_terms, discriminator_step, to_images, to_tensor, \
-    uses_image_discriminator
+from engine.core.tone import match_tone
+from engine.models.networks.face import (
+    FaceGenerator,
+    set_training_statistics,
+    update_spectral_norms,
+)
+from engine.training.config import TrainConfig
+from engine.training.face_data import FACE_SIZE, FaceSet, degrade_face
+from engine.training.losses import PatchDiscriminator
+from engine.training.trainers import (
+    Trainer,
+    adam,
+    adversarial_terms,
+    discriminator_step,
+    to_images,
+    to_tensor,
+    uses_image_discriminator,
+)
 
 WARMUP_POWER_ITERATIONS = 20  # a fresh network's random u, v give a poor sigma until iterated
 

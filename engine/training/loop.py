@@ -16,11 +16,13 @@ from typing import Iterator
 
 import torch
 
-from ..durable import sha256_file
-from ..imageio import to_u8, write_png
-from ..progress import Progress
-from .metrics_log import append_metrics, open_metrics_log
-from .trainers import Trainer
+from engine.io.durable import sha256_file
+from engine.io.encode import write_png
+from engine.io.pixels import to_u8
+from engine.models.checkpoints import save_state_dicts
+from engine.progress import Progress
+from engine.training.metrics_log import append_metrics, open_metrics_log
+from engine.training.trainers import Trainer
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -94,7 +96,6 @@ def train(trainer: Trainer, out: Path, steps: int | None = None, resume: bool = 
 
 def export_weights(parts: dict[str, dict[str, torch.Tensor]], dest: Path, card: dict) -> dict:
     """Write ``<name>.safetensors`` per network plus ``model.json`` (card with sha256 of each file)."""
-    from ..models.checkpoints import save_state_dicts
 
     save_state_dicts(dest, parts)
     card = dict(card)

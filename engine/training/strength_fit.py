@@ -1,11 +1,11 @@
-"""Choosing the restoration strength of exported weights (engine.strength), at export.
+"""Choosing the restoration strength of exported weights (engine.core.strength), at export.
 
 The exported weights restore training photos (never the benchmark's held-out slice) with fresh
 synthetic damage in scratch mode at full strength. Two things go into the card:
 
 * ``default_strength``: the strength on a 0.1 grid whose blend of restoration and damaged photo
   scores the best mean PSNR (with the whole curve for the record), for callers without a predictor;
-* ``strength_predictor``: a ridge regression from ``engine.strength.strength_features`` of each
+* ``strength_predictor``: a ridge regression from ``engine.models.predictors.strength_features`` of each
   damaged photo to the strength (0.05 grid) that scored best on that photo.
 """
 
@@ -17,11 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..degrade import degrade
-from ..metrics import psnr
-from ..models.checkpoints import ModelBank, SafetensorsSource
-from ..pipeline import RestoreOptions, Restorer
-from ..strength import STRENGTH_STEP, StrengthPredictor, strength_features
+from engine.core.metrics import psnr
+from engine.core.pipeline import RestoreOptions, Restorer
+from engine.degradation.degrade import degrade
+from engine.models.checkpoints import ModelBank, SafetensorsSource
+from engine.models.predictors import STRENGTH_STEP, StrengthPredictor, strength_features
 
 GRID = tuple(round(s, 2) for s in np.arange(0.0, 1.0 + STRENGTH_STEP / 2, STRENGTH_STEP))  # the predictor's grid
 SEED = 2_000_000  # damage seeds apart from the tone fit's and the benchmark's

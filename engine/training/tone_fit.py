@@ -1,7 +1,7 @@
-"""Fitting the tone predictor (engine.tone.TonePredictor) at export, like the detector calibration.
+"""Fitting the tone predictor (engine.models.predictors.TonePredictor) at export, like the detector calibration.
 
 Pairs are *training* photos (never the held-out slice the benchmark scores), each damaged several
-times with ``engine.degrade``; the predictor learns the clean photo's per-channel mean and spread
+times with ``engine.degradation.degrade``; the predictor learns the clean photo's per-channel mean and spread
 from the damaged photo's statistics. Closed form (ridge regression): seconds, no extra stage.
 """
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..degrade import degrade
-from ..tone import TonePredictor, tone_features
-from .data import list_photos, load_small, split_holdout
+from engine.degradation.degrade import degrade
+from engine.models.predictors import TonePredictor, tone_features
+from engine.training.data import list_photos, load_small, split_holdout
 
 SEED = 1_000_000  # damage seeds far from the benchmark's (10 000 + index)
 

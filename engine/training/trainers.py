@@ -16,16 +16,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..damage_overlays import OverlayLibrary
-from ..imageio import LUMA
-from ..models.networks.mapping import QualityMapping, ScratchMapping
-from ..models.networks.unet import ScratchUNet
-from ..models.networks.vae import VAEGenerator
-from ..models.registry import BY_NAME
-from ..tone import match_tone
-from .config import LossWeights, TrainConfig
-from .data import PhotoPool, step_rng, synthetic_batch
-from .losses import LatentDiscriminator, PatchDiscriminator, feature_matching, focal_loss, kl_to_unit, lsgan
+from engine.core.tone import match_tone
+from engine.degradation.overlays import OverlayLibrary
+from engine.io.pixels import LUMA
+from engine.models.networks.mapping import QualityMapping, ScratchMapping
+from engine.models.networks.unet import ScratchUNet
+from engine.models.networks.vae import VAEGenerator
+from engine.models.registry import BY_NAME
+from engine.training.config import LossWeights, TrainConfig
+from engine.training.data import PhotoPool, step_rng, synthetic_batch
+from engine.training.losses import (
+    LatentDiscriminator,
+    PatchDiscriminator,
+    feature_matching,
+    focal_loss,
+    kl_to_unit,
+    lsgan,
+)
 
 LUMA_WEIGHTS = torch.tensor(LUMA).view(1, 3, 1, 1)  # imageio's grey weights, for NCHW batches
 LATENT_NOISE = 0.1  # std of the noise added to VAE latents in training
@@ -264,7 +271,8 @@ EMA_DECAY = 0.999  # the detector's weight average spans about the last thousand
 def face_points(pool: PhotoPool) -> list[tuple[int, float, float]]:
     """(photo index, x, y) of each eye and the mouth of every face found in the pool's photos
     (the face stage's detector), for crops centred on the hard negatives a detector must leave."""
-    from .face_data import detect_landmarks  # MTCNN: loaded only by stages that want faces
+    # MTCNN: loaded only by stages that want faces
+    from engine.training.face_data import detect_landmarks
 
     points = []
     for index, photo in enumerate(pool.photos):

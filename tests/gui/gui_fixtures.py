@@ -23,14 +23,16 @@ import pytest
 import torch
 from PIL import Image
 
-import engine.detection
+import engine.core.detection
 import engine.device
-import engine.weights
+import engine.store.catalogue
+import engine.store.paths
+import engine.store.weights
 import gui.prompts
 from engine.device import DeviceInfo
-from engine.masks import MaskStore
 from engine.models.checkpoints import save_state_dicts
 from engine.models.registry import BY_NAME
+from engine.store.masks import MaskStore
 from gui.main_window import MainWindow
 from gui.settings import Settings
 from gui.workers import RestorerCache
@@ -44,10 +46,10 @@ CPU_ONLY = [DeviceInfo("cpu", "CPU (test)", 8 * 2**30, 4 * 2**30)]
 @pytest.fixture
 def isolated_app(tmp_path, monkeypatch):
     """No real weights, data or settings: all of them live in tmp_path."""
-    monkeypatch.setattr(engine.weights, "DEFAULT_WEIGHTS_DIR", tmp_path / "no-default-weights")
+    monkeypatch.setattr(engine.store.paths, "DEFAULT_WEIGHTS_DIR", tmp_path / "no-default-weights")
     # The detector sees 64 px instead of 256: these tests check the wiring, not detection quality,
     # and a random U-Net at 256 px costs seconds per call on a busy CPU.
-    monkeypatch.setattr(engine.detection, "OFFICIAL_SHORT_SIDE", 64)
+    monkeypatch.setattr(engine.core.detection, "OFFICIAL_SHORT_SIDE", 64)
     monkeypatch.setenv("HEIRLOOM_DATA_DIR", str(tmp_path / "userdata"))
     monkeypatch.setenv("HEIRLOOM_SETTINGS_FILE", str(tmp_path / "env-settings.ini"))
     for name in ("no_proxy", "NO_PROXY"):  # requests to 127.0.0.1 must not go to a proxy

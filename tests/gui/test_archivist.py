@@ -24,18 +24,19 @@ from PySide6.QtWidgets import QFileDialog
 
 pytest.register_assert_rewrite("gui_fixtures")  # its helpers assert; imported below before pytest loads it
 
+from gui_fixtures import JOB_TIMEOUT_MS, make_photo, run_restore, use_weights
+
 import gui.main_window
 import gui.prompts
-from engine.album_queue import DONE
-from engine.detection import OFFICIAL_THRESHOLD
-from engine.imageio import ImageReadError, read_photo
-from engine.masks import ACCEPTED, BRUSHED, DETECTED
-from engine.provenance import sha256_file, sidecar_path
-from engine.training.finetune_data import find_labelled
-from engine.training.finetune_job import DetectorData
+from engine.core.detection import OFFICIAL_THRESHOLD
+from engine.io.decode import ImageReadError, read_photo
+from engine.jobs.album_queue import DONE
+from engine.store.masks import ACCEPTED, BRUSHED, DETECTED
+from engine.store.provenance import sha256_file, sidecar_path
+from engine.training.finetune.data import find_labelled
+from engine.training.finetune.job import DetectorData
 from engine.training.verdict import judge
 from gui.canvas import DEFAULT_BRUSH
-from gui_fixtures import JOB_TIMEOUT_MS, make_photo, run_restore, use_weights
 
 pytest_plugins = ("gui_fixtures",)
 pytestmark = pytest.mark.usefixtures("isolated_app", "one_torch_thread")

@@ -15,9 +15,9 @@ import pytest
 from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from engine.download import DownloadError
-from engine.imageio import ImageReadError
-from engine.weights import WeightsNotFound
+from engine.io.decode import ImageReadError
+from engine.store.download import DownloadError
+from engine.store.weights import WeightsNotFound
 from gui.errors import ErrorBanner, ExceptionHub, describe_error
 
 pytest_plugins = ("gui_fixtures",)

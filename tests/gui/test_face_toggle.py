@@ -27,14 +27,15 @@ from PySide6.QtGui import QColor, QImage
 
 pytest.register_assert_rewrite("gui_fixtures")
 
-import gui.restore_options
-from engine import pipeline
-from engine.imageio import to_u8
-from engine.pipeline import Restorer
-from gui.canvas import FACE_OFF_COLOUR, FACE_ON_COLOUR
-from gui.workers import RestorerCache
 from gui_fixtures import run_restore, use_weights
 from test_face_stage import StandInBank, StandInFace, changed, near
+
+import gui.restore_options
+from engine.core import pipeline
+from engine.core.pipeline import Restorer
+from engine.io.pixels import to_u8
+from gui.canvas import FACE_OFF_COLOUR, FACE_ON_COLOUR
+from gui.workers import RestorerCache
 
 pytest_plugins = ("gui_fixtures",)
 pytestmark = pytest.mark.usefixtures("isolated_app", "one_torch_thread")

@@ -18,11 +18,12 @@ from PySide6.QtGui import QDropEvent
 
 pytest.register_assert_rewrite("gui_fixtures")  # its helpers assert; imported below before pytest loads it
 
-from engine.pipeline import Restorer
+from gui_fixtures import JOB_TIMEOUT_MS, make_photo, run_restore, use_weights
+
+from engine.core.pipeline import Restorer
 from gui.main_window import QUEUE_BUSY, MainWindow
 from gui.settings import Settings
 from gui.workers import RestorerCache
-from gui_fixtures import JOB_TIMEOUT_MS, make_photo, run_restore, use_weights
 
 pytest_plugins = ("gui_fixtures",)
 pytestmark = pytest.mark.usefixtures("isolated_app")

@@ -20,16 +20,20 @@ import pytest
 
 pytest.register_assert_rewrite("gui_fixtures")  # its helpers assert; imported below before pytest loads it
 
-import engine.download
-import engine.plan as plan
-import engine.weights
 from conftest import FACE_FILES, GLOBAL_FILES, serve_folder
-from engine.cli import main as cli_main
-from engine.download import download_path, part_path
-from engine.models.checkpoints import SafetensorsSource
-from engine.profiles import ProfileInfo, save_profile
-from engine.weights import ImportedWeights, import_official, official_dir
 from gui_fixtures import JOB_TIMEOUT_MS, wait_for_listing
+
+import engine.core.plan as plan
+import engine.store.catalogue
+import engine.store.download
+import engine.store.paths
+import engine.store.weights
+from engine.cli.app import main as cli_main
+from engine.models.checkpoints import SafetensorsSource
+from engine.store.download import download_path, part_path
+from engine.store.paths import official_dir
+from engine.store.profiles import ProfileInfo, save_profile
+from engine.store.weights import ImportedWeights, import_official
 
 pytest_plugins = ("gui_fixtures",)
 pytestmark = pytest.mark.usefixtures("isolated_app")
@@ -102,7 +106,7 @@ def imported(monkeypatch, tmp_path):
         target.mkdir(parents=True, exist_ok=True)
         return ImportedWeights(target, ("face_256",) if "face" in Path(archive).name else tuple(GLOBAL_FILES))
 
-    monkeypatch.setattr(engine.download, "import_official", fake_import)
+    monkeypatch.setattr(engine.store.download, "import_official", fake_import)
     return calls
 
 
@@ -236,7 +240,7 @@ def test_cancel_during_the_face_download_says_the_global_weights_were_installed(
 def test_cli_listing_and_the_gui_lists_show_the_same_weights(make_window, tiny_weights, official_archives,
                                                               monkeypatch, qtbot):
     """One catalogue: the default weights, the imported official ones and a profile, in every list."""
-    monkeypatch.setattr(engine.weights, "DEFAULT_WEIGHTS_DIR", tiny_weights)
+    monkeypatch.setattr(engine.store.paths, "DEFAULT_WEIGHTS_DIR", tiny_weights)
     import_official(official_archives / "global_checkpoints.zip")
     import_official(official_archives / "face_checkpoints.zip")
     save_profile("my album", SafetensorsSource(tiny_weights), {}, ProfileInfo(task="detector", base="default"))
@@ -284,7 +288,7 @@ def enter_text(combo, text: str) -> None:
 
 
 def test_both_tile_combos_read_sizes_with_the_engine_parser(make_window, monkeypatch):
-    """The tile combos of both tabs go through engine.plan.parse_tile, the parser of --tile and of
+    """The tile combos of both tabs go through engine.core.plan.parse_tile, the parser of --tile and of
     RestoreOptions: its rule decides what is refused, not a copy of it in the GUI."""
     window = make_window()
     combos = (window.models_tab.tile_combo, window.restore_tab.options_panel.tile_combo)

@@ -19,13 +19,20 @@ from PIL import Image
 from PySide6.QtCore import QMimeData, QPoint, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 
-from engine.album_queue import CANCELLED, DONE, FAILED, PENDING
-from engine.masks import MaskStore
+from engine.core.pipeline import RestoreOptions, Restorer, RestoreResult, as_float_rgb
+from engine.jobs.album_queue import CANCELLED, DONE, FAILED, PENDING
 from engine.models.checkpoints import ModelBank, SafetensorsSource, save_state_dicts
 from engine.models.registry import BY_NAME
-from engine.pipeline import RestoreOptions, RestoreResult, Restorer, as_float_rgb
-from engine.weights import WeightsNotFound
-from gui.queue_model import COL_ERROR, COL_NAME, COL_PROGRESS, COL_SIZE, COL_STATUS, ProgressRole
+from engine.store.masks import MaskStore
+from engine.store.weights import WeightsNotFound
+from gui.queue_model import (
+    COL_ERROR,
+    COL_NAME,
+    COL_PROGRESS,
+    COL_SIZE,
+    COL_STATUS,
+    ProgressRole,
+)
 from gui.queue_tab import QueueTab
 from gui.workers import Task
 

@@ -22,18 +22,24 @@ from PySide6.QtWidgets import QApplication, QMessageBox
 
 pytest.register_assert_rewrite("gui_fixtures")  # its helpers assert; imported below before pytest loads it
 
-import engine.batch
-import engine.detection
 from conftest import bank_for
-from engine.cli import main as cli_main
-from engine.detection import mask_from_probability
-from engine.imageio import read_mask
-from engine.masks import MaskStore
-from engine.pipeline import RestoreResult, Restorer, as_float_rgb, required_networks
-from engine.provenance import sha256_file, sidecar_path
-from engine.restoration import Mode
-from gui.workers import RestorerCache
 from gui_fixtures import JOB_TIMEOUT_MS, run_detect, run_restore, use_weights
+
+import engine.core.detection
+import engine.jobs.batch
+from engine.cli.app import main as cli_main
+from engine.core.detection import mask_from_probability
+from engine.core.pipeline import (
+    Restorer,
+    RestoreResult,
+    as_float_rgb,
+    required_networks,
+)
+from engine.core.translation import Mode
+from engine.io.decode import read_mask
+from engine.store.masks import MaskStore
+from engine.store.provenance import sha256_file, sidecar_path
+from gui.workers import RestorerCache
 
 pytest_plugins = ("gui_fixtures",)
 pytestmark = pytest.mark.usefixtures("isolated_app")
@@ -79,7 +85,7 @@ def stand_in_detector(monkeypatch) -> list[tuple[int, int]]:
         runs.append(size)
         return F.interpolate(grey, size=size, mode="bilinear", align_corners=False) * -6.0
 
-    monkeypatch.setattr(engine.detection, "run_detector", detector)
+    monkeypatch.setattr(engine.core.detection, "run_detector", detector)
     return runs
 
 
@@ -295,13 +301,13 @@ def test_the_tab_and_the_cli_repair_the_same_mask_and_write_the_same_record(qtbo
 def test_save_encodes_off_the_gui_thread_and_writes_the_provenance_record(qtbot, tab, tiny_weights, tmp_path,
                                                                          monkeypatch):
     encoded_on = []
-    encode = engine.batch.encode
+    encode = engine.jobs.batch.encode
 
     def recording_encode(*args, **kwargs):
         encoded_on.append(threading.current_thread())
         return encode(*args, **kwargs)
 
-    monkeypatch.setattr(engine.batch, "encode", recording_encode)
+    monkeypatch.setattr(engine.jobs.batch, "encode", recording_encode)
     tab.options_panel.scratch_combo.setCurrentIndex(tab.options_panel.scratch_combo.findData("off"))
     assert run_restore(qtbot, tab.window()) == "finished", tab.error_label.text()
     out = tmp_path / "kept" / "photo.jpg"

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from PySide6.QtCore import Qt
 
-import engine.sample
-from engine.cli import main as cli_main
-from engine.sample import SAMPLE_NAME, make_sample_photo, skimage_data_dir
-from engine.weights import user_data_dir
+import engine.jobs.sample
+from engine.cli.app import main as cli_main
+from engine.jobs.sample import SAMPLE_NAME, make_sample_photo, skimage_data_dir
+from engine.store.paths import user_data_dir
 
 pytest_plugins = ("gui_fixtures",)
 pytestmark = pytest.mark.usefixtures("isolated_app")
@@ -31,7 +31,7 @@ def test_sample_is_an_aged_copy_of_a_shipped_photo(tmp_path):
     first = make_sample_photo(tmp_path / "a")
     second = make_sample_photo(tmp_path / "b")
     assert first.name == SAMPLE_NAME and first.read_bytes() == second.read_bytes()  # same sample for everyone
-    aged, clean = pixels(first), pixels(skimage_data_dir() / engine.sample.SOURCE_NAME)
+    aged, clean = pixels(first), pixels(skimage_data_dir() / engine.jobs.sample.SOURCE_NAME)
     assert aged.shape == clean.shape
     assert np.abs(aged.astype(int) - clean.astype(int)).mean() > 5  # visibly damaged, not a copy
 
@@ -39,7 +39,7 @@ def test_sample_is_an_aged_copy_of_a_shipped_photo(tmp_path):
 def test_sample_is_made_once_in_the_user_data_folder(monkeypatch):
     path = make_sample_photo()
     assert path.parent == user_data_dir() / "samples"
-    monkeypatch.setattr(engine.sample, "degrade", lambda *a, **k: pytest.fail("made again"))
+    monkeypatch.setattr(engine.jobs.sample, "degrade", lambda *a, **k: pytest.fail("made again"))
     assert make_sample_photo() == path
 
 
@@ -68,7 +68,7 @@ def test_empty_restore_tab_offers_the_sample(qtbot, window):
 
 
 def test_sample_without_scikit_image_data_says_so(qtbot, window, monkeypatch):
-    monkeypatch.setattr(engine.sample, "skimage_data_dir", lambda: None)
+    monkeypatch.setattr(engine.jobs.sample, "skimage_data_dir", lambda: None)
     tab = window.restore_tab
     assert not tab.open_sample()
     assert "sample photo" in tab.error_label.text() and tab.image is None

@@ -19,11 +19,12 @@ from PySide6.QtWidgets import QMessageBox
 
 pytest.register_assert_rewrite("gui_fixtures")  # its helpers assert; imported below before pytest loads it
 
-from engine.training.finetune import FinetuneSettings
-from gui.main_window import QUEUE_BUSY_TRAIN, TRAIN_BUSY
-from gui.train_worker import work_dir
 from gui_fixtures import JOB_TIMEOUT_MS, run_restore, wait_for_listing
 from tiny_weights import make_labelled_photos, make_photos, make_tiny_weights
+
+from engine.training.finetune.session import FinetuneSettings
+from gui.main_window import QUEUE_BUSY_TRAIN, TRAIN_BUSY
+from gui.train_worker import work_dir
 
 pytest_plugins = ("gui_fixtures",)
 pytestmark = pytest.mark.usefixtures("isolated_app", "one_torch_thread")

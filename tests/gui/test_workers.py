@@ -12,9 +12,9 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 import time
 
 import pytest
+from conftest import ROOT
 from PySide6.QtCore import QObject, Slot
 
-from conftest import ROOT
 from engine.progress import Progress
 from gui.workers import CANCELLED, FunctionTask, TaskRunner
 

@@ -15,12 +15,12 @@ class SharedStatsInstanceNorm(nn.InstanceNorm2d):
     """The official InstanceNorm (no affine parameters, no running statistics, nothing in the state
     dict), which can also normalise with statistics shared across tiles.
 
-    With ``shared`` set to a ``engine.tiling.SharedNormStats``, every call takes its mean and variance
+    With ``shared`` set to a ``engine.core.tiling.SharedNormStats``, every call takes its mean and variance
     from that object instead of from the tensor itself, so all tiles of one photo are normalised
     alike (no colour shift between tiles). Without it, it is a plain InstanceNorm.
     """
 
-    shared = None  # set per call by engine.tiling.shared_norm_stats(...)
+    shared = None  # set per call by engine.core.tiling.shared_norm_stats(...)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shared is None:

@@ -10,9 +10,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import mapping_decoder_layers, mapping_encoder_layers, resnet_blocks
-from .partial_nonlocal import PartialNonLocalBlock, StepHook
-from .patch_attention import PatchAttention
+from engine.models.networks.blocks import (
+    mapping_decoder_layers,
+    mapping_encoder_layers,
+    resnet_blocks,
+)
+from engine.models.networks.partial_nonlocal import PartialNonLocalBlock, StepHook
+from engine.models.networks.patch_attention import PatchAttention
 
 WIDTH = 512
 LATENT = 64  # channels of the VAE latent

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ResnetBlock
+from engine.models.networks.blocks import ResnetBlock
 
 StepHook = Callable[[float], None]
 """Called with the fraction done between chunks; may raise to cancel (e.g. ``Progress.check``)."""

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ResnetBlock
-from .partial_nonlocal import DEFAULT_ATTENTION_BYTES
+from engine.models.networks.blocks import ResnetBlock
+from engine.models.networks.partial_nonlocal import DEFAULT_ATTENTION_BYTES
 
 MASKED_PATCH_THRESHOLD = 0.6
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .blocks import ResnetBlock, instance_norm
+from engine.models.networks.blocks import ResnetBlock, instance_norm
 
 CHANNELS = 64
 

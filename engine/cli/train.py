@@ -1,0 +1,226 @@
+"""``python main.py train ...``: run a training stage, or export trained runs as shipped weights.
+
+    train {vae-a,vae-b,mapping,detector,joint,face} --config lite|full|tiny --out DIR [--resume] [--steps N]
+          [--device ...] [--clean DIR ...] [--old DIR ...] [--vae-a RUN] [--vae-b RUN] [--seed N]
+    train export --runs DIR --dest DIR [--name NAME]     (DIR holds vae-a/, vae-b/, mapping/, detector/,
+                                                          and optionally joint/ and face/)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import torch
+
+from engine.cli.common import ProgressBar, stop_gracefully_on_signals
+from engine.device import DeviceError, choose_device
+from engine.models.networks.vae import VAEGenerator
+from engine.progress import Cancelled, Progress
+from engine.training.calibrate import calibrate_detector
+from engine.training.config import CONFIGS
+from engine.training.data import PhotoPool, list_photos, load_small, split_holdout
+from engine.training.face_data import training_faces
+from engine.training.face_train import FaceTrainer
+from engine.training.loop import CHECKPOINT, export_weights, train
+from engine.training.strength_fit import fit_strength
+from engine.training.tone_fit import fit_tone_predictor, training_photos
+from engine.training.trainers import (
+    DetectorTrainer,
+    JointTrainer,
+    MappingTrainer,
+    VAETrainer,
+)
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+STAGES = ("vae-a", "vae-b", "mapping", "detector")  # the paper's stages: export needs all four
+# ours; when a run exists, export takes the restoration networks from joint/ and adds face_256 from face/
+OPTIONAL_STAGES = ("joint", "face")
+FACE_CACHE = "faces_256.npz"  # the face stage's aligned training faces, cached in its run folder
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    t = sub.add_parser("train", help="train a stage of the networks, or export trained weights")
+    t.add_argument("stage", choices=STAGES + OPTIONAL_STAGES + ("export",))
+    t.add_argument("--config", choices=sorted(CONFIGS), default="lite")
+    t.add_argument("--out", type=Path, help="run folder (checkpoint, metrics.jsonl, samples/)")
+    t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    t.add_argument("--steps", type=int, help="total steps (default: the configuration's)")
+    t.add_argument("--device", default="auto")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--clean", type=Path, nargs="+", default=[SHARED_DATA / "clean_train"], help="clean photos (Y)")
+    t.add_argument("--old", type=Path, nargs="+", default=[SHARED_DATA / "real_old"], help="real old scans (R)")
+    t.add_argument("--vae-a", type=Path, help="trained vae-a run (default: <out>/../vae-a)")
+    t.add_argument("--vae-b", type=Path, help="trained vae-b run (default: <out>/../vae-b)")
+    t.add_argument("--runs", type=Path, help="export: folder holding the four stage runs")
+    t.add_argument("--dest", type=Path, help="export: destination weights folder")
+    t.add_argument("--name", default="heirloom-lite-v1", help="export: weights name for the model card")
+    t.add_argument("--without", nargs="+", choices=OPTIONAL_STAGES, default=[],
+                   help="export: leave out these optional stages' runs (e.g. a face model that does not help yet)")
+    t.set_defaults(func=cmd_train)
+
+
+def build_trainer(stage: str, config_name: str, device: torch.device, args: argparse.Namespace):
+
+    config = CONFIGS[config_name]
+    if stage == "face":  # trains on aligned faces, not on crops of the photos
+
+        faces = training_faces(args.clean, args.out / FACE_CACHE)
+        print(f"face stage: {faces.summary()} (cached in {args.out / FACE_CACHE})", file=sys.stderr)
+        return FaceTrainer(config, device, faces, args.seed)
+    crop = config.stage(stage).crop
+    clean = PhotoPool.from_folders(args.clean, config.image_cache_side, crop)
+    if stage == "vae-a":
+        old = PhotoPool.from_folders(args.old, config.image_cache_side, crop, holdout=False)
+        return VAETrainer(config, device, clean, old, "A", args.seed)
+    if stage == "vae-b":
+        return VAETrainer(config, device, clean, None, "B", args.seed)
+    if stage == "detector":
+        return DetectorTrainer(config, device, clean, args.seed)
+    vae_a = load_vae(args.vae_a or args.out.parent / "vae-a", config_name, "vae-a")
+    vae_b = load_vae(args.vae_b or args.out.parent / "vae-b", config_name, "vae-b")
+    if stage == "joint":
+        mappings = load_run(args.out.parent / "mapping", "mapping")["nets"]
+        return JointTrainer(config, device, clean, vae_a, vae_b, mappings, args.seed)
+    return MappingTrainer(config, device, clean, vae_a, vae_b, args.seed)
+
+
+def load_run(run: Path, stage: str) -> dict:
+    path = Path(run) / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"no {stage} checkpoint at {path}; train that stage first")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["stage"] != stage:
+        raise ValueError(f"{path} is a {state['stage']} checkpoint, expected {stage}")
+    return state
+
+
+def load_vae(run: Path, config_name: str, stage: str):
+
+    state = load_run(run, stage)
+    net = VAEGenerator(CONFIGS[config_name].arch.vae_channels)
+    net.load_state_dict(state["nets"]["G"])
+    return net
+
+
+def calibration_photos(folders: list[Path], count: int = 24, side: int = 384) -> list:
+    """Training (not held-out) photos for the detector's calibration, spread over the folders."""
+
+    paths = [p for folder in folders for p in split_holdout(list_photos(Path(folder)))[0]]
+    step = max(len(paths) // count, 1)
+    photos = [load_small(p, side) for p in paths[::step][:count]]
+    return [p.astype("float32") / 255.0 for p in photos if p is not None]
+
+
+def export(args: argparse.Namespace, out: TextIO) -> int:
+    config_names = set()
+    parts: dict[str, dict] = {}
+    steps = {}
+    for stage in STAGES:
+        state = load_run(args.runs / stage, stage)
+        config_names.add(state["config"])
+        steps[stage] = state["step"]
+        nets = state["nets"]
+        if stage == "vae-a":
+            parts["VAE_A_quality"] = nets["G"]
+        elif stage == "vae-b":
+            parts["VAE_B_quality"] = parts["VAE_B_scratch"] = nets["G"]
+        elif stage == "mapping":
+            parts["mapping_quality"], parts["mapping_scratch"] = nets["quality"], nets["scratch"]
+        else:
+            parts["detector"] = nets.get("U_ema", nets["U"])  # the weight average (older runs: U itself)
+    def wanted(stage: str) -> bool:
+        return stage not in getattr(args, "without", []) and (args.runs / stage / CHECKPOINT).exists()
+
+    if wanted("joint"):  # the end-to-end fine-tune replaces the chains
+        state = load_run(args.runs / "joint", "joint")
+        config_names.add(state["config"])
+        steps["joint"] = state["step"]
+        nets = state["nets"]
+        parts.update(VAE_A_quality=nets["vae_a"], VAE_B_quality=nets["vae_b_quality"],
+                     VAE_B_scratch=nets["vae_b_scratch"], mapping_quality=nets["quality"],
+                     mapping_scratch=nets["scratch"])
+    if wanted("face"):  # our face generator: the pipeline's face stage runs with it
+        state = load_run(args.runs / "face", "face")
+        config_names.add(state["config"])
+        steps["face"] = state["step"]
+        parts["face_256"] = state["nets"]["G"]
+    if len(config_names) != 1:
+        raise ValueError(f"the runs mix configurations {sorted(config_names)}")
+    config = CONFIGS[config_names.pop()]
+    kwargs = config.arch.network_kwargs()
+    photos = calibration_photos(args.clean)  # training photos for the detector and strength fits
+    parts["detector"], calibration = calibrate_detector(parts["detector"], config.arch.detector_width_log2, photos)
+    card = {"name": args.name, "config": config.to_json(), "steps": steps, "output_tone": config.output_tone,
+            "networks": {name: kwargs[name] for name in parts},
+            "detector_calibration": calibration.to_json(),
+            "data": {"clean": [str(p) for p in args.clean], "old": [str(p) for p in args.old]}}
+    if config.output_tone == "predicted":
+
+        card["tone_predictor"] = fit_tone_predictor(training_photos(args.clean)).to_json()
+    card = export_weights(parts, args.dest, card)
+    if config.output_tone != "model":  # our weights: how much of their restoration to apply by default
+
+        card.update(fit_strength(args.dest, calibration_photos(args.clean, count=64)).to_card())
+        (args.dest / "model.json").write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    print(f"exported {len(parts)} networks to {args.dest}"
+          + (f" (default strength {card['default_strength']})" if "default_strength" in card else ""), file=out)
+    return 0
+
+
+def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.stage == "export":
+        if not args.runs or not args.dest:
+            print("error: export needs --runs and --dest", file=err)
+            return 2
+        try:
+            return export(args, out)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=err)
+            return 1
+    if args.out is None:
+        print("error: --out DIR is required", file=err)
+        return 2
+    try:
+        choice = choose_device(args.device)
+    except DeviceError as exc:  # a misspelt device is a usage error, like the other commands'
+        print(f"error: {exc}", file=err)
+        return 2
+    if choice.note:
+        print(f"warning: {choice.note}", file=err)
+    try:
+        trainer = build_trainer(args.stage, args.config, choice.device, args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=err)
+        return 1
+    stop_gracefully_on_signals()
+    bar = ProgressBar(f"train {args.stage}", err)
+    last = {}
+    try:
+        for metrics in train(trainer, args.out, args.steps, args.resume, Progress(bar)):
+            last = metrics
+    except (FileExistsError, ValueError) as exc:
+        print(f"error: {exc}", file=err)
+        return 1
+    except (Cancelled, KeyboardInterrupt):
+        bar.close()
+        print(f"stopped; resume with --resume (checkpoint in {args.out})", file=err)
+        return 1
+    bar.close()
+    print("finished: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last.items()),
+          file=out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="heirloom")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args, sys.stdout, sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
