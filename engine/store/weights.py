@@ -68,32 +68,28 @@ def missing_networks(source: WeightSource, include_optional: bool = False) -> li
             if not source.has(spec) and (include_optional or spec.name not in OPTIONAL_NETWORKS)]
 
 
-def validate_source(source: WeightSource, require_all: bool = True) -> list[str]:
-    """Read and check every Global network file; returns the problems (empty = all good).
-    Without ``require_all`` an absent optional network (HR) is not a problem."""
+def _problems(source: WeightSource, specs) -> list[str]:
+    """Read and check each of ``specs`` in ``source``; the errors, in words (empty = all good)."""
     problems = []
-    for spec in GLOBAL_NETWORKS:
-        if not require_all and spec.name in OPTIONAL_NETWORKS and not source.has(spec):
-            continue
+    for spec in specs:
         try:
             source.state_dict(spec)
         except CheckpointError as exc:
             problems.append(str(exc))
     return problems
+
+
+def validate_source(source: WeightSource, require_all: bool = True) -> list[str]:
+    """Read and check every Global network file; returns the problems (empty = all good).
+    Without ``require_all`` an absent optional network (HR) is not a problem."""
+    return _problems(source, [spec for spec in GLOBAL_NETWORKS
+                              if require_all or spec.name not in OPTIONAL_NETWORKS or source.has(spec)])
 
 
 def validate_faces(source: WeightSource) -> list[str]:
     """Read and check every face generator ``source`` has; returns the problems (empty = all good).
     Absent ones are no problem: without them the face stage is simply off."""
-    problems = []
-    for spec in FACE_NETWORKS:
-        if not source.has(spec):
-            continue
-        try:
-            source.state_dict(spec)
-        except CheckpointError as exc:
-            problems.append(str(exc))
-    return problems
+    return _problems(source, [spec for spec in FACE_NETWORKS if source.has(spec)])
 
 
 def archive_networks(source: OfficialSource) -> list[NetworkSpec]:
