@@ -4,8 +4,10 @@ message saying why, instead of failing the whole job."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -93,13 +95,66 @@ def ram_bytes() -> tuple[int | None, int | None]:
 
 
 def process_memory_bytes() -> int | None:
-    """Resident memory of this process right now (Linux), None where the platform does not say:
-    what a restoration already holds counts against its memory budget."""
+    """Memory this process holds right now (Linux: resident memory, less what the C heap keeps
+    free for reuse), None where the platform does not say: what a restoration already holds counts
+    against its memory budget. Heap memory kept mapped on purpose (``keep_large_buffers_mapped``)
+    is free for the next restore, so it does not count."""
     try:
         with open("/proc/self/statm", encoding="ascii") as fh:
-            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            resident = int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, IndexError, AttributeError):
         return None
+    return max(0, resident - _heap_free_bytes())
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                 "keepcost")]
+
+
+def _glibc() -> ctypes.CDLL | None:
+    """The C library when it is glibc (Linux), whose allocator we tune; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 - only glibc has it
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def _heap_free_bytes() -> int:
+    """Bytes glibc's heap holds free for reuse (0 where it cannot say)."""
+    libc = _glibc()
+    if libc is None or not hasattr(libc, "mallinfo2"):
+        return 0
+    libc.mallinfo2.restype = _MallInfo2
+    return int(libc.mallinfo2().fordblks)
+
+
+# glibc returns every buffer of more than 128 KiB-32 MiB (its adaptive threshold) to the system
+# when it is freed, and trims the heap above 128 KiB: each restore then maps its working buffers
+# afresh and pays a page fault per 4 KiB of them (our HR path took twice the official code's minor
+# faults per call). Serving buffers up to 32 MiB from the heap and keeping up to 16 GiB of freed heap
+# made repeated restores 1.13x faster with identical output (issue 18's measurement). mallopt takes
+# an int, so the trim threshold is 2 GiB (buffers that large are mapped on their own anyway).
+MMAP_THRESHOLD_BYTES = 32 * 2**20
+TRIM_THRESHOLD_BYTES = 2**31 - 1
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters (malloc.h)
+
+
+def keep_large_buffers_mapped() -> bool:
+    """Tune glibc's allocator so repeated restores reuse their buffers instead of faulting them
+    in again (once per process, at start-up; the CLI and the app call it). The equivalent
+    environment is ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=2147483647``. Returns
+    whether the allocator accepted it (False off glibc: nothing to do there)."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    return bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)
+                and libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
 
 
 def list_devices() -> list[DeviceInfo]:

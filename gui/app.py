@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         print(x11_help(missing), file=sys.stderr)
         return 1
 
+    from engine.device import keep_large_buffers_mapped  # here, like Qt: --help stays instant
+
+    keep_large_buffers_mapped()  # repeated restores reuse their buffers
     app = QApplication.instance() or QApplication([sys.argv[0] if sys.argv else "heirloom"])
     app.setApplicationName("Heirloom")
     app.setOrganizationName("Heirloom")

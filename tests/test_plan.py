@@ -126,19 +126,20 @@ def test_the_restore_runs_what_the_plan_says(restorer, monkeypatch):
     """Restorer asks the policy once and runs its tile, budget, window and precision (facts and
     warning in the result)."""
     wanted = ExecutionPlan(tile=64, attention_window=56, precision=torch.bfloat16, network_budget=300 * MIB,
-                           over_budget="the plan's warning")
+                           over_budget="the plan's warning", attention_rows="holes")
     plans, runs = [], []
     monkeypatch.setattr(pipeline, "plan_restore", lambda *args: plans.append(args[2:]) or wanted)
 
-    def tiled(bank, x, mask, mode, tile, budget, progress, precision, attention_window):
-        runs.append((mode, tile, budget, precision, attention_window))
+    def tiled(bank, x, mask, mode, tile, budget, progress, precision, attention_window, attention_rows):
+        runs.append((mode, tile, budget, precision, attention_window, attention_rows))
         return x, {"tile": tile, "attention_window": attention_window}
 
     monkeypatch.setattr(pipeline, "translate_tiled", tiled)
     result = restorer.restore(np.full((96, 128, 3), 0.5, np.float32), RestoreOptions(faces=False))
     assert plans == [(Mode.QUALITY, 96, 128, restorer.device)]
-    assert runs == [(Mode.QUALITY, 64, 300 * MIB, torch.bfloat16, 56)]
-    assert result.tiling == {"tile": 64, "attention_window": 56, "network_budget_mib": 300, "precision": "bfloat16"}
+    assert runs == [(Mode.QUALITY, 64, 300 * MIB, torch.bfloat16, 56, "holes")]
+    assert result.tiling == {"tile": 64, "attention_window": 56, "network_budget_mib": 300, "precision": "bfloat16",
+                             "attention_rows": "holes"}
     assert "the plan's warning" in result.warnings
 
 

@@ -35,7 +35,7 @@ from engine.cli.train import add_parser as add_train_parser
 from engine.core.detection import OFFICIAL_THRESHOLD, parse_detection_scale
 from engine.core.pipeline import RestoreOptions
 from engine.core.plan import parse_tile
-from engine.device import DeviceError, choose_device
+from engine.device import DeviceError, choose_device, keep_large_buffers_mapped
 from engine.jobs.batch import BatchConfig, BatchError, parse_shard
 from engine.jobs.batch import run as run_batch
 from engine.jobs.detect_batch import DetectConfig, load_bank
@@ -307,6 +307,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
     except SystemExit as exc:  # argparse: --help / --version exit 0, bad usage exits 2
         return int(exc.code or 0)
     args.argv = [str(a) for a in argv]
+    keep_large_buffers_mapped()  # a batch's restores reuse their buffers instead of faulting them in again
     try:
         return args.func(args, out, err)
     except UsageError as exc:

@@ -157,6 +157,8 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
     card = {"name": args.name, "config": config.to_json(), "steps": steps, "output_tone": config.output_tone,
             "networks": {name: kwargs[name] for name in parts},
             "detector_calibration": calibration.to_json(),
+            # exact attention only where it reaches a hole (bench/attention_rows.py measures the difference)
+            "attention_rows": "holes",
             "data": {"clean": [str(p) for p in args.clean], "old": [str(p) for p in args.old]}}
     if config.output_tone == "predicted":
 

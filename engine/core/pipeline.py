@@ -228,12 +228,14 @@ class Restorer:
         plan = plan_restore(self.bank, options, mode, x.shape[-2], x.shape[-1], self.device)
         stage_progress = global_progress.sub(restore_start, 1.0 - restore_start)
         if plan.tile is None:
-            generated = translate(self.bank, x, mask_t, mode, stage_progress, precision=plan.precision).generated
+            generated = translate(self.bank, x, mask_t, mode, stage_progress, precision=plan.precision,
+                                  attention_rows=plan.attention_rows).generated
             tiling = {"tile": None}
         else:
             generated, tiling = translate_tiled(self.bank, x, mask_t, mode, plan.tile, plan.network_budget,
                                                 stage_progress, precision=plan.precision,
-                                                attention_window=plan.attention_window)
+                                                attention_window=plan.attention_window,
+                                                attention_rows=plan.attention_rows)
         tiling.update(plan.facts())
         with torch.inference_mode():  # in place where possible: each copy of a 24 MP photo is 288 MB
             del mask_t

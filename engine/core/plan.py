@@ -29,6 +29,7 @@ from engine.device import (
     process_memory_bytes,
 )
 from engine.models.checkpoints import ModelBank
+from engine.models.networks.partial_nonlocal import AttentionRows
 from engine.models.registry import BY_NAME, Attention
 
 MIN_TILE = 64  # pixels: smaller tiles would be mostly halo
@@ -156,10 +157,12 @@ class ExecutionPlan:
     precision: torch.dtype | None  # autocast dtype; None = exact float32
     network_budget: int  # bytes the networks' tiles may use
     over_budget: str | None = None  # why the photo alone needs more than the memory limit, if it does
+    attention_rows: AttentionRows = "all"  # which attention rows are exact (engine.models.networks.partial_nonlocal)
 
     def facts(self) -> dict:
         """What a result records about the plan (the sidecar's tiling facts)."""
-        return {"network_budget_mib": round(self.network_budget / 2**20), "precision": precision_name(self.precision)}
+        return {"network_budget_mib": round(self.network_budget / 2**20), "precision": precision_name(self.precision),
+                "attention_rows": self.attention_rows}
 
 
 def plan_restore(bank: ModelBank, options: PlanOptions, mode: Mode, h: int, w: int,
@@ -170,4 +173,11 @@ def plan_restore(bank: ModelBank, options: PlanOptions, mode: Mode, h: int, w: i
     window = attention_window(mode, options, h, w)
     return ExecutionPlan(tile=choose_tile(bank, options.tile, mode, h, w, budget, window),
                          attention_window=window, precision=choose_dtype(device, options.precision, mode),
-                         network_budget=budget, over_budget=over_budget)
+                         network_budget=budget, over_budget=over_budget, attention_rows=attention_rows(bank, mode))
+
+
+def attention_rows(bank: ModelBank, mode: Mode) -> AttentionRows:
+    """Which rows of a dense attention the restore computes exactly: what the weights' card allows
+    (official weights: all of them, as the official code does)."""
+    dense = BY_NAME[NETWORKS[mode][1]].traits.attention is Attention.DENSE
+    return bank.source.attention_rows() if dense else "all"

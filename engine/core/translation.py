@@ -10,11 +10,13 @@ import math
 from dataclasses import dataclass
 from enum import Enum
 from fractions import Fraction
+from functools import partial
 
 import torch
 
 from engine.core.tiling import TiledRunner, TileSpec
 from engine.models.checkpoints import ModelBank
+from engine.models.networks.partial_nonlocal import AttentionRows
 from engine.models.registry import BY_NAME
 from engine.progress import Progress
 
@@ -69,12 +71,13 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
 
 def translate(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | None, mode: Mode,
               progress: Progress | None = None, keep_intermediates: bool = False,
-              precision: torch.dtype | None = None) -> Translation:
+              precision: torch.dtype | None = None, attention_rows: AttentionRows = "all") -> Translation:
     """image (1,3,H,W) in [-1,1], mask (1,1,H,W) 0/1 (1 = hole; required for scratch/HR modes).
 
     Returns the decoder output in (-1,1). Without ``keep_intermediates`` the latent and mapped
     tensors are dropped as soon as possible (only ``generated`` is filled) to save memory.
-    Cancellation is checked between networks and inside the attention loops.
+    Cancellation is checked between networks and inside the attention loops. ``attention_rows``:
+    which rows of a partial non-local block are exact (engine.core.plan decides).
     """
     progress = progress or Progress()
     enc_name, map_name, dec_name = NETWORKS[mode]
@@ -89,7 +92,7 @@ def translate(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | None, m
         latent = encoder.encode(image)
         progress.report(0.15, "mapping to the clean latent space")
         mapping_progress = progress.sub(0.15, 0.7)
-        mapped = mapping(latent, mask, step_hook=lambda f: mapping_progress.report(f))
+        mapped = mapping(latent, mask, step_hook=lambda f: mapping_progress.report(f), rows=attention_rows)
         if not keep_intermediates:
             del latent
             latent = torch.empty(0)
@@ -143,7 +146,8 @@ def tile_specs(bank: ModelBank, mode: Mode, tile: int,
 def translate_tiled(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | None, mode: Mode, tile: int,
                     budget_bytes: int | None = None, progress: Progress | None = None,
                     max_first_batch: int = 64, precision: torch.dtype | None = None,
-                    attention_window: int | None = None) -> tuple[torch.Tensor, dict]:
+                    attention_window: int | None = None,
+                    attention_rows: AttentionRows = "all") -> tuple[torch.Tensor, dict]:
     """Like ``translate`` but tile by tile (see ``engine.core.tiling``); image and mask stay on the CPU
     and only tiles move to the device. Returns the decoder output and tiling facts."""
     progress = progress or Progress()
@@ -158,7 +162,8 @@ def translate_tiled(bank: ModelBank, image: torch.Tensor, mask: torch.Tensor | N
         return run
 
     runners = [TiledRunner(reduced(encoder.encode), encoder, enc_spec, device, budget_bytes, max_first_batch),
-               TiledRunner(reduced(mapping), mapping, map_spec, device, budget_bytes, max_first_batch),
+               TiledRunner(reduced(partial(mapping, rows=attention_rows)), mapping, map_spec, device, budget_bytes,
+                           max_first_batch),
                TiledRunner(reduced(decoder.decode), decoder, dec_spec, device, budget_bytes, max_first_batch)]
     progress.report(0.0, "encoding (tiled)")
     latent = runners[0].run(image.cpu(), progress=progress.sub(0.0, 0.15))

@@ -25,6 +25,7 @@ from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save_file as save_safetensors
 from torch import nn
 
+from engine.models.networks.partial_nonlocal import ATTENTION_ROWS, AttentionRows
 from engine.models.predictors import ANCHORED_TONES, StrengthPredictor, TonePredictor
 from engine.models.registry import (
     BY_NAME,
@@ -128,6 +129,13 @@ class WeightSource:
     def tone_predictor(self) -> TonePredictor | None:
         return None
 
+    def attention_rows(self) -> AttentionRows:
+        """Which rows of the partial non-local attention a restore computes exactly: "all" (the
+        official computation; official weights always) or "holes" (the rows of hole cells exactly,
+        the rest locally; for weights whose card says so, measured to make no visible difference:
+        engine.models.networks.partial_nonlocal)."""
+        return "all"
+
     def default_strength(self) -> float:
         """How much of the restoration the pipeline applies outside the holes unless told (1 = all)."""
         return 1.0
@@ -219,6 +227,13 @@ class SafetensorsSource(WeightSource):
             raise CheckpointError(f"{self.folder / self.CARD}: unknown output_tone {tone!r} "
                                   "(expected 'model', 'match-input' or 'predicted')")
         return tone
+
+    def attention_rows(self) -> AttentionRows:
+        rows = self.card.get("attention_rows", "all")
+        if rows not in ATTENTION_ROWS:
+            raise CheckpointError(f"{self.folder / self.CARD}: unknown attention_rows {rows!r} "
+                                  f"(expected {' or '.join(map(repr, ATTENTION_ROWS))})")
+        return rows
 
     def default_strength(self) -> float:
         value = self.card.get("default_strength", 1.0)

@@ -239,6 +239,7 @@ def save_profile(name: str, base: WeightSource, tuned: Mapping[str, Mapping[str,
             "metrics": {"before": dict(info.metrics_before), "after": dict(info.metrics_after)},
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "fine_tuned": sorted(tuned), "networks": networks, "output_tone": base.output_tone(),
+            "attention_rows": base.attention_rows(),
             "files": {f"{n}.safetensors": sha256_file(staging / f"{n}.safetensors") for n in names},
         }
         if "config" in base_card:

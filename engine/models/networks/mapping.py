@@ -15,7 +15,7 @@ from engine.models.networks.blocks import (
     mapping_encoder_layers,
     resnet_blocks,
 )
-from engine.models.networks.partial_nonlocal import PartialNonLocalBlock, StepHook
+from engine.models.networks.partial_nonlocal import AttentionRows, PartialNonLocalBlock, StepHook
 from engine.models.networks.patch_attention import PatchAttention
 
 WIDTH = 512
@@ -30,7 +30,8 @@ class QualityMapping(nn.Module):
         self.model = nn.Sequential(*mapping_encoder_layers(latent, width), *resnet_blocks(width, blocks),
                                    *mapping_decoder_layers(width, latent))
 
-    def forward(self, latent: torch.Tensor, mask: torch.Tensor | None = None, step_hook: StepHook | None = None) -> torch.Tensor:
+    def forward(self, latent: torch.Tensor, mask: torch.Tensor | None = None, step_hook: StepHook | None = None,
+                rows: AttentionRows = "all") -> torch.Tensor:
         return self.model(latent)
 
 
@@ -43,8 +44,10 @@ class ScratchMapping(nn.Module):
         self.NL = PartialNonLocalBlock(width, nl_blocks)
         self.after_NL = nn.Sequential(*resnet_blocks(width, blocks), *mapping_decoder_layers(width, latent))
 
-    def forward(self, latent: torch.Tensor, mask: torch.Tensor, step_hook: StepHook | None = None) -> torch.Tensor:
-        return self.after_NL(self.NL(self.before_NL(latent), mask, step_hook))
+    def forward(self, latent: torch.Tensor, mask: torch.Tensor, step_hook: StepHook | None = None,
+                rows: AttentionRows = "all") -> torch.Tensor:
+        """``rows``: which attention rows are exact (engine.models.networks.partial_nonlocal)."""
+        return self.after_NL(self.NL(self.before_NL(latent), mask, step_hook, rows))
 
 
 class PatchAttentionMapping(nn.Module):
@@ -62,7 +65,9 @@ class PatchAttentionMapping(nn.Module):
         self.NL_scale_3 = PatchAttention(2, width)
         self.after_NL = nn.Sequential(*resnet_blocks(width, 2), *mapping_decoder_layers(width, latent))
 
-    def forward(self, latent: torch.Tensor, mask: torch.Tensor, step_hook: StepHook | None = None) -> torch.Tensor:
+    def forward(self, latent: torch.Tensor, mask: torch.Tensor, step_hook: StepHook | None = None,
+                rows: AttentionRows = "all") -> torch.Tensor:
+        """``rows`` is accepted for a common signature; patch attention only ever compares hole patches."""
         x = self.before_NL(latent)
         stages = [(self.NL_scale_1, self.res_block_1), (self.NL_scale_2, self.res_block_2), (self.NL_scale_3, None)]
         for i, (attention, blocks) in enumerate(stages):
