@@ -137,7 +137,7 @@ def _heap_free_bytes() -> int:
 # glibc returns every buffer of more than 128 KiB-32 MiB (its adaptive threshold) to the system
 # when it is freed, and trims the heap above 128 KiB: each restore then maps its working buffers
 # afresh and pays a page fault per 4 KiB of them (our HR path took twice the official code's minor
-# faults per call). Serving buffers up to 32 MiB from the heap and keeping up to 16 GiB of freed heap
+# faults per call). Serving buffers up to 32 MiB from the heap and keeping freed heap mapped
 # made repeated restores 1.13x faster with identical output (issue 18's measurement). mallopt takes
 # an int, so the trim threshold is 2 GiB (buffers that large are mapped on their own anyway).
 MMAP_THRESHOLD_BYTES = 32 * 2**20
@@ -190,6 +190,34 @@ def memory_budget(device: torch.device, max_memory_gb: float | None = None) -> i
 
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+# What each precision means, in the words the app's Models tab shows.
+PRECISION_LABELS = {
+    "fp32": "Exact (float32)",
+    "auto": "Automatic (reduced where the hardware computes it natively, else exact)",
+    "bf16": "bfloat16 (GPUs, CPUs with AMX/AVX512-BF16; slow where emulated)",
+    "fp16": "float16 (GPUs only)",
+}
+
+
+def describe_runtime(device_preference: str = "auto", precision_preference: str = "fp32") -> str:
+    """One line saying what a restore runs on with these preferences: the backend (PyTorch and its
+    version), the device with its threads and vector instructions, and the precision actually used,
+    or why that precision cannot be used there."""
+    choice = choose_device(device_preference)
+    device = choice.device
+    if device.type == "cpu":
+        isa = torch.backends.cpu.get_cpu_capability()
+        where = f"CPU, {torch.get_num_threads()} threads, {isa} instructions"
+    elif device.type == "cuda":
+        where = f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    else:
+        where = "Apple GPU (MPS)"
+    try:
+        dtype = choose_precision(device, precision_preference)
+        precision = "float32 (exact)" if dtype is None else str(dtype).removeprefix("torch.")
+    except DeviceError as exc:
+        precision = f"not usable: {exc}"
+    return f"PyTorch {torch.__version__.split('+')[0]} on {where}; precision {precision}"
 
 
 def _cpu_has_native_bf16() -> bool:

@@ -36,7 +36,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.device import DeviceInfo, list_devices
+from engine.device import PRECISION_LABELS, DeviceInfo, describe_runtime, list_devices
 from engine.progress import EtaEstimator, Progress, format_seconds
 from engine.store.catalogue import (
     WeightsEntry,
@@ -234,6 +234,14 @@ class ModelsTab(QWidget):
         self.memory_spin.setToolTip("Most memory Heirloom may use while restoring (on the CPU: the whole app, "
                                     "photo included; large photos are then restored in smaller tiles). "
                                     "Automatic: a safe share of what is free.")
+        self.precision_combo = QComboBox(group)
+        for value, label in PRECISION_LABELS.items():
+            self.precision_combo.addItem(label, value)
+        self.precision_combo.setToolTip("How the networks compute. Exact float32 gives the reference result; "
+                                        "reduced precisions are faster only where the hardware computes them.")
+        self.runtime_label = QLabel(group)
+        self.runtime_label.setWordWrap(True)
+        self.runtime_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         found = QLabel("Found on this computer:<br>" + "<br>".join(
             f"<b>{d.name}</b>: {device_label(d)}" for d in self.devices), group)
         found.setWordWrap(True)
@@ -243,7 +251,10 @@ class ModelsTab(QWidget):
         form.addRow("", found)
         form.addRow("Tile size:", self.tile_combo)
         form.addRow("Memory limit:", self.memory_spin)
+        form.addRow("Precision:", self.precision_combo)
+        form.addRow("In use:", self.runtime_label)
         self.device_combo.currentIndexChanged.connect(self._on_device_widget)
+        self.precision_combo.currentIndexChanged.connect(self._on_precision_widget)
         self.tile_combo.currentIndexChanged.connect(self._on_tile_widget)
         self.tile_combo.lineEdit().editingFinished.connect(self._on_tile_widget)
         self.memory_spin.valueChanged.connect(self._on_memory_widget)
@@ -288,6 +299,10 @@ class ModelsTab(QWidget):
         self.memory_spin.blockSignals(True)
         self.memory_spin.setValue(s.max_memory_gb or 0.0)
         self.memory_spin.blockSignals(False)
+        self.precision_combo.blockSignals(True)
+        self.precision_combo.setCurrentIndex(max(0, self.precision_combo.findData(s.precision)))
+        self.precision_combo.blockSignals(False)
+        self.runtime_label.setText(describe_runtime(s.device, s.precision))
         self.output_edit.setText(str(s.output_folder) if s.output_folder else "")
         self._update_weights_status()
 
@@ -363,6 +378,9 @@ class ModelsTab(QWidget):
             self._on_custom_edited()
 
     @Slot()
+    def _on_precision_widget(self) -> None:
+        self.settings.precision = self.precision_combo.currentData() or "fp32"
+
     def _on_device_widget(self) -> None:
         self.settings.device = self.device_combo.currentData() or "auto"
 

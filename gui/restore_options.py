@@ -250,6 +250,7 @@ class OptionsPanel(QGroupBox):
             kwargs["faces"] = None if self.faces_unavailable else FACE_VALUES[self.faces_combo.currentData()]
         return RestoreOptions(scratch=self.scratch_auto, hr=self.hr, threshold=threshold, mask_dilation=dilation,
                               tile=self.settings.tile, max_memory_gb=self.settings.max_memory_gb,
+                              precision=self.settings.precision,
                               strength=None if self.strength_spin.value() < 0 else self.strength_spin.value() / 100,
                               **kwargs)
 

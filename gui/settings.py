@@ -20,6 +20,7 @@ from typing import Any
 from PySide6.QtCore import QByteArray, QObject, QSettings, Signal
 
 from engine.core.plan import Tile, parse_tile
+from engine.device import PRECISIONS
 
 RECENT_LIMIT = 10
 SCRATCH_MODES = ("auto", "off")
@@ -112,6 +113,18 @@ class Settings(QObject):
     @tile.setter
     def tile(self, value: Tile | str) -> None:
         self._set("engine/tile", str(parse_tile(value)))
+
+    @property
+    def precision(self) -> str:
+        """``fp32`` (exact, the default) or another of engine.device.PRECISIONS."""
+        value = str(self._get("engine/precision", "fp32") or "fp32")
+        return value if value in PRECISIONS else "fp32"
+
+    @precision.setter
+    def precision(self, value: str) -> None:
+        if value not in PRECISIONS:
+            raise ValueError(f"unknown precision {value!r}; use one of {', '.join(PRECISIONS)}")
+        self._set("engine/precision", value)
 
     @property
     def max_memory_gb(self) -> float | None:

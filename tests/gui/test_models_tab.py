@@ -329,3 +329,20 @@ def test_device_tile_memory_and_output_folder_are_settings_shared_with_the_resto
     assert window.restore_tab.default_save_path() == tmp_path / "restored" / "a_restored.png"
     tab.output_reset_button.click()
     assert window.settings.output_folder is None
+
+
+def test_the_tab_says_which_backend_and_precision_run_and_the_choice_reaches_the_restore(make_window):
+    window = make_window()
+    tab = window.models_tab
+    window.settings.device = "cpu"
+    line = tab.runtime_label.text()
+    assert line.startswith("PyTorch ") and "CPU" in line and "instructions" in line
+    assert line.endswith("precision float32 (exact)")
+    assert tab.precision_combo.currentData() == "fp32"
+    assert window.restore_tab.options_panel.options(0.4, 0).precision == "fp32"
+    tab.precision_combo.setCurrentIndex(tab.precision_combo.findData("bf16"))
+    assert window.settings.precision == "bf16"
+    assert window.restore_tab.options_panel.options(0.4, 0).precision == "bf16"
+    assert tab.runtime_label.text().endswith("precision bfloat16")
+    tab.precision_combo.setCurrentIndex(tab.precision_combo.findData("fp16"))  # GPU only: the line says why
+    assert "not usable: fp16 is for GPUs" in tab.runtime_label.text()
