@@ -189,13 +189,14 @@ def memory_budget(device: torch.device, max_memory_gb: float | None = None) -> i
     return int((free or total or 8 * 2**30) * 0.6)
 
 
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto", "fast")
 # What each precision means, in the words the app's Models tab shows.
 PRECISION_LABELS = {
     "fp32": "Exact (float32)",
     "auto": "Automatic (reduced where the hardware computes it natively, else exact)",
     "bf16": "bfloat16 (GPUs, CPUs with AMX/AVX512-BF16; slow where emulated)",
     "fp16": "float16 (GPUs only)",
+    "fast": "Fast (int8 convolutions on the CPU, checked against exact at start-up; our default weights)",
 }
 
 
@@ -230,10 +231,11 @@ def choose_precision(device: torch.device, preference: str = "fp32") -> torch.dt
 
     ``auto`` picks bfloat16 where the hardware computes it natively (CUDA Ampere and newer; CPUs
     with AMX or AVX512-BF16), float16 on older CUDA GPUs, and float32 elsewhere (emulated bf16 on a
-    plain AVX2 CPU is slower than float32)."""
+    plain AVX2 CPU is slower than float32). ``fast`` (int8 convolutions on CPUs, engine.core.fast)
+    needs no autocast: None here, the pipeline swaps the networks."""
     if preference not in PRECISIONS:
-        raise DeviceError(f"unknown precision {preference!r}; use fp32, bf16, fp16 or auto")
-    if preference == "fp32":
+        raise DeviceError(f"unknown precision {preference!r}; use fp32, bf16, fp16, auto or fast")
+    if preference in ("fp32", "fast"):  # fast: float32 autocast; its int8 networks are engine.core.fast's
         return None
     if preference == "bf16":
         return torch.bfloat16

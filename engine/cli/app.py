@@ -251,8 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tile size in pixels; auto (default) tiles only when the photo does not fit in memory")
     r.add_argument("--max-memory", type=float, metavar="GB", help="memory budget; on the CPU for the whole process, photo included "
                    "(default: a share of what is free)")
-    r.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto"], default="fp32",
-                   help="fp32 (exact, default); bf16/fp16 are faster where the hardware supports them natively")
+    r.add_argument("--precision", choices=["fp32", "bf16", "fp16", "auto", "fast"], default="fp32",
+                   help="fp32 (exact, default); bf16/fp16 are faster where the hardware supports them natively; "
+                        "fast: int8 convolutions on CPUs (needs OpenVINO; checked against fp32 at start, "
+                        "fp32 if it disagrees)")
     r.add_argument("--strength", type=parse_strength, metavar="S",
                    help="how much of the restoration to apply outside repaired scratches, 0-1 "
                         "(default: the weights' own; 1 for the official weights)")

@@ -38,6 +38,7 @@ from engine.core.faces.stage import (
     refine_faces,
     require_detector,
 )
+from engine.core.fast import FAST, PRECISION_NAME, FastUnavailable, fast_bank
 from engine.core.plan import Tile, parse_tile, plan_restore
 from engine.core.strength import apply_strength
 from engine.core.tone import apply_output_tone
@@ -87,7 +88,7 @@ class RestoreOptions:
     detection_scale: DetectionScale = "official"
     tile: Tile = "auto"  # "auto": untiled when it fits the memory budget; "off"; or a tile size in px
     max_memory_gb: float | None = None  # memory budget; None = a safe share of what the device has free
-    precision: str = "fp32"  # fp32 (exact), bf16, fp16 (GPU) or auto (reduced where the hardware is native)
+    precision: str = "fp32"  # fp32 (exact), bf16, fp16 (GPU), auto (reduced where the hardware is native), fast (CPU int8)
     faces: bool | None = None  # refine faces: True = required, False = off, None = if the weights have the generator
     # how much of the restoration to apply outside the repaired holes (holes are always repaired):
     # 1 = all of it (official), 0 = only the holes; None = the weights' default (engine.core.strength)
@@ -227,8 +228,9 @@ class Restorer:
             mask_t, _ = pad_to_multiple(torch.from_numpy(holes.astype(np.float32))[None, None], multiple)
         plan = plan_restore(self.bank, options, mode, x.shape[-2], x.shape[-1], self.device)
         stage_progress = global_progress.sub(restore_start, 1.0 - restore_start)
+        networks, fast_note = self._fast_networks(options, mode, plan.tile)
         if plan.tile is None:
-            generated = translate(self.bank, x, mask_t, mode, stage_progress, precision=plan.precision,
+            generated = translate(networks, x, mask_t, mode, stage_progress, precision=plan.precision,
                                   attention_rows=plan.attention_rows).generated
             tiling = {"tile": None}
         else:
@@ -237,6 +239,9 @@ class Restorer:
                                                 attention_window=plan.attention_window,
                                                 attention_rows=plan.attention_rows)
         tiling.update(plan.facts())
+        if networks is not self.bank:
+            tiling["precision"] = PRECISION_NAME
+            tiling["fast_self_check_db"] = round(networks.self_check_psnr, 1)
         with torch.inference_mode():  # in place where possible: each copy of a 24 MP photo is 288 MB
             del mask_t
             generated = self._anchor_tone(generated[:1, :, :h, :w].float(), x[:1, :, :h, :w], original, holes)
@@ -251,12 +256,28 @@ class Restorer:
                             brushed=user_mask is not None)
         if plan.over_budget:
             out.warnings.append(plan.over_budget)
+        if fast_note:
+            out.warnings.append(fast_note)
         if faces_skipped:
             out.warnings.append(faces_skipped)
         if face_net is not None:
             self._face_stage(out, face_net, required=bool(options.faces), progress=progress.sub(0.8, 0.2))
         progress.report(1.0, "done")
         return out
+
+    def _fast_networks(self, options: RestoreOptions, mode: Mode, tile: int | None):
+        """The networks to restore with and why fast precision was not used: the bank (and None) unless
+        ``--precision fast`` asks for its int8 form (engine.core.fast); the bank and the reason when
+        fast precision cannot run, so the restore is exact float32 and says so."""
+        if options.precision != FAST:
+            return self.bank, None
+        if tile is not None:
+            return self.bank, ("fast precision runs untiled restores only (its networks cannot share "
+                               "normalisation statistics across tiles); this one ran in float32")
+        try:
+            return fast_bank(self.bank, mode), None
+        except FastUnavailable as exc:
+            return self.bank, str(exc)
 
     def _anchor_tone(self, generated: torch.Tensor, network_input: torch.Tensor, original: np.ndarray,
                      holes: np.ndarray | None) -> torch.Tensor:

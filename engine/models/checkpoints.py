@@ -318,6 +318,7 @@ class ModelBank:
 
     def __post_init__(self) -> None:
         self._nets: dict[str, nn.Module] = {}
+        self.derived: dict[str, dict] = {}  # forms of these networks made once (e.g. engine.core.fast's int8)
 
     def get(self, name: str) -> nn.Module:
         if name not in self._nets:
