@@ -128,6 +128,11 @@ class WeightSource:
     def tone_predictor(self) -> TonePredictor | None:
         return None
 
+    def detection_scale(self) -> str | int:
+        """The scale the scratch detector runs at unless told (engine.core.detection reads it): the
+        official 256 px short side unless the weights' card says otherwise."""
+        return "official"
+
     def default_strength(self) -> float:
         """How much of the restoration the pipeline applies outside the holes unless told (1 = all)."""
         return 1.0
@@ -219,6 +224,11 @@ class SafetensorsSource(WeightSource):
             raise CheckpointError(f"{self.folder / self.CARD}: unknown output_tone {tone!r} "
                                   "(expected 'model', 'match-input' or 'predicted')")
         return tone
+
+    def detection_scale(self) -> str | int:
+        """The card's ``detection_scale`` (validated where it is used, by
+        engine.core.detection.parse_detection_scale), else the official 256 px."""
+        return self.card.get("detection_scale", "official")
 
     def default_strength(self) -> float:
         value = self.card.get("default_strength", 1.0)
