@@ -48,7 +48,7 @@ from engine.io.encode import write_png  # noqa: E402
 from engine.io.pixels import to_u8
 from engine.models.checkpoints import ModelBank, WeightSource  # noqa: E402
 from engine.models.registry import NetworkSpec  # noqa: E402
-from engine.store.weights import resolve_weights  # noqa: E402
+from engine.store.catalogue import resolve_weights  # noqa: E402
 from engine.training.face_data import (  # noqa: E402
     DETECT_SIDE,
     FACE_SIZE,

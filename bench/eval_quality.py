@@ -33,7 +33,7 @@ from engine.io.decode import read_rgb
 from engine.io.encode import write_png  # noqa: E402
 from engine.io.pixels import to_u8
 from engine.models.checkpoints import ModelBank  # noqa: E402
-from engine.store.weights import resolve_weights  # noqa: E402
+from engine.store.catalogue import resolve_weights  # noqa: E402
 from engine.training.data import list_photos, load_small, split_holdout  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data"

@@ -24,11 +24,11 @@ import numpy as np
 import torch
 from PySide6.QtCore import QObject, Qt, QThread, Signal, Slot
 
-from engine.core.detection import scratch_probability
 from engine.core.pipeline import (
     RestoreOptions,
     Restorer,
     RestoreResult,
+    detection_probability,
     required_networks,
 )
 from engine.io.metadata import PhotoFile
@@ -166,7 +166,8 @@ class DetectJob:
     image: np.ndarray  # HxWx3 (uint8 or uint16) or HxW
     weights: str
     device: torch.device
-    scale: str | int = "official"
+    scale: str | int | None = None  # None: the weights' own detection scale
+    protect_faces: bool = True  # clear what is detected on eyes and mouths (engine.core.faces.regions)
 
 
 class DetectTask(Task):
@@ -180,7 +181,9 @@ class DetectTask(Task):
         progress.report(0.0, "loading the detector")
         restorer = self.restorers.get(self.job.weights, self.job.device)
         restorer.bank.get("detector")
-        return scratch_probability(restorer.bank, as_rgb(self.job.image), self.job.scale, progress)
+        # the engine's mask policy for a view that re-thresholds: eyes and mouths of faces are not damage
+        return detection_probability(restorer.bank, as_rgb(self.job.image), self.job.scale,
+                                     self.job.protect_faces, progress)[0]
 
 
 @dataclass(frozen=True)

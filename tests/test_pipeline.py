@@ -90,8 +90,8 @@ def test_dilation_grows_the_detected_part_and_the_users_mask_is_added_as_it_is(m
     monkeypatch.setattr(pipeline, "detect_scratches", lambda *_args: probability)
     user = np.zeros((32, 32), bool)
     user[24, 24] = True
-    holes, detected = damage_mask(None, np.zeros((32, 32, 3), np.float32),
-                                  RestoreOptions(scratch=True, mask_dilation=2), user)
+    holes, detected, *_ = damage_mask(None, np.zeros((32, 32, 3), np.float32),
+                                      RestoreOptions(scratch=True, mask_dilation=2, detection_scale="official"), user)
     assert detected is probability
     assert np.array_equal(holes, mask_from_probability(probability, 0.4, 2) | user)
     assert holes[6:11, 6:11].all() and holes.sum() == 25 + 1

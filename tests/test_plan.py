@@ -176,9 +176,9 @@ def test_detection_scales_are_read_by_one_parser(text, value):
     assert RestoreOptions(detection_scale=text).detection_scale == value
 
 
-@pytest.mark.parametrize("text", ["100", "48", "auto", "half", "", 1000])
+@pytest.mark.parametrize("text", ["100", "48", "automatic", "half", "", 1000])
 def test_a_bad_detection_scale_says_what_is_accepted(text):
-    message = ("the detection scale must be official, full, off or a short side in pixels that is a multiple of 16 "
+    message = ("the detection scale must be official, full, auto, off or a short side in pixels that is a multiple of 16 "
                f"(at least 64), not {text!r}")
     with pytest.raises(ValueError, match=re.escape(message)):
         parse_detection_scale(text)

@@ -4,9 +4,9 @@
                    [--mask FILE | --mask-dir DIR] [--weights default|official|profile:NAME|PATH]
                    [--device auto|cpu|cuda|cuda:N|mps] [--save-mask] [--overwrite]
                    [--format auto|png|tiff|jpeg [--quality N]] [--allow-huge]
-                   [--resume] [--state FILE] [--shard K/N]
+                   [--resume] [--state FILE] [--shard K/N] [--no-face-protection]
     python main.py detect INPUT... -o OUTDIR [--weights ...] [--device ...] [--detect-scale ...]
-                   [--threshold P] [--dilation N] [--overwrite] [--allow-huge]
+                   [--threshold P] [--dilation N] [--no-face-protection] [--overwrite] [--allow-huge]
                                                damage masks only: <stem>_mask.png (+ sidecar) per photo
     python main.py models                      list weights and whether they validate
     python main.py models import PATH.zip      validate and install global_checkpoints.zip or face_checkpoints.zip
@@ -75,7 +75,7 @@ def cmd_restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         inputs=tuple(args.inputs), outdir=outdir,
         options=RestoreOptions(scratch=args.scratch, hr=args.hr, tile=args.tile, max_memory_gb=args.max_memory,
                                detection_scale=args.detect_scale, precision=args.precision, faces=args.faces,
-                               strength=args.strength),
+                               strength=args.strength, protect_faces=args.face_protection),
         mask=Path(args.mask) if args.mask else None, mask_dir=Path(args.mask_dir) if args.mask_dir else None,
         weights=args.weights, fmt=args.format, quality=args.quality if args.quality is not None else 95,
         save_mask=args.save_mask, overwrite=args.overwrite, allow_huge=args.allow_huge, resume=args.resume,
@@ -97,7 +97,7 @@ def cmd_detect(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if choice.note:
         print(f"warning: {choice.note}", file=err)
     options = RestoreOptions(scratch=True, threshold=args.threshold, mask_dilation=args.dilation,
-                             detection_scale=args.detect_scale)
+                             detection_scale=args.detect_scale, protect_faces=args.face_protection)
     config = DetectConfig(tuple(args.inputs), outdir, options, args.weights, args.overwrite, args.allow_huge,
                           tuple(args.argv))
     started = time.perf_counter()
@@ -258,10 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--strength", type=parse_strength, metavar="S",
                    help="how much of the restoration to apply outside repaired scratches, 0-1 "
                         "(default: the weights' own; 1 for the official weights)")
-    r.add_argument("--detect-scale", type=argument_type(parse_detection_scale), default="official",
-                   metavar="official|full|N",
-                   help="resolution the scratch detector sees: official (256 px short side), full, or N px")
-    r.set_defaults(func=cmd_restore, scratch=False, faces=None)
+    r.add_argument("--detect-scale", type=argument_type(parse_detection_scale), default=None,
+                   metavar="official|full|auto|N",
+                   help="resolution the scratch detector sees: official (256 px short side), full, auto (full up to "
+                        "1536 px) or N px; default: the weights' own (auto for Heirloom's, official for the official)")
+    r.add_argument("--no-face-protection", dest="face_protection", action="store_false",
+                   help="keep what the detector marks on eyes and mouths (by default it is cleared there: the "
+                        "detector takes pupils and teeth for damage; brushed masks are never cleared)")
+    r.set_defaults(func=cmd_restore, scratch=False, faces=None, face_protection=True)
 
     d = sub.add_parser("detect", help="write damage masks only (<stem>_mask.png), to review before restoring "
                                       "with restore --mask-dir")
@@ -269,16 +273,20 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-o", "--output", required=True, metavar="OUTDIR", help="folder for the masks")
     d.add_argument("--weights", default="default", help="default, official, profile:NAME or a weights folder")
     d.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    d.add_argument("--detect-scale", type=argument_type(parse_detection_scale), default="official",
-                   metavar="official|full|N",
-                   help="resolution the scratch detector sees: official (256 px short side), full, or N px")
+    d.add_argument("--detect-scale", type=argument_type(parse_detection_scale), default=None,
+                   metavar="official|full|auto|N",
+                   help="resolution the scratch detector sees: official (256 px short side), full, auto (full up to "
+                        "1536 px) or N px; default: the weights' own (auto for Heirloom's, official for the official)")
     d.add_argument("--threshold", type=parse_threshold, default=OFFICIAL_THRESHOLD, metavar="P",
                    help=f"detector probability that counts as damage (default {OFFICIAL_THRESHOLD})")
     d.add_argument("--dilation", type=int, choices=range(0, 11), default=None, metavar="N",
                    help="grow the mask by N pixels (default 0)")
+    d.add_argument("--no-face-protection", dest="face_protection", action="store_false",
+                   help="keep what the detector marks on eyes and mouths (by default it is cleared there: the "
+                        "detector takes pupils and teeth for damage; brushed masks are never cleared)")
     d.add_argument("--overwrite", action="store_true", help="replace existing masks (they may hold your corrections)")
     d.add_argument("--allow-huge", action="store_true", help="read photos above the decompression-bomb limit")
-    d.set_defaults(func=cmd_detect)
+    d.set_defaults(func=cmd_detect, face_protection=True)
 
     m = sub.add_parser("models", help="list, import or download weights")
     msub = m.add_subparsers(dest="models_command")

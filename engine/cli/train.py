@@ -159,6 +159,8 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
             "detector_calibration": calibration.to_json(),
             # exact attention only where it reaches a hole (bench/attention_rows.py measures the difference)
             "attention_rows": "holes",
+            # our detectors train on crops at the photo's own resolution (docs/benchmarks/detection-scale.md)
+            "detection_scale": "auto",
             "data": {"clean": [str(p) for p in args.clean], "old": [str(p) for p in args.old]}}
     if config.output_tone == "predicted":
 

@@ -21,19 +21,24 @@ DETECTOR_MULTIPLE = BY_NAME["detector"].traits.spatial_multiple  # 16: four stri
 MIN_DETECTION_SHORT_SIDE = 64
 
 NO_DETECTION = "off"  # the mask given is final: no detector runs (a reviewed mask, HR from the GUI)
-DetectionScale = int | Literal["official", "full", "off"]
+DetectionScale = int | Literal["official", "full", "auto", "off"]
+# "auto": the photo's own resolution, shrunk to this short side when larger. Measured on the real-damage
+# set (bench/eval_detection.py, docs/benchmarks/detection-scale.md): the default weights find real damage
+# best at the photo's own resolution (the set's photos have short sides up to 1245 px); larger scans are
+# shrunk to 1536 px so detection time stays bounded (and the detector tiles above 1 MP, as for "full").
+AUTO_MAX_SHORT_SIDE = 1536
 
 
 def parse_detection_scale(value: str | int) -> DetectionScale:
-    """The one reading of a detection scale (CLI, options, benchmarks): ``official``, ``full`` or a
-    short side in pixels that the detector can take (a multiple of its spatial multiple, at least
+    """The one reading of a detection scale (CLI, options, benchmarks, weights' cards): ``official``,
+    ``full``, ``auto`` (full up to AUTO_MAX_SHORT_SIDE), ``off`` or a short side in pixels that the detector can take (a multiple of its spatial multiple, at least
     MIN_DETECTION_SHORT_SIDE). Raises ValueError saying what is accepted."""
     text = str(value).strip().lower()
-    if text in ("official", "full", NO_DETECTION):
+    if text in ("official", "full", "auto", NO_DETECTION):
         return text
     if text.isdigit() and int(text) >= MIN_DETECTION_SHORT_SIDE and int(text) % DETECTOR_MULTIPLE == 0:
         return int(text)
-    raise ValueError(f"the detection scale must be official, full, off or a short side in pixels that is a multiple of "
+    raise ValueError(f"the detection scale must be official, full, auto, off or a short side in pixels that is a multiple of "
                      f"{DETECTOR_MULTIPLE} (at least {MIN_DETECTION_SHORT_SIDE}), not {value!r}")
 
 
@@ -63,14 +68,29 @@ def run_detector(bank: ModelBank, grey: torch.Tensor, size: tuple[int, int], ant
     return TiledRunner(unet, unet, spec, device, max_first_batch=1).run(scaled)
 
 
+def weights_detection_scale(bank: ModelBank) -> DetectionScale:
+    """The scale the weights' card asks for (``official`` without one); a bad card value fails here."""
+    try:
+        return parse_detection_scale(bank.source.detection_scale())
+    except ValueError as exc:
+        raise ValueError(f"{bank.source.label}: its model card's detection_scale is not usable: {exc}") from None
+
+
+def resolve_detection_scale(bank: ModelBank, scale: str | int | None) -> DetectionScale:
+    """``scale`` as parsed, or the weights' own when None (RestoreOptions' default)."""
+    return weights_detection_scale(bank) if scale is None else parse_detection_scale(scale)
+
+
 def detection_short_side(scale: str | int, h: int, w: int) -> int:
     """``"official"`` (256 px, what the official code always does), ``"full"`` (the photo's own
-    resolution: finds hairline scratches on big scans) or an explicit short side in pixels."""
+    resolution: finds hairline scratches on big scans), ``"auto"`` (the photo's own resolution up to
+    AUTO_MAX_SHORT_SIDE, never enlarged) or an explicit short side in pixels."""
     scale = parse_detection_scale(scale)
     if scale == "official":
         return OFFICIAL_SHORT_SIDE
-    if scale == "full":
-        return max(DETECTOR_MULTIPLE, round(min(h, w) / DETECTOR_MULTIPLE) * DETECTOR_MULTIPLE)
+    if scale in ("full", "auto"):
+        short = min(h, w) if scale == "full" else min(h, w, AUTO_MAX_SHORT_SIDE)
+        return max(DETECTOR_MULTIPLE, round(short / DETECTOR_MULTIPLE) * DETECTOR_MULTIPLE)
     return scale
 
 
@@ -97,9 +117,10 @@ def detect_scratches(bank: ModelBank, image: np.ndarray, short_side: int = OFFIC
     return prob[0, 0].cpu().numpy()
 
 
-def scratch_probability(bank: ModelBank, image: np.ndarray, scale: str | int = "official",
+def scratch_probability(bank: ModelBank, image: np.ndarray, scale: str | int | None = None,
                         progress: Progress | None = None) -> np.ndarray:
-    """HxWx3 uint8 / uint16 / float photo -> HxW float32 damage probability in [0, 1].
+    """HxWx3 uint8 / uint16 / float photo -> HxW float32 damage probability in [0, 1], at ``scale``
+    (None: the weights' own, :func:`weights_detection_scale`).
 
     The expensive half of detection, kept apart so an interactive view can run it once and then
     re-threshold with :func:`mask_from_probability` as often as a slider moves.
@@ -113,7 +134,7 @@ def scratch_probability(bank: ModelBank, image: np.ndarray, scale: str | int = "
     else:
         rgb = np.clip(image[..., :3].astype(np.float32), 0.0, 1.0)
     h, w = rgb.shape[:2]
-    return detect_scratches(bank, rgb, detection_short_side(scale, h, w), progress)
+    return detect_scratches(bank, rgb, detection_short_side(resolve_detection_scale(bank, scale), h, w), progress)
 
 
 def mask_from_probability(probability: np.ndarray, threshold: float = OFFICIAL_THRESHOLD,

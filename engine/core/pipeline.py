@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -30,7 +31,10 @@ from engine.core.detection import (
     detection_short_side,
     mask_from_probability,
     parse_detection_scale,
+    resolve_detection_scale,
 )
+from engine.core.faces.regions import OFF as FACE_PROTECTION_OFF
+from engine.core.faces.regions import FaceProtection, protect_faces, protect_probability
 from engine.core.faces.stage import (
     FaceReport,
     FacesUnavailable,
@@ -53,22 +57,51 @@ from engine.models.checkpoints import ModelBank
 from engine.progress import Progress
 
 
+class DamageMask(NamedTuple):
+    holes: np.ndarray  # HxW bool, all False when nothing is marked
+    detected: np.ndarray | None  # the detector's probability (before face protection), or None
+    face_protection: FaceProtection | None  # what face protection did; None when no detector ran
+    scale: DetectionScale | None = None  # the detection scale applied (the weights' own when not given)
+
+
 def damage_mask(bank: ModelBank, rgb: np.ndarray, options: "RestoreOptions", user_mask: np.ndarray | None = None,
-                progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+                progress: Progress | None = None) -> DamageMask:
     """The one mask policy (``restore``, ``detect``, the album queue, the Restore tab): the detector's
     probability when the options ask for detection, thresholded and grown by the options' dilation
-    (a thresholded scratch is thinner than the damage it marks), then merged with the user's mask,
-    which is never grown: a person's brushed pixels are exact by intent.
-    Returns (holes HxW bool, all False when nothing is marked; detector probability or None)."""
+    (a thresholded scratch is thinner than the damage it marks), then cleared on the eyes and mouths
+    of the faces in the photo (``options.protect_faces``, ``engine.core.faces.regions``: the detector
+    takes pupils and teeth for damage), then merged with the user's mask, which is never grown nor
+    cleared: a person's brushed pixels are exact by intent.
+    Returns (holes, detector probability or None, face protection report or None, scale applied or None)."""
     h, w = rgb.shape[:2]
     holes = np.zeros((h, w), bool)
-    detected = None
+    detected = protection = scale = None
     if options.detect:
-        detected = detect_scratches(bank, rgb, detection_short_side(options.detection_scale, h, w), progress)
+        scale = resolve_detection_scale(bank, options.detection_scale)
+        detected = detect_scratches(bank, rgb, detection_short_side(scale, h, w), progress)
         holes = mask_from_probability(detected, options.threshold, options.dilation)
+        if options.protect_faces:
+            holes, protection = protect_faces(holes, rgb)
+        else:
+            protection = FACE_PROTECTION_OFF
     if user_mask is not None:
         holes |= np.asarray(user_mask).astype(bool)
-    return holes, detected
+    return DamageMask(holes, detected, protection, scale)
+
+
+def detection_probability(bank: ModelBank, image: np.ndarray, scale: DetectionScale | None = None,
+                          protect: bool = True, progress: Progress | None = None
+                          ) -> tuple[np.ndarray, FaceProtection]:
+    """The same policy for a view that keeps the probability to re-threshold it as sliders move (the
+    Restore tab's Detect): the detector's probability at ``scale`` (None: the weights' own), zeroed
+    on the eyes and mouths of faces when ``protect`` (``damage_mask`` clears them from the mask)."""
+    rgb = as_float_rgb(image)
+    h, w = rgb.shape[:2]
+    probability = detect_scratches(bank, rgb, detection_short_side(resolve_detection_scale(bank, scale), h, w),
+                                   progress)
+    if not protect:
+        return probability, FACE_PROTECTION_OFF
+    return protect_probability(probability, rgb)
 
 
 # ``RestoreOptions.detection_scale`` value that runs no detector even in scratch or HR mode: the mask
@@ -84,8 +117,9 @@ class RestoreOptions:
     hr: bool = False  # patch-attention mapping (official --HR), detection included
     threshold: float = OFFICIAL_THRESHOLD  # detector probability that counts as damage
     mask_dilation: int | None = None  # 3x3 dilation iterations; None = official (0, HR: 3)
-    # "official" (256 px short side), "full", a short side in px, or NO_DETECTION (the given mask is final)
-    detection_scale: DetectionScale = "official"
+    # None: the weights' own (their card's detection_scale; "official" = 256 px short side without one),
+    # "official", "full", "auto" (full up to 1536 px), a short side in px, or NO_DETECTION (the mask given is final)
+    detection_scale: DetectionScale | None = None
     tile: Tile = "auto"  # "auto": untiled when it fits the memory budget; "off"; or a tile size in px
     max_memory_gb: float | None = None  # memory budget; None = a safe share of what the device has free
     precision: str = "fp32"  # fp32 (exact), bf16, fp16 (GPU), auto (reduced where the hardware is native), fast (CPU int8)
@@ -93,12 +127,15 @@ class RestoreOptions:
     # how much of the restoration to apply outside the repaired holes (holes are always repaired):
     # 1 = all of it (official), 0 = only the holes; None = the weights' default (engine.core.strength)
     strength: float | None = None
+    # clear detected damage on the eyes and mouths of faces (engine.core.faces.regions); never a user's mask
+    protect_faces: bool = True
 
     def __post_init__(self) -> None:
         """Tile and detection scale are read once, here, by their parsers: a bad value fails when
         the options are made (not after detection ran), and "512" from a settings file is 512."""
         object.__setattr__(self, "tile", parse_tile(self.tile))
-        object.__setattr__(self, "detection_scale", parse_detection_scale(self.detection_scale))
+        if self.detection_scale is not None:
+            object.__setattr__(self, "detection_scale", parse_detection_scale(self.detection_scale))
 
     @property
     def detect(self) -> bool:
@@ -129,6 +166,8 @@ class RestoreResult:
     warnings: list[str] = field(default_factory=list)  # things the user should know; the photo is still restored
     strength: float = 1.0  # the restoration strength applied (engine.core.strength)
     brushed: bool = False  # the caller's mask (brushed, reviewed or a mask file) is part of ``mask``
+    face_protection: FaceProtection | None = None  # what face protection did to the detected mask (None: no detection)
+    detection_scale: DetectionScale | None = None  # the scale detection ran at (None: no detection)
 
 
 def as_float_rgb(image: np.ndarray) -> np.ndarray:
@@ -209,9 +248,11 @@ class Restorer:
         detected = None
         holes = None
         restore_start = 0.0
+        policy = None
         if mode.uses_mask:
             t0 = time.perf_counter()
-            holes, detected = damage_mask(self.bank, rgb, options, user_mask, global_progress.sub(0.0, 0.1))
+            policy = damage_mask(self.bank, rgb, options, user_mask, global_progress.sub(0.0, 0.1))
+            holes, detected = policy.holes, policy.detected
             if detected is not None:
                 timings["detection"] = time.perf_counter() - t0
                 restore_start = 0.1
@@ -253,7 +294,9 @@ class Restorer:
         result = apply_strength(result, original, holes, strength)
         timings["restoration"] = time.perf_counter() - t0
         out = RestoreResult(np.ascontiguousarray(result), mode, holes, detected, timings, tiling, strength=strength,
-                            brushed=user_mask is not None)
+                            brushed=user_mask is not None,
+                            face_protection=policy.face_protection if policy is not None else None,
+                            detection_scale=policy.scale if policy is not None else None)
         if plan.over_budget:
             out.warnings.append(plan.over_budget)
         if fast_note:

@@ -310,6 +310,14 @@ def faces_record(options: RestoreOptions, result: Any) -> dict[str, Any]:
     return {"ran": False, "reason": reason}
 
 
+def face_protection_record(result: Any) -> dict[str, Any] | None:
+    """The sidecar's ``mask.face_protection``: whether detected damage was cleared on eyes and mouths
+    (engine.core.faces.regions), how much, or why not ("off", "nothing detected", "unavailable: ...");
+    None when no detector ran (a brushed or reviewed mask is never cleared)."""
+    protection = getattr(result, "face_protection", None)
+    return None if protection is None else protection.describe()
+
+
 @dataclass(frozen=True)
 class Written:
     """One finished photo: what was written and what the user should hear about it."""
@@ -398,11 +406,14 @@ class PhotoProcessor:
             weights={"choice": cfg.weights, "label": getattr(source, "label", None),
                      "files": self.hashes.describe(networks),
                      "card": self.hashes.card()},
-            options={**cfg.settings(), "mode": result.mode.value, "strength_applied": result.strength}, device=provenance.device_info(self.restorer.device),
+            options={**cfg.settings(), "mode": result.mode.value, "strength_applied": result.strength,
+                     "detection_scale_applied": getattr(result, "detection_scale", None)},
+            device=provenance.device_info(self.restorer.device),
             mask={"source": provenance.mask_source(cfg.options.detect, brushed),
                   "file": str(Path(mask_file).resolve()) if from_file else None,
                   "file_sha256": sha256_file(Path(mask_file)) if from_file else None,
-                  "saved": str(mask_out.resolve()) if mask_out is not None else None},
+                  "saved": str(mask_out.resolve()) if mask_out is not None else None,
+                  "face_protection": face_protection_record(result)},
             timings=timings, warnings=notes, command=list(cfg.argv), environment_info=self.env,
             tile=result.tiling or None, faces=faces_record(cfg.options, result))
 

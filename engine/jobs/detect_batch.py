@@ -83,7 +83,8 @@ def detect_one(bank: ModelBank, config: DetectConfig, src: Path, out: Path, hash
     """Detect one photo's damage and write its mask and sidecar; returns the marked fraction."""
     t0 = time.perf_counter()
     photo = read_photo(src, config.allow_huge)
-    mask, _ = damage_mask(bank, as_float_rgb(photo.pixels), config.options, progress=progress)
+    policy = damage_mask(bank, as_float_rgb(photo.pixels), config.options, progress=progress)
+    mask, protection = policy.holes, policy.face_protection
     data = encode_png(mask.astype(np.uint8) * 255)
     write_output(out, data)
     options = asdict(config.options)
@@ -92,8 +93,10 @@ def detect_one(bank: ModelBank, config: DetectConfig, src: Path, out: Path, hash
         "input": {"path": str(src.resolve()), "sha256": photo.sha256, **photo.describe()},
         "mask": {"path": str(out.resolve()), "sha256": sha256_bytes(data), "coverage": float(mask.mean()),
                  "source": "detected", "reviewed": False},
-        "detection": {"threshold": options["threshold"], "scale": options["detection_scale"],
-                      "dilation": config.options.dilation},
+        "detection": {"threshold": options["threshold"], "scale": policy.scale,
+                      "scale_asked": options["detection_scale"],
+                      "dilation": config.options.dilation,
+                      "face_protection": protection.describe() if protection is not None else None},
         "weights": {"choice": config.weights, "label": getattr(bank.source, "label", None),
                     "files": hashes.describe(["detector"]), "card": hashes.card()},
         "device": provenance.device_info(bank.device),

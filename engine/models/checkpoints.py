@@ -136,6 +136,11 @@ class WeightSource:
         engine.models.networks.partial_nonlocal)."""
         return "all"
 
+    def detection_scale(self) -> str | int:
+        """The scale the scratch detector runs at unless told (engine.core.detection reads it): the
+        official 256 px short side unless the weights' card says otherwise."""
+        return "official"
+
     def default_strength(self) -> float:
         """How much of the restoration the pipeline applies outside the holes unless told (1 = all)."""
         return 1.0
@@ -234,6 +239,11 @@ class SafetensorsSource(WeightSource):
             raise CheckpointError(f"{self.folder / self.CARD}: unknown attention_rows {rows!r} "
                                   f"(expected {' or '.join(map(repr, ATTENTION_ROWS))})")
         return rows
+
+    def detection_scale(self) -> str | int:
+        """The card's ``detection_scale`` (validated where it is used, by
+        engine.core.detection.parse_detection_scale), else the official 256 px."""
+        return self.card.get("detection_scale", "official")
 
     def default_strength(self) -> float:
         value = self.card.get("default_strength", 1.0)

@@ -246,6 +246,8 @@ def save_profile(name: str, base: WeightSource, tuned: Mapping[str, Mapping[str,
             card["config"] = base_card["config"]
         if base.default_strength() != 1.0:
             card["default_strength"] = base.default_strength()
+        if base.detection_scale() != "official":  # the scale the base detector was measured at
+            card["detection_scale"] = base.detection_scale()
         if (strength := base.strength_predictor()) is not None:
             card["strength_predictor"] = strength.to_json()
         if (predictor := base.tone_predictor()) is not None:  # the profile's output gets the base's tone
