@@ -10,7 +10,9 @@ of ../shared/data/clean_train), each downscaled to ``--side`` and damaged with `
   (b) the classical peer: OpenCV non-local-means denoising, then Telea inpainting given the TRUE mask,
   (c) Heirloom (scratch mode, its own detected mask), and (d) Heirloom given the true mask,
 and the detector's precision / recall / F1 / ROC-AUC on the held-out synthetic scratches. Also writes
-before/after images for every photo in ../shared/data/real_old/. Prints Markdown; asserts nothing.
+before/after images for every photo in ../shared/data/real_old/, and reports the colour drift on all
+real scans (bench/eval_colour.py: default settings vs --correct-fading; ``--no-colour`` skips it).
+Prints Markdown; asserts nothing.
 """
 
 from __future__ import annotations
@@ -64,6 +66,9 @@ def main() -> None:
     parser.add_argument("--side", type=int, default=384)
     parser.add_argument("--real", type=int, help="only the first N real old photos (default: all)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "quality")
+    parser.add_argument("--no-colour", action="store_true", help="skip the colour drift on the real scans")
+    parser.add_argument("--colour-side", type=int, default=512,
+                        help="long side the real scans are downscaled to for the colour drift (0: as they are)")
     args = parser.parse_args()
     device = choose_device("auto").device
     restorer = Restorer(ModelBank(resolve_weights(args.weights), device))
@@ -99,6 +104,13 @@ def main() -> None:
         before_after = np.concatenate([image.astype(np.float32) / 255.0, result.image], axis=1)
         write_png(args.out / f"real_{path.stem}.png", to_u8(before_after))
     print(f"\nBefore/after images of {len(real)} real old photos in {args.out}")
+    if not args.no_colour:
+        from eval_colour import TwoTones, measure, real_scans, report  # bench/, next to this script
+
+        print()
+        colour = RestoreOptions()  # as the command line restores by default
+        rows = measure(TwoTones(restorer.bank), real_scans(), args.colour_side, colour, log=sys.stderr)
+        report(rows, args.colour_side, colour, args.weights)
 
 
 if __name__ == "__main__":

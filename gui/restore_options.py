@@ -36,6 +36,10 @@ TILE_CHOICES = ("auto", "off", "512", "1024", "2048")
 TILE_TIP = (f"auto: process in tiles only when the photo does not fit in memory; off: never; or a tile size "
             f"in pixels (at least {MIN_TILE})")
 FACES_TIP = "Sharpen faces with the face network. Auto: when faces are found."
+FADING_TIP = ("Off (default): the restored photo keeps its own tone and colour balance outside repaired "
+              "damage: grey stays grey, sepia stays sepia.\nOn: the weights estimate the photo's unfaded "
+              "tone and recolour it towards that (may shift the colours of a toned or hand-coloured print).\n"
+              "The official weights always set the tone themselves.")
 
 
 def faces_unavailable(weights: str, hr: bool) -> tuple[str, str] | None:
@@ -101,7 +105,8 @@ def commit_tile_combo(combo: QComboBox, settings: Settings) -> None:
 
 
 class OptionsPanel(QGroupBox):
-    """Scratch mode, HR, faces, device and tile size; ``options()`` turns them into RestoreOptions."""
+    """Scratch mode, HR, fading correction, faces, strength, device and tile size; ``options()`` turns
+    them into RestoreOptions (the Restore tab's and the album queue's: one path)."""
 
     changed = Signal()
 
@@ -120,6 +125,8 @@ class OptionsPanel(QGroupBox):
         self.hr_checkbox = QCheckBox("High-resolution mode (HR)", self)
         self.hr_checkbox.setToolTip("Patch-attention restoration for large scratched scans (slower; "
                                     "needs weights with the HR network, e.g. the official ones)")
+        self.fading_checkbox = QCheckBox("Correct fading", self)
+        self.fading_checkbox.setToolTip(FADING_TIP)
         self.faces_combo = QComboBox(self)
         for text, value in (("Auto", "auto"), ("On", "on"), ("Off", "off")):
             self.faces_combo.addItem(text, value)
@@ -158,6 +165,7 @@ class OptionsPanel(QGroupBox):
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         form.addRow("Repair scratches:", self.scratch_combo)
         form.addRow("", self.hr_checkbox)
+        form.addRow("", self.fading_checkbox)
         form.addRow("Refine faces:", self.faces_combo)
         form.addRow("", self.faces_note)
         form.addRow("Strength:", self.strength_spin)
@@ -170,6 +178,7 @@ class OptionsPanel(QGroupBox):
         self.scratch_combo.currentIndexChanged.connect(self._on_widget_changed)
         self.hr_checkbox.toggled.connect(self._on_widget_changed)
         self.hr_checkbox.toggled.connect(self.refresh_faces)
+        self.fading_checkbox.toggled.connect(self._on_widget_changed)
         self.faces_combo.currentIndexChanged.connect(self._on_widget_changed)
         self.device_combo.currentIndexChanged.connect(self._on_widget_changed)
         self.tile_combo.currentIndexChanged.connect(self._on_widget_changed)
@@ -188,6 +197,9 @@ class OptionsPanel(QGroupBox):
         self.hr_checkbox.blockSignals(True)
         self.hr_checkbox.setChecked(s.hr)
         self.hr_checkbox.blockSignals(False)
+        self.fading_checkbox.blockSignals(True)
+        self.fading_checkbox.setChecked(s.correct_fading)
+        self.fading_checkbox.blockSignals(False)
         self.strength_spin.blockSignals(True)
         self.strength_spin.setValue(-1 if s.strength is None else s.strength)
         self.strength_spin.blockSignals(False)
@@ -217,6 +229,7 @@ class OptionsPanel(QGroupBox):
         try:
             s.scratch_mode = self.scratch_combo.currentData()
             s.hr = self.hr_checkbox.isChecked()
+            s.correct_fading = self.fading_checkbox.isChecked()
             s.faces = self.faces_combo.currentData()
             s.strength = None if self.strength_spin.value() < 0 else self.strength_spin.value()
             s.device = self.device_combo.currentData() or "auto"
@@ -252,11 +265,12 @@ class OptionsPanel(QGroupBox):
                               tile=self.settings.tile, max_memory_gb=self.settings.max_memory_gb,
                               precision=self.settings.precision,
                               strength=None if self.strength_spin.value() < 0 else self.strength_spin.value() / 100,
-                              **kwargs)
+                              correct_fading=self.fading_checkbox.isChecked(), **kwargs)
 
     def set_locked(self, locked: bool) -> None:
         """No option changes while a job runs (the running job would not see them anyway)."""
         self._unlocked = not locked
-        for widget in (self.scratch_combo, self.hr_checkbox, self.strength_spin, self.device_combo, self.tile_combo):
+        for widget in (self.scratch_combo, self.hr_checkbox, self.fading_checkbox, self.strength_spin,
+                       self.device_combo, self.tile_combo):
             widget.setEnabled(not locked)
         self.faces_combo.setEnabled(FACES_SUPPORTED and not locked and self.faces_unavailable is None)

@@ -183,6 +183,15 @@ class Settings(QObject):
             raise ValueError("strength must be 0-100 % or None (the weights' default)")
         self._set("restore/strength", -1 if value is None else int(value))
 
+    @property
+    def correct_fading(self) -> bool:
+        """Correct faded colours (RestoreOptions.correct_fading); off keeps the photo's own tone."""
+        return _as_bool(self._get("restore/correct_fading", False), False)
+
+    @correct_fading.setter
+    def correct_fading(self, value: bool) -> None:
+        self._set("restore/correct_fading", bool(value))
+
     # ------------------------------------------------------------------ folders and files
 
     def _path(self, key: str) -> Path | None:

@@ -118,10 +118,13 @@ def test_predicted_tone_card_gives_the_output_the_predicted_stats(tmp_path: Path
     card["tone_predictor"] = predictor.to_json()
     (folder / "model.json").write_text(json.dumps(card))
     photo = np.clip(0.5 + 0.1 * rng.standard_normal((32, 40, 3)), 0, 1).astype(np.float32)
-    result = Restorer(ModelBank(SafetensorsSource(folder), torch.device("cpu"))).restore(photo, RestoreOptions())
+    restorer = Restorer(ModelBank(SafetensorsSource(folder), torch.device("cpu")))
+    result = restorer.restore(photo, RestoreOptions(correct_fading=True))  # the predicted tone is opt-in
     mean, std = predictor.predict(photo)
     assert np.allclose(result.image.mean((0, 1)), mean, atol=0.01)
     assert np.allclose(result.image.std((0, 1)), std, atol=0.01)
+    kept = restorer.restore(photo, RestoreOptions())  # by default the photo keeps its own tone (issue 17)
+    assert np.allclose(kept.image.mean((0, 1)), photo.mean((0, 1)), atol=0.005)
 
 
 def test_a_grey_photo_is_restored_grey_by_tone_blind_weights(tmp_path: Path) -> None:

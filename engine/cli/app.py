@@ -2,7 +2,7 @@
 
     python main.py restore INPUT... -o OUTDIR [--scratch | --no-scratch] [--hr] [--faces | --no-faces]
                    [--mask FILE | --mask-dir DIR] [--weights default|official|profile:NAME|PATH]
-                   [--device auto|cpu|cuda|cuda:N|mps] [--save-mask] [--overwrite]
+                   [--device auto|cpu|cuda|cuda:N|mps] [--correct-fading] [--save-mask] [--overwrite]
                    [--format auto|png|tiff|jpeg [--quality N]] [--allow-huge]
                    [--resume] [--state FILE] [--shard K/N] [--no-face-protection]
     python main.py detect INPUT... -o OUTDIR [--weights ...] [--device ...] [--detect-scale ...]
@@ -75,7 +75,8 @@ def cmd_restore(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         inputs=tuple(args.inputs), outdir=outdir,
         options=RestoreOptions(scratch=args.scratch, hr=args.hr, tile=args.tile, max_memory_gb=args.max_memory,
                                detection_scale=args.detect_scale, precision=args.precision, faces=args.faces,
-                               strength=args.strength, protect_faces=args.face_protection),
+                               strength=args.strength, protect_faces=args.face_protection,
+                               correct_fading=args.correct_fading),
         mask=Path(args.mask) if args.mask else None, mask_dir=Path(args.mask_dir) if args.mask_dir else None,
         weights=args.weights, fmt=args.format, quality=args.quality if args.quality is not None else 95,
         save_mask=args.save_mask, overwrite=args.overwrite, allow_huge=args.allow_huge, resume=args.resume,
@@ -265,6 +266,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--no-face-protection", dest="face_protection", action="store_false",
                    help="keep what the detector marks on eyes and mouths (by default it is cleared there: the "
                         "detector takes pupils and teeth for damage; brushed masks are never cleared)")
+    r.add_argument("--correct-fading", action="store_true",
+                   help="correct faded colours (the weights' estimate of the unfaded tone); default: keep the "
+                        "photo's own tone and colour balance (grey stays grey, sepia stays sepia). "
+                        "No effect with the official weights, which set the tone themselves")
     r.set_defaults(func=cmd_restore, scratch=False, faces=None, face_protection=True)
 
     d = sub.add_parser("detect", help="write damage masks only (<stem>_mask.png), to review before restoring "

@@ -45,7 +45,7 @@ from engine.core.faces.stage import (
 from engine.core.fast import FAST, PRECISION_NAME, FastUnavailable, fast_bank
 from engine.core.plan import Tile, parse_tile, plan_restore
 from engine.core.strength import apply_strength
-from engine.core.tone import apply_output_tone
+from engine.core.tone import apply_output_tone, tone_for
 from engine.core.translation import (
     NETWORKS,
     Mode,
@@ -129,6 +129,10 @@ class RestoreOptions:
     strength: float | None = None
     # clear detected damage on the eyes and mouths of faces (engine.core.faces.regions); never a user's mask
     protect_faces: bool = True
+    # correct fading: give the output the tone the weights' predictor estimates for the unfaded photo
+    # (their card's "predicted" tone). Off: the photo keeps its own tone and colour balance outside
+    # repaired damage (engine.core.tone.tone_for). Official weights are never changed either way.
+    correct_fading: bool = False
 
     def __post_init__(self) -> None:
         """Tile and detection scale are read once, here, by their parsers: a bad value fails when
@@ -168,6 +172,7 @@ class RestoreResult:
     brushed: bool = False  # the caller's mask (brushed, reviewed or a mask file) is part of ``mask``
     face_protection: FaceProtection | None = None  # what face protection did to the detected mask (None: no detection)
     detection_scale: DetectionScale | None = None  # the scale detection ran at (None: no detection)
+    tone: str = "model"  # the output tone applied (engine.core.tone.tone_for): model, photo, predicted, match-input
 
 
 def as_float_rgb(image: np.ndarray) -> np.ndarray:
@@ -285,7 +290,8 @@ class Restorer:
             tiling["fast_self_check_db"] = round(networks.self_check_psnr, 1)
         with torch.inference_mode():  # in place where possible: each copy of a 24 MP photo is 288 MB
             del mask_t
-            generated = self._anchor_tone(generated[:1, :, :h, :w].float(), x[:1, :, :h, :w], original, holes)
+            tone = tone_for(self.bank.source.output_tone(), options.correct_fading)
+            generated = self._anchor_tone(generated[:1, :, :h, :w].float(), x[:1, :, :h, :w], original, holes, tone)
             del x
             generated = generated[0].add_(1.0).mul_(0.5).clamp_(0.0, 1.0)
             result = generated.permute(1, 2, 0).contiguous().cpu().numpy()
@@ -296,7 +302,11 @@ class Restorer:
         out = RestoreResult(np.ascontiguousarray(result), mode, holes, detected, timings, tiling, strength=strength,
                             brushed=user_mask is not None,
                             face_protection=policy.face_protection if policy is not None else None,
-                            detection_scale=policy.scale if policy is not None else None)
+                            detection_scale=policy.scale if policy is not None else None, tone=tone)
+        if options.correct_fading and tone != "predicted":
+            out.warnings.append("correct fading changes nothing with these weights: they set the tone themselves"
+                                if tone == "model" else
+                                "fading was not corrected: these weights' card has no tone predictor")
         if plan.over_budget:
             out.warnings.append(plan.over_budget)
         if fast_note:
@@ -323,13 +333,13 @@ class Restorer:
             return self.bank, str(exc)
 
     def _anchor_tone(self, generated: torch.Tensor, network_input: torch.Tensor, original: np.ndarray,
-                     holes: np.ndarray | None) -> torch.Tensor:
-        """Give weights trained blind to global tone the tone their card asks for (engine.core.tone;
-        statistics over the whole assembled image, so tiles cannot disagree)."""
+                     holes: np.ndarray | None, tone: str) -> torch.Tensor:
+        """Give weights trained blind to global tone the ``tone`` chosen by ``tone_for`` (engine.core.tone;
+        over the whole assembled image, so tiles cannot disagree)."""
         source = self.bank.source
         valid = None if holes is None else torch.from_numpy(~holes)[None, None].to(generated.device)
-        return apply_output_tone(generated, source.output_tone(), network_input, [original],
-                                 source.tone_predictor(), valid)
+        return apply_output_tone(generated, tone, network_input, [original],
+                                 source.tone_predictor() if tone == "predicted" else None, valid)
 
     def _face_network(self, options: RestoreOptions) -> tuple[str | None, str | None]:
         """The face network to run, and why faces that were asked for (``--faces``) cannot run.

@@ -441,6 +441,23 @@ def test_strength_control_reaches_the_engine_and_is_remembered(qtbot, tab, recor
     assert [options.strength for options, _ in recorded] == [None, 0.4]
 
 
+def test_correct_fading_checkbox_reaches_the_engine_and_the_album_queue_and_is_remembered(qtbot, tab, recorded):
+    """Off by default (the photo keeps its own colour); ticked, the Restore tab and the album queue
+    (the same options path) both ask the engine to correct fading, and the setting is kept."""
+    box = tab.options_panel.fading_checkbox
+    assert not box.isChecked() and box.text() == "Correct fading"
+    assert tab.window().queue_options().correct_fading is False
+    assert run_restore(qtbot, tab.window()) == "finished", tab.error_label.text()
+    box.setChecked(True)
+    assert tab.window().settings.correct_fading is True
+    assert tab.window().queue_options().correct_fading is True
+    assert run_restore(qtbot, tab.window()) == "finished", tab.error_label.text()
+    assert [options.correct_fading for options, _ in recorded] == [False, True]
+    tab.options_panel.set_locked(True)
+    assert not box.isEnabled()
+    tab.options_panel.set_locked(False)
+
+
 def test_the_status_line_says_which_strength_was_applied(qtbot, tab, monkeypatch):
     """With "Weights' default" the strength can be chosen per photo: the user is told which."""
     def chosen(self, image, options, user_mask=None, progress=None):
