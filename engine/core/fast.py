@@ -16,7 +16,6 @@ recorded. Measured speed and PSNR: docs/benchmarks/fast-mode.md.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 import math
 from pathlib import Path
@@ -26,6 +25,7 @@ import torch
 from torch import nn
 
 from engine.core.translation import NETWORKS, Mode, translate
+from engine.io.durable import sha256_file
 from engine.models.checkpoints import ModelBank
 from engine.models.networks.blocks import SharedStatsInstanceNorm
 
@@ -88,7 +88,8 @@ def calibrate(bank: ModelBank, images: list[torch.Tensor], masks: list[torch.Ten
 
 
 def weights_digest(folder: Path, names: list[str]) -> dict[str, str]:
-    return {name: hashlib.sha256((folder / f"{name}.safetensors").read_bytes()).hexdigest()
+    """sha256 of each network's weight file: the calibration belongs to exactly these files."""
+    return {name: sha256_file(folder / f"{name}.safetensors")
             for name in names if (folder / f"{name}.safetensors").is_file()}
 
 
