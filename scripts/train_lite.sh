@@ -4,6 +4,8 @@
 # runs/lite/<stage>.log. Then export the weights the app ships.
 #   scripts/train_lite.sh [STAGE...]     (default: vae-b vae-a mapping detector)
 #   CONFIG=lite-d8 CORES=1 STEPS=40000 scripts/train_lite.sh detector   (the 8-channel detector)
+#   CONFIG=lite-real CORES=1 scripts/train_lite.sh detector   (the 16-channel detector continued with
+#       real damaged photos: bench/real_masks' calib split; starts from training-runs/lite/detector)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -21,6 +23,9 @@ for stage in "${stages[@]}"; do
   echo "== $(date -Is) $stage ${resume[*]}" >> "$RUNS/$stage.log"
   steps=()
   [ -n "${STEPS:-}" ] && steps=(--steps "$STEPS")  # STEPS=6000: train past the configuration's count
-  "${PIN[@]}" $PY -m engine.cli.train train "$stage" --config "$CONFIG" --out "$RUNS/$stage" --device cpu "${resume[@]}" "${steps[@]}" \
+  extra=()
+  [ "$CONFIG" = lite-real ] && [ "$stage" = detector ] && \
+    extra=(--real-masks bench/real_masks --init-from "${INIT_FROM:-training-runs/lite/detector}")
+  "${PIN[@]}" $PY -m engine.cli.train train "$stage" --config "$CONFIG" --out "$RUNS/$stage" --device cpu "${resume[@]}" "${steps[@]}" "${extra[@]}" \
       >> "$RUNS/$stage.log" 2>&1 || { echo "stage $stage failed, see $RUNS/$stage.log"; exit 1; }
 done

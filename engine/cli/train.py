@@ -23,6 +23,7 @@ from engine.progress import Cancelled, Progress
 from engine.training.calibrate import calibrate_detector
 from engine.training.config import CONFIGS
 from engine.training.data import PhotoPool, list_photos, load_small, split_holdout
+from engine.training.labelled import LabelledPool
 from engine.training.face_data import training_faces
 from engine.training.face_train import FaceTrainer
 from engine.training.loop import CHECKPOINT, export_weights, train
@@ -53,6 +54,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--clean", type=Path, nargs="+", default=[SHARED_DATA / "clean_train"], help="clean photos (Y)")
     t.add_argument("--old", type=Path, nargs="+", default=[SHARED_DATA / "real_old"], help="real old scans (R)")
+    t.add_argument("--real-masks", type=Path, help="detector: a labelled set of real damaged photos "
+                   "(manifest.json + <stem>_mask.png, e.g. bench/real_masks); its calib split is trained on")
+    t.add_argument("--data-root", type=Path, default=SHARED_DATA, help="where the labelled set's photo paths start")
+    t.add_argument("--init-from", type=Path, help="start a new run from another run's checkpoint (same stage)")
     t.add_argument("--vae-a", type=Path, help="trained vae-a run (default: <out>/../vae-a)")
     t.add_argument("--vae-b", type=Path, help="trained vae-b run (default: <out>/../vae-b)")
     t.add_argument("--runs", type=Path, help="export: folder holding the four stage runs")
@@ -79,7 +84,8 @@ def build_trainer(stage: str, config_name: str, device: torch.device, args: argp
     if stage == "vae-b":
         return VAETrainer(config, device, clean, None, "B", args.seed)
     if stage == "detector":
-        return DetectorTrainer(config, device, clean, args.seed)
+        labelled = LabelledPool.from_manifest(args.real_masks, args.data_root) if args.real_masks else None
+        return DetectorTrainer(config, device, clean, args.seed, labelled=labelled)
     vae_a = load_vae(args.vae_a or args.out.parent / "vae-a", config_name, "vae-a")
     vae_b = load_vae(args.vae_b or args.out.parent / "vae-b", config_name, "vae-b")
     if stage == "joint":
@@ -204,9 +210,9 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     bar = ProgressBar(f"train {args.stage}", err)
     last = {}
     try:
-        for metrics in train(trainer, args.out, args.steps, args.resume, Progress(bar)):
+        for metrics in train(trainer, args.out, args.steps, args.resume, Progress(bar), init_from=args.init_from):
             last = metrics
-    except (FileExistsError, ValueError) as exc:
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=err)
         return 1
     except (Cancelled, KeyboardInterrupt):

@@ -68,6 +68,9 @@ class StageConfig:
     realistic_damage: float = 0.0
     text_negatives: float = 0.0
     face_crops: float = 0.0
+    # detector only: the share of crops taken from real damaged photos with reference masks
+    # (engine.training.labelled; the paper fine-tuned on real labelled photos), when a labelled set is given
+    real_crops: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -134,3 +137,8 @@ CONFIGS: dict[str, TrainConfig] = {
 # the comparison (and fallback) for the 16-channel one, since only the detector differs.
 CONFIGS["lite-d8"] = replace(CONFIGS["lite"], name="lite-d8",
                              arch=replace(CONFIGS["lite"].arch, detector_width_log2=3))
+# The lite 16-channel detector continued with a quarter of its crops from real damaged photos with
+# reference masks (train ... --real-masks bench/real_masks: its calib split only), started from the
+# lite detector run (--init-from).
+CONFIGS["lite-real"] = replace(CONFIGS["lite"], name="lite-real", stages={
+    **CONFIGS["lite"].stages, "detector": replace(CONFIGS["lite"].stage("detector"), real_crops=0.25)})

@@ -57,15 +57,41 @@ def load_checkpoint(trainer: Trainer, out: Path) -> int:
     return int(state["step"])
 
 
+def init_from_run(trainer: Trainer, run: Path) -> None:
+    """Start a new run from another run's networks and optimisers (same stage and shapes, any
+    configuration): e.g. a detector continued on different data. The new run counts its own steps."""
+    path = Path(run) / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint to start from at {path}")
+    state = torch.load(path, map_location=trainer.device, weights_only=True)
+    if state["stage"] != trainer.stage:
+        raise ValueError(f"{path} is a {state['stage']} checkpoint, not {trainer.stage}")
+    try:
+        for k, net in trainer.nets.items():
+            if k in state["nets"]:
+                net.load_state_dict(state["nets"][k])
+            else:
+                trainer.missing_from_checkpoint(k)
+        for k, opt in trainer.optims.items():
+            opt.load_state_dict(state["optims"][k])
+    except (RuntimeError, ValueError) as exc:  # shapes differ: another architecture
+        raise ValueError(f"{path} ({state['config']}) does not fit the {trainer.config.name} networks: {exc}") from exc
+
+
 def train(trainer: Trainer, out: Path, steps: int | None = None, resume: bool = False,
-          progress: Progress | None = None) -> Iterator[dict[str, float]]:
+          progress: Progress | None = None, init_from: Path | None = None) -> Iterator[dict[str, float]]:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = trainer.cfg
     total = steps if steps is not None else cfg.steps
     if not resume and (out / CHECKPOINT).exists():
         raise FileExistsError(f"{out} already holds a checkpoint; pass --resume to continue it or choose another --out")
-    start = load_checkpoint(trainer, out) if resume else 0
+    if resume and (out / CHECKPOINT).exists():
+        start = load_checkpoint(trainer, out)
+    else:
+        start = 0
+        if init_from is not None:
+            init_from_run(trainer, init_from)
     progress = progress or Progress()
     for net in trainer.nets.values():
         net.train()

@@ -25,6 +25,7 @@ from engine.models.networks.vae import VAEGenerator
 from engine.models.registry import BY_NAME
 from engine.training.config import LossWeights, TrainConfig
 from engine.training.data import PhotoPool, step_rng, synthetic_batch
+from engine.training.labelled import LabelledPool
 from engine.training.losses import (
     LatentDiscriminator,
     PatchDiscriminator,
@@ -308,9 +309,13 @@ class DetectorTrainer(Trainer):
     stage = "detector"
 
     def __init__(self, config: TrainConfig, device: torch.device, clean: PhotoPool, seed: int = 0,
-                 overlays: OverlayLibrary | None = None) -> None:
+                 overlays: OverlayLibrary | None = None, labelled: LabelledPool | None = None) -> None:
         super().__init__(config, device, seed)
+        if self.cfg.real_crops > 0 and labelled is None:
+            raise ValueError(f"the {config.name} detector trains on real damaged photos too; "
+                             "give their reference masks with --real-masks (e.g. bench/real_masks)")
         self.clean = clean
+        self.labelled = labelled if self.cfg.real_crops > 0 else None
         self.overlays = overlays if overlays is not None else OverlayLibrary.default()
         self.faces = face_points(clean) if self.cfg.face_crops > 0 else []
         unet = ScratchUNet(width_log2=config.arch.detector_width_log2).to(device)
@@ -341,6 +346,10 @@ class DetectorTrainer(Trainer):
                 print_text(img, rng)
         degraded, masks = synthetic_batch(clean_np, rng, structured=True, realistic=self.cfg.realistic_damage,
                                           overlays=self.overlays)
+        if self.labelled is not None:  # some crops are real damaged photos with their reference masks
+            real = rng.random(batch) < self.cfg.real_crops
+            if real.any():
+                degraded[real], masks[real] = self.labelled.crops(rng, int(real.sum()), crop)
         x = (to_tensor(degraded, self.device) * LUMA_WEIGHTS.to(self.device)).sum(1, keepdim=True)
         target = torch.from_numpy(masks.astype(np.float32))[:, None].to(self.device)
         logits = self.nets["U"](x)
