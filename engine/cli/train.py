@@ -20,6 +20,7 @@ from engine.cli.common import ProgressBar, stop_gracefully_on_signals
 from engine.device import DeviceError, choose_device
 from engine.models.networks.vae import VAEGenerator
 from engine.progress import Cancelled, Progress
+from engine.core.detection import OFFICIAL_THRESHOLD
 from engine.training.calibrate import calibrate_detector
 from engine.training.config import CONFIGS
 from engine.training.data import PhotoPool, list_photos, load_small, split_holdout
@@ -45,7 +46,7 @@ FACE_CACHE = "faces_256.npz"  # the face stage's aligned training faces, cached 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a stage of the networks, or export trained weights")
-    t.add_argument("stage", choices=STAGES + OPTIONAL_STAGES + ("export",))
+    t.add_argument("stage", choices=STAGES + OPTIONAL_STAGES + ("export", "export-detector"))
     t.add_argument("--config", choices=sorted(CONFIGS), default="lite")
     t.add_argument("--out", type=Path, help="run folder (checkpoint, metrics.jsonl, samples/)")
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
@@ -57,6 +58,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--real-masks", type=Path, help="detector: a labelled set of real damaged photos "
                    "(manifest.json + <stem>_mask.png, e.g. bench/real_masks); its calib split is trained on")
     t.add_argument("--data-root", type=Path, default=SHARED_DATA, help="where the labelled set's photo paths start")
+    t.add_argument("--run", type=Path, help="export-detector: the detector run to ship")
+    t.add_argument("--weights", type=Path, help="export-detector: the weights folder whose other networks "
+                   "are kept (default: Heirloom's own)")
     t.add_argument("--init-from", type=Path, help="start a new run from another run's checkpoint (same stage)")
     t.add_argument("--vae-a", type=Path, help="trained vae-a run (default: <out>/../vae-a)")
     t.add_argument("--vae-b", type=Path, help="trained vae-b run (default: <out>/../vae-b)")
@@ -181,7 +185,34 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def export_detector(args: argparse.Namespace, out: TextIO) -> int:
+    """A weights folder with the run's detector, calibrated on real damage when --real-masks is given."""
+
+    from engine.store.weights import default_dir
+    from engine.training.ship_detector import ship_detector
+
+    labelled = LabelledPool.from_manifest(args.real_masks, args.data_root) if args.real_masks else None
+    photos = None if labelled else calibration_photos(args.clean)
+    card = ship_detector(args.run, args.weights or default_dir(), args.dest, labelled, photos)
+    calibration = card["detector_calibration"]
+    print(f"exported the detector of {args.run} (step {card['steps']['detector']}) into {args.dest}; "
+          f"threshold {calibration['best_threshold']} moved to {OFFICIAL_THRESHOLD}", file=out)
+    if "at_0.4_after" in calibration:
+        print("real calib split, mean P/R/F1 at 0.4: before " + json.dumps(calibration["at_0.4_before"])
+              + ", after " + json.dumps(calibration["at_0.4_after"]), file=out)
+    return 0
+
+
 def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.stage == "export-detector":
+        if not args.run or not args.dest:
+            print("error: export-detector needs --run and --dest", file=err)
+            return 2
+        try:
+            return export_detector(args, out)
+        except (FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
+            print(f"error: {exc}", file=err)
+            return 1
     if args.stage == "export":
         if not args.runs or not args.dest:
             print("error: export needs --runs and --dest", file=err)

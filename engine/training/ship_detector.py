@@ -1,0 +1,115 @@
+"""Put a detector run into a complete weights folder, with its threshold calibrated on real damage.
+
+The detector trains much longer than the other stages and is judged on its own (issue #16), so it
+is shipped on its own: the other networks of an existing weights folder are kept as they are and
+only ``detector.safetensors`` and the card change. Calibration moves the decision point to the
+pipeline's threshold (as ``engine.training.calibrate`` does on synthetic damage), but chooses it on
+real damaged photos with reference masks (a labelled set's calib split), at the detection scale the
+weights run at, maximising the mean per-photo F1 with the benchmark's 3 px tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from engine.core.detection import OFFICIAL_THRESHOLD, scratch_probability
+from engine.core.metrics import tolerant_precision_recall
+from engine.io.durable import sha256_file
+from engine.models.checkpoints import ModelBank, SafetensorsSource, save_state_dicts
+from engine.training.calibrate import BIAS_KEY, calibrate_detector
+from engine.training.config import CONFIGS
+from engine.training.labelled import LabelledPool
+
+TOLERANCE_PX = 3.0  # the real-damage benchmark's tolerance (bench/eval_detection.py)
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(2, 19))  # 0.10 .. 0.90
+
+
+@dataclass(frozen=True)
+class RealCalibration:
+    """What the calibration on real damage measured (means over the labelled photos)."""
+
+    best_threshold: float
+    logit_shift: float
+    photos: list[str]
+    at_official: dict[str, float]  # mean precision / recall / F1 at the pipeline threshold, before the shift
+    at_best: dict[str, float]  # the same at the chosen threshold (= at the pipeline threshold after it)
+
+    def to_json(self) -> dict:
+        def rounded(d: dict[str, float]) -> dict[str, float]:
+            return {k: round(v, 4) for k, v in d.items()}
+
+        return {"on": f"real damaged photos with reference masks ({len(self.photos)}: {', '.join(self.photos)}), "
+                      f"mean per-photo F1 with a {TOLERANCE_PX:g} px tolerance",
+                "best_threshold": self.best_threshold, "logit_shift": round(self.logit_shift, 4),
+                "at_0.4_before": rounded(self.at_official), "at_0.4_after": rounded(self.at_best)}
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def mean_scores(probabilities: list[np.ndarray], masks: list[np.ndarray], threshold: float) -> dict[str, float]:
+    rows = [tolerant_precision_recall(p >= threshold, m, TOLERANCE_PX) for p, m in zip(probabilities, masks)]
+    return {k: float(np.mean([r[k] for r in rows])) for k in ("precision", "recall", "f1")}
+
+
+def calibrate_on_real(bank: ModelBank, labelled: LabelledPool) -> RealCalibration:
+    """Sweep the threshold over the labelled photos' probabilities at the weights' detection scale."""
+    probabilities = [scratch_probability(bank, photo) for photo in labelled.photos]
+    table = {t: mean_scores(probabilities, labelled.masks, t) for t in THRESHOLDS}
+    best = max(table, key=lambda t: table[t]["f1"])
+    official = mean_scores(probabilities, labelled.masks, OFFICIAL_THRESHOLD)
+    return RealCalibration(float(best), _logit(OFFICIAL_THRESHOLD) - _logit(float(best)), list(labelled.stems),
+                           official, table[best])
+
+
+def ship_detector(run: Path, weights: Path, dest: Path, labelled: LabelledPool | None,
+                  synthetic_photos: list[np.ndarray] | None = None) -> dict:
+    """Write ``dest``: a copy of the weights folder ``weights`` whose detector is the run's weight
+    average, calibrated on ``labelled`` (else on synthetic damage over ``synthetic_photos``).
+    Returns the new card. ``dest`` must not exist; it appears complete or not at all."""
+    dest = Path(dest)
+    if dest.exists():
+        raise FileExistsError(f"{dest} already exists; choose a new folder for the weights")
+    state = torch.load(Path(run) / "checkpoint.pt", map_location="cpu", weights_only=True)
+    if state["stage"] != "detector":
+        raise ValueError(f"{run} is a {state['stage']} run, not a detector run")
+    detector = dict(state["nets"].get("U_ema", state["nets"]["U"]))
+    width_log2 = CONFIGS[state["config"]].arch.detector_width_log2
+    card = json.loads((Path(weights) / SafetensorsSource.CARD).read_text(encoding="utf-8"))
+    card.setdefault("networks", {})["detector"] = {"width_log2": width_log2}
+    card.setdefault("steps", {})["detector"] = int(state["step"])
+    card["detector_run"] = {"config": state["config"], "steps": int(state["step"])}
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    try:
+        for item in Path(weights).iterdir():
+            if item.is_file() and item.name != "detector.safetensors":
+                shutil.copy2(item, staging / item.name)
+        save_state_dicts(staging, {"detector": detector})
+        (staging / SafetensorsSource.CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        if labelled is not None:
+            calibration = calibrate_on_real(ModelBank(SafetensorsSource(staging), torch.device("cpu")), labelled)
+            detector[BIAS_KEY] = detector[BIAS_KEY] + calibration.logit_shift
+            card["detector_calibration"] = calibration.to_json()
+        else:
+            if not synthetic_photos:
+                raise ValueError("calibrating on synthetic damage needs photos")
+            detector, synthetic = calibrate_detector(detector, width_log2, synthetic_photos)
+            card["detector_calibration"] = synthetic.to_json()
+        save_state_dicts(staging, {"detector": detector})
+        card.setdefault("files", {})["detector.safetensors"] = sha256_file(staging / "detector.safetensors")
+        (staging / SafetensorsSource.CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+        staging.rename(dest)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return card
