@@ -5,7 +5,8 @@
 #   scripts/train_lite.sh [STAGE...]     (default: vae-b vae-a mapping detector)
 #   CONFIG=lite-d8 CORES=1 STEPS=40000 scripts/train_lite.sh detector   (the 8-channel detector)
 #   CONFIG=lite-real CORES=1 scripts/train_lite.sh detector   (the 16-channel detector continued with
-#       real damaged photos: bench/real_masks' calib split; starts from training-runs/lite/detector)
+#       real damaged photos: bench/real_masks' calib split; starts from training-runs/lite/detector;
+#       CONFIG=lite-d8-real: the same for the 8-channel detector, from training-runs/lite-d8/detector)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -24,8 +25,8 @@ for stage in "${stages[@]}"; do
   steps=()
   [ -n "${STEPS:-}" ] && steps=(--steps "$STEPS")  # STEPS=6000: train past the configuration's count
   extra=()
-  [ "$CONFIG" = lite-real ] && [ "$stage" = detector ] && \
-    extra=(--real-masks bench/real_masks --init-from "${INIT_FROM:-training-runs/lite/detector}")
+  [[ "$CONFIG" == *-real ]] && [ "$stage" = detector ] && \
+    extra=(--real-masks bench/real_masks --init-from "${INIT_FROM:-training-runs/${CONFIG%-real}/detector}")
   "${PIN[@]}" $PY -m engine.cli.train train "$stage" --config "$CONFIG" --out "$RUNS/$stage" --device cpu "${resume[@]}" "${steps[@]}" "${extra[@]}" \
       >> "$RUNS/$stage.log" 2>&1 || { echo "stage $stage failed, see $RUNS/$stage.log"; exit 1; }
 done

@@ -139,6 +139,7 @@ CONFIGS["lite-d8"] = replace(CONFIGS["lite"], name="lite-d8",
                              arch=replace(CONFIGS["lite"].arch, detector_width_log2=3))
 # The lite 16-channel detector continued with a quarter of its crops from real damaged photos with
 # reference masks (train ... --real-masks bench/real_masks: its calib split only), started from the
-# lite detector run (--init-from).
-CONFIGS["lite-real"] = replace(CONFIGS["lite"], name="lite-real", stages={
-    **CONFIGS["lite"].stages, "detector": replace(CONFIGS["lite"].stage("detector"), real_crops=0.25)})
+# lite detector run (--init-from); lite-d8-real the same for the 8-channel detector the app ships.
+for _base in ("lite", "lite-d8"):
+    CONFIGS[f"{_base}-real"] = replace(CONFIGS[_base], name=f"{_base}-real", stages={
+        **CONFIGS[_base].stages, "detector": replace(CONFIGS[_base].stage("detector"), real_crops=0.25)})
