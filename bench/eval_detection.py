@@ -2,10 +2,11 @@
 
     .venv/bin/python bench/eval_detection.py [--weights default|official|PATH] [--scale official|full|N]
         [--threshold 0.4] [--split test|calib|all] [--sweep [--scales official,384,512,full]]
-        [--synthetic-limit N] [--no-synthetic] [--no-faces] [--face-limit N] [--out bench/results/detection]
+        [--synthetic-limit N] [--no-synthetic] [--no-faces] [--face-limit N] [--protect-faces] [--out bench/results/detection]
 
 (a) Real set: the photos of ``bench/real_masks/manifest.json`` (from ../shared/data) against their
     hand-checked reference masks (``bench/real_masks/<stem>_mask.png``; see bench/real_masks/README.md).
+    ``--protect-faces`` scores the mask a restore uses (the mask policy clears eyes and mouths).
     Per photo and mean precision / recall / F1 with a 3 px tolerance
     (``engine.core.metrics.tolerant_precision_recall``), for the calib and the test split separately, and an
     overlay per photo (reference green, detection red, both yellow) in ``--out``.
@@ -45,7 +46,7 @@ from engine.core.detection import (  # noqa: E402
     parse_detection_scale,
     scratch_probability,
 )
-from engine.core.faces.regions import face_regions, protect_faces  # noqa: E402
+from engine.core.faces.regions import face_regions, protect_faces, protect_probability  # noqa: E402
 from engine.core.metrics import detection_scores, tolerant_precision_recall  # noqa: E402
 from engine.device import choose_device  # noqa: E402
 from engine.io.decode import read_mask, read_rgb  # noqa: E402
@@ -77,7 +78,7 @@ def mean_scores(rows: list[dict]) -> dict[str, float]:
 
 
 def real_set(bank: ModelBank, photos: list[dict], scales: list, thresholds: list[float], data: Path,
-             out: Path, overlay_scale, overlay_threshold: float) -> dict:
+             out: Path, overlay_scale, overlay_threshold: float, protect: bool = False) -> dict:
     """{scale: {threshold: [per-photo rows]}} over ``photos``; writes overlays at one scale/threshold."""
     table: dict = {str(s): {t: [] for t in thresholds} for s in scales}
     for entry in photos:
@@ -86,6 +87,8 @@ def real_set(bank: ModelBank, photos: list[dict], scales: list, thresholds: list
         for scale in scales:
             t0 = time.perf_counter()
             prob = scratch_probability(bank, rgb, scale)
+            if protect:  # what a restore marks: the mask policy clears eyes and mouths
+                prob, _ = protect_probability(prob, rgb)
             seconds = time.perf_counter() - t0
             for t in thresholds:
                 pred = prob >= t
@@ -174,6 +177,8 @@ def main() -> None:
     parser.add_argument("--no-synthetic", action="store_true")
     parser.add_argument("--face-limit", type=int, help="only the first N photos with faces")
     parser.add_argument("--no-faces", action="store_true")
+    parser.add_argument("--protect-faces", action="store_true",
+                        help="real set: score what a restore marks (eyes and mouths cleared by the mask policy)")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "detection")
     args = parser.parse_args()
@@ -184,9 +189,11 @@ def main() -> None:
     if args.scale not in scales:
         scales.insert(0, args.scale)
     thresholds = sorted(set(THRESHOLDS + [args.threshold])) if args.sweep else [args.threshold]
-    table = real_set(bank, photos, scales, thresholds, args.data, args.out, args.scale, args.threshold)
+    table = real_set(bank, photos, scales, thresholds, args.data, args.out, args.scale, args.threshold,
+                     args.protect_faces)
 
-    lines = [f"# Detection benchmark: weights {args.weights}, scale {args.scale}, threshold {args.threshold}",
+    lines = [f"# Detection benchmark: weights {args.weights}, scale {args.scale}, threshold {args.threshold}"
+             + (", eyes and mouths cleared (--protect-faces)" if args.protect_faces else ""),
              "", f"Real damaged photos: {len(photos)} (split {args.split}), tolerance {TOLERANCE_PX:g} px", "",
              "| photo | split | precision | recall | F1 | marked % |", "|---|---|---|---|---|---|"]
     rows = table[str(args.scale)][args.threshold]
