@@ -105,9 +105,10 @@ class TwoTones(Restorer):
                                               tone_for(self.bank.source.output_tone(), True))
         return super()._anchor_tone(generated, network_input, original, holes, tone)
 
-    def restore_both(self, photo: np.ndarray, options: RestoreOptions):
-        """(default result, --correct-fading image, its tone)."""
-        result = self.restore(photo, replace(options, correct_fading=False))
+    def restore_both(self, photo: np.ndarray, options: RestoreOptions, user_mask: np.ndarray | None = None):
+        """(default result, --correct-fading image, its tone). Not for weights with a face stage: the
+        --correct-fading image is the global restoration's only."""
+        result = self.restore(photo, replace(options, correct_fading=False), user_mask=user_mask)
         corrected = self.corrected[0].add(1.0).mul(0.5).clamp(0.0, 1.0).permute(1, 2, 0).contiguous().cpu().numpy()
         corrected = apply_strength(corrected, as_float_rgb(photo), result.mask, result.strength)
         return result, corrected, tone_for(self.bank.source.output_tone(), True)

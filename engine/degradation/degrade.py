@@ -19,13 +19,13 @@ Images are HxWx3 float32 in [0, 1]; the mask is HxW bool.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Collection
 
 import cv2
 import numpy as np
 
 from engine.degradation.overlays import OverlayLibrary
-from engine.degradation.realistic import realistic_structured
+from engine.degradation.realistic import draw_kinds, realistic_structured
 
 Image = np.ndarray
 Op = Callable[[Image, np.random.Generator], Image]
@@ -238,10 +238,15 @@ def blend(base: Image, colour: np.ndarray, alpha: np.ndarray, mode: str) -> Imag
     return base * (1 - a) + top * a
 
 
-def structured(img: Image, rng: np.random.Generator, kinds: list[str] | None = None) -> tuple[Image, np.ndarray, list[str]]:
-    """Draw structured damage; the mask is exactly where it changed the image."""
+def structured(img: Image, rng: np.random.Generator, kinds: list[str] | None = None,
+               allowed: Collection[str] | None = None) -> tuple[Image, np.ndarray, list[str]]:
+    """Draw structured damage; the mask is exactly where it changed the image. When ``kinds`` is None
+    each kind is drawn with its own probability: of all kinds (possibly none), or, given ``allowed``,
+    of those only and at least one."""
     h, w = img.shape[:2]
-    if kinds is None:
+    if kinds is None and allowed is not None:
+        kinds = draw_kinds(rng, STRUCTURED, allowed)
+    elif kinds is None:
         kinds = [n for n, (p, _) in STRUCTURED.items() if rng.random() < p]
     out = img.copy()
     for kind in kinds:
@@ -278,16 +283,35 @@ class Degradation:
 
 
 DAMAGE_STYLES = ("classic", "realistic")
+# Damage families, to judge a restoration on one sort of damage at a time (bench/eval_quality.py):
+# "unstructured" is the unstructured damage alone (noise, blur, fading, JPEG...: no mask); the two
+# structured families draw only their own kinds of each style (plus the same unstructured damage):
+# "scratches" thin or small damage (scratches, cracks, craquelure, hair, dust, folds, foxing; realistic
+# cracks may still lose small chips of emulsion along them, as in the default draw), "holes" missing
+# areas (tears, flaked-off emulsion, holes, torn corners).
+DAMAGE_FAMILIES: dict[str, dict[str, tuple[str, ...]]] = {
+    "classic": {"scratches": ("scratches", "dust", "crease"), "holes": ("corner", "holes")},
+    "realistic": {"scratches": ("cracks", "craquelure", "scratches", "fibres", "dust", "fold", "foxing"),
+                  "holes": ("tear", "flaking")},
+}
+FAMILIES = ("unstructured", "scratches", "holes")
 
 
 def degrade(clean: Image, seed: int, structured_damage: bool = True, jpeg_probability: float = 0.4,
-            damage: str = "classic", overlays: OverlayLibrary | None = None) -> Degradation:
+            damage: str = "classic", overlays: OverlayLibrary | None = None,
+            family: str | None = None) -> Degradation:
     """Make an old-looking photo from ``clean``; the same seed (and overlay library) always gives the
     same damage. ``damage="realistic"`` draws what real prints show (``engine.degradation.realistic``:
     crack networks, flaking, tears, folds, foxing, real dust and hair shapes from ``overlays``);
-    ``"classic"`` the earlier curves and ellipses, kept so earlier benchmarks stay comparable."""
+    ``"classic"`` the earlier curves and ellipses, kept so earlier benchmarks stay comparable.
+    ``family`` (one of ``FAMILIES``) limits the structured damage to one family of ``DAMAGE_FAMILIES``
+    (at least one of its kinds), or to none ("unstructured"); None draws every kind, as always. The
+    unstructured damage of a seed is the same whatever the family (JPEG, drawn last, may differ)."""
     if damage not in DAMAGE_STYLES:
         raise ValueError(f"damage must be one of {DAMAGE_STYLES}, not {damage!r}")
+    if family is not None and family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES} or None, not {family!r}")
+    allowed = DAMAGE_FAMILIES[damage].get(family) if family is not None else None
     rng = np.random.default_rng(seed)
     img = np.ascontiguousarray(clean, dtype=np.float32)
     img, steps = unstructured(img, rng)
@@ -295,11 +319,11 @@ def degrade(clean: Image, seed: int, structured_damage: bool = True, jpeg_probab
         img = paper_texture(img, rng)
         steps.append("paper")
     mask = np.zeros(img.shape[:2], bool)
-    if structured_damage:
+    if structured_damage and family != "unstructured":
         if damage == "realistic":
-            img, mask, kinds = realistic_structured(img, rng, overlays)
+            img, mask, kinds = realistic_structured(img, rng, overlays, allowed=allowed)
         else:
-            img, mask, kinds = structured(img, rng)
+            img, mask, kinds = structured(img, rng, allowed=allowed)
         steps += kinds
     if rng.random() < jpeg_probability:
         img = jpeg(img, rng)

@@ -20,7 +20,7 @@ paper's blends; the mask is exactly where the composited damage changed the phot
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Collection
 
 import cv2
 import numpy as np
@@ -126,8 +126,10 @@ def craquelure(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return alpha
 
 
-def flakes_along(rng: np.random.Generator, cracks: np.ndarray, amount: float) -> np.ndarray:
-    """Chips of emulsion lost along cracks: irregular small polygons centred on crack pixels."""
+def flakes_along(rng: np.random.Generator, cracks: np.ndarray, amount: float,
+                 radius: tuple[float, float] = (0.8, 3.5)) -> np.ndarray:
+    """Chips of emulsion lost along cracks: irregular small polygons centred on crack pixels, of a
+    mean radius drawn from ``radius`` (px)."""
     alpha = np.zeros_like(cracks)
     ys, xs = np.nonzero(cracks > 0.5)
     if len(ys) == 0:
@@ -135,7 +137,7 @@ def flakes_along(rng: np.random.Generator, cracks: np.ndarray, amount: float) ->
     for i in rng.choice(len(ys), size=min(len(ys), max(1, int(len(ys) * amount))), replace=False):
         n = int(rng.integers(4, 8))
         angles = np.sort(rng.uniform(0, 2 * np.pi, n))
-        radii = rng.uniform(0.8, 3.5) * rng.uniform(0.5, 1.3, n)
+        radii = rng.uniform(*radius) * rng.uniform(0.5, 1.3, n)
         pts = np.stack([xs[i] + np.cos(angles) * radii, ys[i] + np.sin(angles) * radii], axis=1)
         cv2.fillPoly(alpha, [np.round(pts).astype(np.int32)], 1.0, lineType=cv2.LINE_AA)
     return alpha
@@ -336,6 +338,13 @@ def _scratches(rng, h, w, library):  # type: ignore[no-untyped-def]
     return [(alpha, "light" if rng.random() < 0.75 else "dark")]
 
 
+def _flaking(rng, h, w, library):  # type: ignore[no-untyped-def]
+    """Emulsion flaked off in patches: larger chips down to the paper base along a network of fine
+    cracks that is itself not drawn (missing areas, not lines)."""
+    guide = craquelure(rng, h, w)
+    return [(flakes_along(rng, guide, float(rng.uniform(0.01, 0.04)), radius=(2.0, 7.0)), "paper")]
+
+
 REALISTIC: dict[str, tuple[float, Layer]] = {  # name -> (probability, layer maker)
     "cracks": (0.45, _cracks),
     "craquelure": (0.35, _craquelure),
@@ -348,18 +357,42 @@ REALISTIC: dict[str, tuple[float, Layer]] = {  # name -> (probability, layer mak
 }
 
 
+# Kinds drawn only when asked for, by name (``kinds``) or among ``allowed``: never in the default draw,
+# so every seed keeps the damage it always had.
+NAMED_ONLY: dict[str, tuple[float, Layer]] = {
+    "flaking": (0.5, _flaking),
+}
+LAYERS: dict[str, tuple[float, Layer]] = {**REALISTIC, **NAMED_ONLY}
+
+
+def draw_kinds(rng: np.random.Generator, table: dict[str, tuple[float, object]],
+               allowed: "Collection[str] | None") -> list[str]:
+    """Each kind of ``table`` (only those in ``allowed`` when given) with its own probability, at least
+    one. With ``allowed`` None it is exactly the default draw (same random numbers)."""
+    if allowed is not None:
+        unknown = set(allowed) - set(table)
+        if unknown or not allowed:
+            raise ValueError(f"unknown damage kinds {sorted(unknown)}; known: {list(table)}")
+        table = {n: v for n, v in table.items() if n in allowed}
+    kinds = [n for n, (p, _) in table.items() if rng.random() < p]
+    if not kinds:
+        kinds = [list(table)[int(rng.integers(len(table)))]]
+    return kinds
+
+
 def realistic_structured(img: Image, rng: np.random.Generator, library: OverlayLibrary | None = None,
-                         kinds: list[str] | None = None) -> tuple[Image, np.ndarray, list[str]]:
-    """Draw realistic structured damage; returns (damaged, mask, kinds). At least one kind is
-    drawn when ``kinds`` is None. Each layer is softened a little, as a scanner's optics would."""
+                         kinds: list[str] | None = None, allowed: "Collection[str] | None" = None
+                         ) -> tuple[Image, np.ndarray, list[str]]:
+    """Draw realistic structured damage; returns (damaged, mask, kinds). When ``kinds`` is None, at
+    least one kind is drawn: of ``REALISTIC`` (the default draw), or of ``allowed`` (which may name
+    ``NAMED_ONLY`` kinds too), each with its own probability. Each layer is softened a little, as a
+    scanner's optics would."""
     h, w = img.shape[:2]
     if kinds is None:
-        kinds = [n for n, (p, _) in REALISTIC.items() if rng.random() < p]
-        if not kinds:
-            kinds = [list(REALISTIC)[int(rng.integers(len(REALISTIC)))]]
+        kinds = draw_kinds(rng, REALISTIC if allowed is None else LAYERS, allowed)
     out = img.copy()
     for kind in kinds:
-        for alpha, fill in REALISTIC[kind][1](rng, h, w, library):
+        for alpha, fill in LAYERS[kind][1](rng, h, w, library):
             if rng.random() < 0.5:
                 alpha = cv2.GaussianBlur(alpha, (0, 0), float(rng.uniform(0.3, 0.7)))
             out = composite(out, np.clip(alpha, 0, 1) * float(rng.uniform(0.7, 1.0)), fill, rng)
