@@ -1,9 +1,13 @@
 """``python main.py train ...``: run a training stage, or export trained runs as shipped weights.
 
-    train {vae-a,vae-b,mapping,detector,joint,face} --config lite|full|tiny --out DIR [--resume] [--steps N]
+    train {vae-a,vae-b,mapping,detector,joint,face} --config lite|full|tiny|gpu --out DIR [--resume] [--steps N]
           [--device ...] [--clean DIR ...] [--old DIR ...] [--vae-a RUN] [--vae-b RUN] [--seed N]
+          [--minutes M] [--amp off|bf16|fp16] [--workers N]
     train export --runs DIR --dest DIR [--name NAME]     (DIR holds vae-a/, vae-b/, mapping/, detector/,
                                                           and optionally joint/ and face/)
+    train recipe --config gpu --out DIR --minutes 10 --device cuda --amp bf16 --workers N [--with joint face]
+          every stage in one process within one time budget, then the export (scripts/train_gpu.sh):
+          DIR/runs/<stage>/ (checkpoints, metrics, samples), DIR/weights/, DIR/recipe.json
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -21,10 +27,13 @@ from engine.device import DeviceError, choose_device
 from engine.models.networks.vae import VAEGenerator
 from engine.progress import Cancelled, Progress
 from engine.core.detection import OFFICIAL_THRESHOLD
+from engine.training.amp import AMP_MODES, MixedPrecision
 from engine.training.calibrate import calibrate_detector
 from engine.training.config import CONFIGS
 from engine.training.data import PhotoPool, list_photos, load_small, split_holdout
 from engine.training.labelled import LabelledPool
+from engine.training.ship_detector import ship_detector
+from engine.store.weights import default_dir
 from engine.training.face_data import training_faces
 from engine.training.face_train import FaceTrainer
 from engine.training.loop import CHECKPOINT, export_weights, train
@@ -41,17 +50,26 @@ SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 STAGES = ("vae-a", "vae-b", "mapping", "detector")  # the paper's stages: export needs all four
 # ours; when a run exists, export takes the restoration networks from joint/ and adds face_256 from face/
 OPTIONAL_STAGES = ("joint", "face")
+RECIPE_ORDER = ("vae-b", "vae-a", "mapping", "detector", "joint", "face")  # each after the runs it builds on
 FACE_CACHE = "faces_256.npz"  # the face stage's aligned training faces, cached in its run folder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a stage of the networks, or export trained weights")
-    t.add_argument("stage", choices=STAGES + OPTIONAL_STAGES + ("export", "export-detector"))
+    t.add_argument("stage", choices=STAGES + OPTIONAL_STAGES + ("export", "export-detector", "recipe"))
     t.add_argument("--config", choices=sorted(CONFIGS), default="lite")
     t.add_argument("--out", type=Path, help="run folder (checkpoint, metrics.jsonl, samples/)")
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
     t.add_argument("--steps", type=int, help="total steps (default: the configuration's)")
     t.add_argument("--device", default="auto")
+    t.add_argument("--minutes", type=float, help="wall-clock budget: stop with a checkpoint before a step that "
+                   "would end later (recipe: for all its stages together, the export after it not counted)")
+    t.add_argument("--amp", choices=AMP_MODES, default="off",
+                   help="mixed precision on CUDA (bf16: Ampere and newer; fp16 with loss scaling)")
+    t.add_argument("--workers", type=int, default=0,
+                   help="data worker processes making the degraded batches (0: in this process)")
+    t.add_argument("--with", dest="extra_stages", nargs="+", choices=OPTIONAL_STAGES, default=[],
+                   help="recipe: also train these optional stages")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--clean", type=Path, nargs="+", default=[SHARED_DATA / "clean_train"], help="clean photos (Y)")
     t.add_argument("--old", type=Path, nargs="+", default=[SHARED_DATA / "real_old"], help="real old scans (R)")
@@ -66,7 +84,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     t.add_argument("--vae-b", type=Path, help="trained vae-b run (default: <out>/../vae-b)")
     t.add_argument("--runs", type=Path, help="export: folder holding the four stage runs")
     t.add_argument("--dest", type=Path, help="export: destination weights folder")
-    t.add_argument("--name", default="heirloom-lite-v1", help="export: weights name for the model card")
+    t.add_argument("--name", help="export: weights name for the model card (default heirloom-lite-v1; "
+                   "recipe: heirloom-<config>)")
     t.add_argument("--without", nargs="+", choices=OPTIONAL_STAGES, default=[],
                    help="export: leave out these optional stages' runs (e.g. a face model that does not help yet)")
     t.set_defaults(func=cmd_train)
@@ -164,7 +183,8 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
     kwargs = config.arch.network_kwargs()
     photos = calibration_photos(args.clean)  # training photos for the detector and strength fits
     parts["detector"], calibration = calibrate_detector(parts["detector"], config.arch.detector_width_log2, photos)
-    card = {"name": args.name, "config": config.to_json(), "steps": steps, "output_tone": config.output_tone,
+    card = {"name": args.name or "heirloom-lite-v1", "config": config.to_json(), "steps": steps,
+            "output_tone": config.output_tone,
             "networks": {name: kwargs[name] for name in parts},
             "detector_calibration": calibration.to_json(),
             # exact attention only where it reaches a hole (bench/attention_rows.py measures the difference)
@@ -188,9 +208,6 @@ def export(args: argparse.Namespace, out: TextIO) -> int:
 def export_detector(args: argparse.Namespace, out: TextIO) -> int:
     """A weights folder with the run's detector, calibrated on real damage when --real-masks is given."""
 
-    from engine.store.weights import default_dir
-    from engine.training.ship_detector import ship_detector
-
     labelled = LabelledPool.from_manifest(args.real_masks, args.data_root) if args.real_masks else None
     photos = None if labelled else calibration_photos(args.clean)
     card = ship_detector(args.run, args.weights or default_dir(), args.dest, labelled, photos)
@@ -203,7 +220,104 @@ def export_detector(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+@dataclass
+class StageResult:
+    code: int  # exit code
+    total: int = 0  # the steps the stage trains to
+    last: dict = field(default_factory=dict)  # the last step's metrics (empty: no step taken)
+    steps_run: int = 0  # steps taken by this run (not counting the ones resumed from)
+
+    def summary(self) -> dict:
+        seconds = self.last.get("seconds")
+        return {"step": self.last.get("step"), "of": self.total, "steps_run": self.steps_run,
+                "steps_per_second": round(self.steps_run / seconds, 2) if seconds else None}
+
+
+def train_stage(args: argparse.Namespace, device: torch.device, amp: MixedPrecision, deadline: float | None,
+                err: TextIO) -> StageResult:
+    """Train ``args.stage`` into ``args.out``, until its steps are done or ``deadline``."""
+    try:
+        trainer = build_trainer(args.stage, args.config, device, args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=err)
+        return StageResult(1)
+    trainer.amp = amp
+    result = StageResult(1, args.steps if args.steps is not None else trainer.cfg.steps)
+    stop_gracefully_on_signals()
+    bar = ProgressBar(f"train {args.stage}", err)
+    try:
+        for metrics in train(trainer, args.out, args.steps, args.resume, Progress(bar), init_from=args.init_from,
+                             deadline=deadline, workers=args.workers):
+            result.last = metrics
+            result.steps_run += 1
+    except (FileExistsError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=err)
+        return result
+    except (Cancelled, KeyboardInterrupt):
+        bar.close()
+        print(f"stopped; resume with --resume (checkpoint in {args.out})", file=err)
+        return result
+    bar.close()
+    if result.last and result.last["step"] < result.total:
+        print(f"{args.stage}: time budget spent at step {result.last['step']} of {result.total}; continue with "
+              f"--resume (checkpoint in {args.out})", file=err)
+    result.code = 0
+    return result
+
+
+def recipe(args: argparse.Namespace, device: torch.device, amp: MixedPrecision, started: float,
+           out: TextIO, err: TextIO) -> int:
+    """Every stage of ``args.config`` into one folder, then the export: ``<out>/runs/<stage>/``,
+    ``<out>/weights/`` and ``<out>/recipe.json`` (what each stage did in how long, for tuning the
+    next run). The budget is shared: each stage gets the time left divided by the stages left, so
+    time a stage does not use (it reached its steps, or started fast) goes to the next ones.
+    Stages with a checkpoint resume: running the recipe again trains every stage further."""
+    root = Path(args.out)
+    runs = root / "runs"
+    stages = [s for s in RECIPE_ORDER if s in STAGES or s in args.extra_stages]
+    budget_end = started + args.minutes * 60 if args.minutes is not None else None
+    summary: dict = {"config": args.config, "device": str(device), "amp": amp.mode, "workers": args.workers,
+                     "minutes": args.minutes, "stages": {}}
+
+    def write_summary() -> None:
+        summary["seconds"] = round(time.monotonic() - started, 1)
+        (root / "recipe.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+
+    root.mkdir(parents=True, exist_ok=True)
+    for i, stage in enumerate(stages):
+        now = time.monotonic()
+        deadline = None if budget_end is None else now + max(budget_end - now, 0.0) / (len(stages) - i)
+        run = runs / stage
+        stage_args = argparse.Namespace(**{**vars(args), "stage": stage, "out": run,
+                                           "resume": (run / CHECKPOINT).exists(),
+                                           "init_from": None, "vae_a": None, "vae_b": None})
+        result = train_stage(stage_args, device, amp, deadline, err)
+        seconds = time.monotonic() - now
+        summary["stages"][stage] = {**result.summary(), "seconds": round(seconds, 1),
+                                    "budget_seconds": None if deadline is None else round(deadline - now, 1)}
+        if result.code != 0:
+            write_summary()
+            return result.code
+        print(f"{stage}: step {result.last.get('step', result.total)}/{result.total} in {seconds:.0f} s", file=out)
+    now = time.monotonic()
+    export_args = argparse.Namespace(**{**vars(args), "runs": runs, "dest": root / "weights",
+                                        "name": args.name or f"heirloom-{args.config}",
+                                        "without": [s for s in OPTIONAL_STAGES if s not in args.extra_stages]})
+    try:
+        code = export(export_args, out)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=err)
+        code = 1
+    except KeyboardInterrupt:
+        print(f"stopped during the export; run the recipe again to export (the runs are kept in {runs})", file=err)
+        code = 1
+    summary["export_seconds"] = round(time.monotonic() - now, 1)
+    write_summary()
+    return code
+
+
 def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    started = time.monotonic()  # a --minutes budget counts from here: loading photos is part of a stage
     if args.stage == "export-detector":
         if not args.run or not args.dest:
             print("error: export-detector needs --run and --dest", file=err)
@@ -232,26 +346,24 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 2
     if choice.note:
         print(f"warning: {choice.note}", file=err)
+    if args.workers < 0 or (args.minutes is not None and args.minutes <= 0):
+        print("error: --workers must be 0 or more and --minutes more than 0", file=err)
+        return 2
     try:
-        trainer = build_trainer(args.stage, args.config, choice.device, args)
-    except (FileNotFoundError, ValueError) as exc:
+        amp = MixedPrecision(choice.device, args.amp)
+    except ValueError as exc:
         print(f"error: {exc}", file=err)
-        return 1
-    stop_gracefully_on_signals()
-    bar = ProgressBar(f"train {args.stage}", err)
-    last = {}
-    try:
-        for metrics in train(trainer, args.out, args.steps, args.resume, Progress(bar), init_from=args.init_from):
-            last = metrics
-    except (FileExistsError, FileNotFoundError, ValueError) as exc:
-        print(f"error: {exc}", file=err)
-        return 1
-    except (Cancelled, KeyboardInterrupt):
-        bar.close()
-        print(f"stopped; resume with --resume (checkpoint in {args.out})", file=err)
-        return 1
-    bar.close()
-    print("finished: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in last.items()),
+        return 2
+    if choice.device.type == "cuda":  # fixed crop sizes: let cuDNN pick its fastest convolutions once
+        torch.backends.cudnn.benchmark = True
+    if args.stage == "recipe":
+        return recipe(args, choice.device, amp, started, out, err)
+    deadline = started + args.minutes * 60 if args.minutes is not None else None
+    result = train_stage(args, choice.device, amp, deadline, err)
+    if result.code != 0:
+        return result.code
+    print("finished: " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                   for k, v in result.last.items()),
           file=out)
     return 0
 

@@ -1,7 +1,7 @@
 """Training configurations. ``full`` keeps the official shapes (so official weights can be
 fine-tuned); ``lite`` narrows the VAEs, the mapping and the detector so each stage trains on 2 CPU cores in
-about 45 minutes (and the optional face generator on one core in about an hour); ``tiny`` exists for
-tests."""
+about 45 minutes (and the optional face generator on one core in about an hour); ``gpu`` is for
+minutes on one CUDA device (``scripts/train_gpu.sh``); ``tiny`` exists for tests."""
 
 from __future__ import annotations
 
@@ -143,3 +143,29 @@ CONFIGS["lite-d8"] = replace(CONFIGS["lite"], name="lite-d8",
 for _base in ("lite", "lite-d8"):
     CONFIGS[f"{_base}-real"] = replace(CONFIGS[_base], name=f"{_base}-real", stages={
         **CONFIGS[_base].stages, "detector": replace(CONFIGS[_base].stage("detector"), real_crops=0.25)})
+
+# One CUDA device for minutes (scripts/train_gpu.sh: ten by default, shared by the stages). ``full``
+# keeps the official shapes for fine-tuning official weights, and its adversarial loss mix and
+# 100k-step schedules need days; from scratch in minutes, lite's short-run recipe (tone-anchored L1,
+# no GAN on the VAEs, a gentle one on the mapping, the tone predictor at export) is the one that
+# learns. What a GPU adds is room: the VAEs at the official 64 channels, twice lite's mapping and
+# detector widths (the official 512-wide mapping and 64-channel detector would take most of a
+# minutes-long budget just to leave their random start), and batches of 16 crops of 256 px from
+# photos cached at 768 px (a step sees 16x lite's pixels, the detector's 8x). Steps are set far beyond what a budget
+# reaches: the time budget (train --minutes) decides where each stage stops. These sizes are a
+# first guess made without a GPU at hand; the recipe's recipe.json reports each stage's steps per
+# second to tune them by.
+_GPU_STAGE = StageConfig(crop=256, batch=16, steps=100_000, lr=5e-4, ckpt_every=500, sample_every=1000, log_every=20,
+                         loss=LossWeights(raw=1.0, gan=0.0, fm=0.0))
+CONFIGS["gpu"] = TrainConfig("gpu", Architecture(vae_channels=64, mapping_width=256, mapping_blocks=6, nl_blocks=2,
+                                                 detector_width_log2=5, face_ngf=32, face_spade_hidden=64), {
+    "vae-a": _GPU_STAGE,
+    "vae-b": _GPU_STAGE,
+    "mapping": replace(_GPU_STAGE, loss=CONFIGS["lite"].stage("mapping").loss),
+    # a quarter of its crops real damaged photos (scripts/train_gpu.sh passes --real-masks bench/real_masks)
+    "detector": replace(CONFIGS["lite"].stage("detector"), crop=256, batch=16, steps=100_000, ckpt_every=500,
+                        sample_every=1000, log_every=20, real_crops=0.25),
+    "joint": replace(_GPU_STAGE, lr=1e-4, loss=CONFIGS["lite"].stage("joint").loss),
+    "face": replace(CONFIGS["lite"].stage("face"), batch=8, steps=100_000, ckpt_every=500, sample_every=1000,
+                    log_every=20),
+}, image_cache_side=768, output_tone="predicted")

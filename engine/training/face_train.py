@@ -36,8 +36,6 @@ from engine.training.losses import PatchDiscriminator
 from engine.training.trainers import (
     Trainer,
     adam,
-    adversarial_terms,
-    discriminator_step,
     to_images,
     to_tensor,
     uses_image_discriminator,
@@ -83,23 +81,24 @@ class FaceTrainer(Trainer):
             degraded.append(np.floor(damaged * 255.0 + 0.5) / 255.0)
         return np.stack(degraded).astype(np.float32), np.stack(clean)
 
-    def step(self, step: int) -> dict[str, float]:
+    def data(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.batch(self.rng(step))
+
+    def learn(self, batch: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
         G, w = self.nets["G"], self.cfg.loss
-        degraded_np, clean_np = self.batch(self.rng(step))
+        degraded_np, clean_np = batch
         x, y = to_tensor(degraded_np, self.device), to_tensor(clean_np, self.device)
         update_spectral_norms(G)
-        out = G(x)
+        out = self.run(G, x)
         metrics: dict[str, float] = {}
         if "D" in self.nets:
-            metrics["d"] = discriminator_step(self.nets["D"], self.optims["D"], y, [out])
+            metrics["d"] = self.discriminator_step(y, [out])
         l1 = (match_tone(out, y) - y).abs().mean()
         raw = (out - y).abs().mean()
         loss = w.recon * l1 + w.raw * raw
         if "D" in self.nets:
-            loss = loss + adversarial_terms(self.nets["D"], out, y, w)
-        self.optims["G"].zero_grad(set_to_none=True)
-        loss.backward()
-        self.optims["G"].step()
+            loss = loss + self.adversarial_terms(out, y, w)
+        self.optimise("G", loss)
         with torch.no_grad():
             metrics.update(l1=l1.item(), raw_l1=raw.item(), input_l1=(match_tone(x, y) - y).abs().mean().item(),
                            g=loss.item())

@@ -4,6 +4,12 @@
 whenever it is stopped early (cancel, Ctrl-C, closing the generator), atomically, so a killed run
 loses at most ``ckpt_every`` steps and ``resume=True`` continues exactly where it stopped (batches
 are a function of the step number).
+
+A ``deadline`` (``train --minutes``) ends a run cleanly before a step that would not finish in
+time, judged by the run's mean step time so far, with a checkpoint and a last sample: a GPU run
+gets a wall-clock budget instead of a step count, and ``resume=True`` later continues it. A run
+always takes at least one step, so every stage leaves a checkpoint for the next to build on.
+``workers`` > 0 has data worker processes make the batches (``engine.training.workers``).
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 
@@ -23,6 +29,7 @@ from engine.models.checkpoints import save_state_dicts
 from engine.progress import Progress
 from engine.training.metrics_log import append_metrics, open_metrics_log
 from engine.training.trainers import Trainer
+from engine.training.workers import step_batches
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -31,6 +38,8 @@ def save_checkpoint(trainer: Trainer, out: Path, step: int) -> None:
     state = {"stage": trainer.stage, "step": step, "config": trainer.config.name,
              "nets": {k: v.state_dict() for k, v in trainer.nets.items()},
              "optims": {k: v.state_dict() for k, v in trainer.optims.items()}}
+    if trainer.amp.scalers:  # fp16 loss scales, so a resumed run scales as an uninterrupted one
+        state["scalers"] = trainer.amp.state_dict()
     tmp = out / (CHECKPOINT + ".tmp")
     torch.save(state, tmp)
     with open(tmp, "rb") as fh:
@@ -54,6 +63,7 @@ def load_checkpoint(trainer: Trainer, out: Path) -> int:
             trainer.missing_from_checkpoint(k)
     for k, opt in trainer.optims.items():
         opt.load_state_dict(state["optims"][k])
+    trainer.amp.load_state_dict(state.get("scalers", {}))
     return int(state["step"])
 
 
@@ -79,7 +89,10 @@ def init_from_run(trainer: Trainer, run: Path) -> None:
 
 
 def train(trainer: Trainer, out: Path, steps: int | None = None, resume: bool = False,
-          progress: Progress | None = None, init_from: Path | None = None) -> Iterator[dict[str, float]]:
+          progress: Progress | None = None, init_from: Path | None = None, deadline: float | None = None,
+          workers: int = 0, clock: Callable[[], float] = time.monotonic) -> Iterator[dict[str, float]]:
+    """Train ``trainer`` up to ``steps`` (default: its stage's), yielding each step's metrics.
+    ``deadline`` is a ``clock()`` time (``time.monotonic`` unless a test gives its own clock)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = trainer.cfg
@@ -98,26 +111,46 @@ def train(trainer: Trainer, out: Path, steps: int | None = None, resume: bool = 
     step = saved = start
     log = open_metrics_log(out)
     started = time.perf_counter()
+    began = clock()
+    batches = step_batches(trainer, start, total, workers)
+    metrics: dict[str, float] = {}
     try:
-        while step < total:
+        for _, batch in batches:
             progress.check()
-            metrics = trainer.step(step)
+            if deadline is not None and step > start and out_of_time(clock(), began, step - start, deadline):
+                if metrics and step % cfg.log_every:  # the last step is on record, as at the end of a run
+                    append_metrics(log, metrics)
+                if step % cfg.sample_every:
+                    write_sample(trainer, out, step)
+                break
+            metrics = trainer.step(step, batch)
             step += 1
             metrics = {"step": step, **metrics, "seconds": round(time.perf_counter() - started, 2)}
             if step % cfg.log_every == 0 or step == total:
                 append_metrics(log, metrics)
             if step % cfg.sample_every == 0 or step == total:
-                (out / "samples").mkdir(exist_ok=True)
-                write_png(out / "samples" / f"step_{step:06d}.png", to_u8(trainer.samples()))
+                write_sample(trainer, out, step)
             if step % cfg.ckpt_every == 0 or step == total:
                 save_checkpoint(trainer, out, step)
                 saved = step
             progress.report((step - start) / max(total - start, 1), f"step {step}/{total}")
             yield metrics
     finally:
+        batches.close()  # stops the data workers
         log.close()
         if step > saved:  # stopped early (even between logging and the periodic save): keep what was learned
             save_checkpoint(trainer, out, step)
+
+
+def out_of_time(now: float, began: float, done: int, deadline: float) -> bool:
+    """Whether one more step, at the mean duration of the ``done`` steps since ``began``, would
+    end past ``deadline``."""
+    return now + (now - began) / done > deadline
+
+
+def write_sample(trainer: Trainer, out: Path, step: int) -> None:
+    (out / "samples").mkdir(exist_ok=True)
+    write_png(out / "samples" / f"step_{step:06d}.png", to_u8(trainer.samples()))
 
 
 def export_weights(parts: dict[str, dict[str, torch.Tensor]], dest: Path, card: dict) -> dict:

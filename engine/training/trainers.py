@@ -2,6 +2,13 @@
 optimisation step per ``step(i)`` call; ``engine.training.loop`` adds checkpointing, resume,
 samples and progress around it.
 
+A step is split in two: ``data(step)`` draws the batch as NumPy arrays on the CPU (crops and the
+synthetic degradation, from the step's seed alone), ``learn(batch)`` runs the networks on the
+trainer's device. The split lets data workers (``engine.training.workers``) prepare the batches
+of later steps in other processes while the device learns; ``step(i)`` does both in-process.
+Network calls go through ``run`` and updates through ``optimise`` (``engine.training.amp``), so
+mixed precision on CUDA changes the forward passes only.
+
 Loss weights are the paper's structure (reconstruction + KL + LSGAN for the VAEs, latent L1 +
 LSGAN + feature matching for the mapping, focal loss for the detector); their values are tuned
 for short CPU runs and stated next to each trainer.
@@ -23,6 +30,7 @@ from engine.models.networks.mapping import QualityMapping, ScratchMapping
 from engine.models.networks.unet import ScratchUNet
 from engine.models.networks.vae import VAEGenerator
 from engine.models.registry import BY_NAME
+from engine.training.amp import MixedPrecision
 from engine.training.config import LossWeights, TrainConfig
 from engine.training.data import PhotoPool, step_rng, synthetic_batch
 from engine.training.labelled import LabelledPool
@@ -56,33 +64,29 @@ def uses_image_discriminator(weights: LossWeights) -> bool:
     return weights.gan > 0 or weights.fm > 0
 
 
-def discriminator_step(D: nn.Module, optim: torch.optim.Optimizer, real: torch.Tensor,
-                       fakes: list[torch.Tensor]) -> float:
-    """One LSGAN update of the image discriminator: real photos vs (detached) generated ones."""
-    loss = lsgan(D(real)[-1], True) + sum(lsgan(D(f.detach())[-1], False) for f in fakes) / len(fakes)
-    optim.zero_grad(set_to_none=True)
-    loss.backward()
-    optim.step()
-    return loss.item()
+def chain_arrays(clean_np: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The degraded inputs of both mappings from clean crops, as arrays: "quality" (unstructured
+    damage), "scratch" (structured, holes filled white as the networks expect) and the hole masks."""
+    plain_np, _ = synthetic_batch(clean_np, rng, structured=False)
+    scratched_np, masks_np = synthetic_batch(clean_np, rng, structured=True)
+    scratched_np = np.where(masks_np[..., None], 1.0, scratched_np).astype(np.float32)
+    return plain_np, scratched_np, masks_np
 
 
-def adversarial_terms(D: nn.Module, fake: torch.Tensor, real: torch.Tensor, weights: LossWeights) -> torch.Tensor:
-    """Generator side: fool the discriminator, and match its features on real photos."""
-    fake_feats, real_feats = D(fake), D(real)
-    return weights.gan * lsgan(fake_feats[-1], True) + weights.fm * feature_matching(fake_feats, real_feats)
+def chain_tensors(clean_np: np.ndarray, plain_np: np.ndarray, scratched_np: np.ndarray, masks_np: np.ndarray,
+                  device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """``chain_arrays``' batch on the device: the clean target, the hole mask, the degraded inputs."""
+    mask = torch.from_numpy(masks_np.astype(np.float32))[:, None].to(device)
+    degraded = {"quality": to_tensor(plain_np, device), "scratch": to_tensor(scratched_np, device)}
+    return to_tensor(clean_np, device), mask, degraded
 
 
 def mapping_batch(clean_np: np.ndarray, rng: np.random.Generator, device: torch.device
                   ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], np.ndarray]:
     """One mapping batch from clean crops: the clean target, the hole mask, the degraded inputs of
-    both mappings ("quality": unstructured damage; "scratch": structured, holes filled white as the
-    networks expect) and the scratched images as arrays (for sample grids)."""
-    plain_np, _ = synthetic_batch(clean_np, rng, structured=False)
-    scratched_np, masks_np = synthetic_batch(clean_np, rng, structured=True)
-    scratched_np = np.where(masks_np[..., None], 1.0, scratched_np).astype(np.float32)
-    mask = torch.from_numpy(masks_np.astype(np.float32))[:, None].to(device)
-    degraded = {"quality": to_tensor(plain_np, device), "scratch": to_tensor(scratched_np, device)}
-    return to_tensor(clean_np, device), mask, degraded, scratched_np
+    both mappings and the scratched images as arrays (for sample grids)."""
+    plain_np, scratched_np, masks_np = chain_arrays(clean_np, rng)
+    return (*chain_tensors(clean_np, plain_np, scratched_np, masks_np, device), scratched_np)
 
 
 def chain_loss(mapped: torch.Tensor, image: torch.Tensor, target_latent: torch.Tensor, clean: torch.Tensor,
@@ -106,20 +110,60 @@ class Trainer:
         torch.manual_seed(seed)  # networks built after this start from the same weights every run
         self.nets: dict[str, nn.Module] = {}
         self.optims: dict[str, torch.optim.Optimizer] = {}
+        self.amp = MixedPrecision(device)  # float32; train --amp swaps in autocast (CUDA only)
 
     def rng(self, step: int) -> np.random.Generator:
-        torch.manual_seed(int(step_rng(self.seed, self.stage + "/torch", step).integers(2**62)))
+        """The step's data randomness (crops, damage): a function of (seed, stage, step) alone."""
         return step_rng(self.seed, self.stage, step)
 
-    def step(self, step: int) -> dict[str, float]:
+    def seed_torch(self, step: int) -> None:
+        """The step's network-side randomness (latent noise), seeded apart from the data's so a
+        batch made in a worker process leaves the same torch state as one made here."""
+        torch.manual_seed(int(step_rng(self.seed, self.stage + "/torch", step).integers(2**62)))
+
+    def data(self, step: int) -> tuple:
+        """The step's batch as NumPy arrays (and plain numbers), from ``rng(step)`` only. Data
+        workers call it in other processes: it must not touch the networks or torch's RNG."""
         raise NotImplementedError
 
-    def chain_batch(self, step: int) -> tuple[np.ndarray, torch.Tensor, torch.Tensor, dict[str, torch.Tensor], np.ndarray]:
-        """The step's clean crops (array) plus ``mapping_batch`` of them: the batch of the stages
-        that train the restoration chains (mapping, joint); needs ``self.clean``."""
+    def learn(self, batch: tuple) -> dict[str, float]:
+        """One optimisation step on ``data``'s batch; returns the step's metrics."""
+        raise NotImplementedError
+
+    def step(self, step: int, batch: tuple | None = None) -> dict[str, float]:
+        """One optimisation step; ``batch`` is ``data(step)`` when a data worker made it already."""
+        if batch is None:
+            batch = self.data(step)
+        self.seed_torch(step)
+        return self.learn(batch)
+
+    def run(self, fn, *args):
+        """A network call (under autocast when mixed precision is on; outputs float32)."""
+        return self.amp.run(fn, *args)
+
+    def optimise(self, name: str, loss: torch.Tensor) -> None:
+        """Zero grads, backward and step of optimiser ``name`` (loss-scaled under fp16)."""
+        self.amp.optimise(name, self.optims[name], loss)
+
+    def discriminator_step(self, real: torch.Tensor, fakes: list[torch.Tensor]) -> float:
+        """One LSGAN update of the image discriminator ``D``: real photos vs (detached) generated ones."""
+        D = self.nets["D"]
+        loss = lsgan(self.run(D, real)[-1], True) + sum(lsgan(self.run(D, f.detach())[-1], False)
+                                                        for f in fakes) / len(fakes)
+        self.optimise("D", loss)
+        return loss.item()
+
+    def adversarial_terms(self, fake: torch.Tensor, real: torch.Tensor, weights: LossWeights) -> torch.Tensor:
+        """Generator side: fool the discriminator ``D``, and match its features on real photos."""
+        fake_feats, real_feats = self.run(self.nets["D"], fake), self.run(self.nets["D"], real)
+        return weights.gan * lsgan(fake_feats[-1], True) + weights.fm * feature_matching(fake_feats, real_feats)
+
+    def chain_data(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The batch of the stages that train the restoration chains (mapping, joint): the step's
+        clean crops plus ``chain_arrays`` of them; needs ``self.clean``."""
         rng = self.rng(step)
         clean_np = self.clean.crops(rng, self.cfg.batch, self.cfg.crop)
-        return (clean_np, *mapping_batch(clean_np, rng, self.device))
+        return (clean_np, *chain_arrays(clean_np, rng))
 
     def missing_from_checkpoint(self, name: str) -> None:
         """Resuming a checkpoint written before network ``name`` belonged to this stage."""
@@ -160,42 +204,41 @@ class VAETrainer(Trainer):
             self.nets["DL"] = LatentDiscriminator(ch).to(device)
             self.optims["DL"] = adam(self.nets["DL"].parameters(), self.cfg.lr)
 
-    def batch(self, rng: np.random.Generator) -> tuple[torch.Tensor, int]:
+    def data(self, step: int) -> tuple[np.ndarray, int]:
+        """(crops (B,H,W,3), how many of them come first from real old photos)."""
+        rng = self.rng(step)
         b, size = self.cfg.batch, self.cfg.crop
         if self.domain == "B":
-            return to_tensor(self.clean.crops(rng, b, size), self.device), 0
+            return self.clean.crops(rng, b, size), 0
         n_real = b // 2
         real_old = self.old.crops(rng, n_real, size)
         synthetic, _ = synthetic_batch(self.clean.crops(rng, b - n_real, size), rng, structured=True)
-        return to_tensor(np.concatenate([real_old, synthetic]), self.device), n_real
+        return np.concatenate([real_old, synthetic]), n_real
 
-    def step(self, step: int) -> dict[str, float]:
+    def learn(self, batch: tuple[np.ndarray, int]) -> dict[str, float]:
         G, w = self.nets["G"], self.cfg.loss
-        x, n_real = self.batch(self.rng(step))
-        z = G.encode(x)
-        recon = G.decode(z + LATENT_NOISE * torch.randn_like(z))
+        x, n_real = to_tensor(batch[0], self.device), batch[1]
+        z = self.run(G.encode, x)
+        recon = self.run(G.decode, z + LATENT_NOISE * torch.randn_like(z))
         metrics: dict[str, float] = {}
         if "D" in self.nets:
-            metrics["d"] = discriminator_step(self.nets["D"], self.optims["D"], x, [recon])
+            metrics["d"] = self.discriminator_step(x, [recon])
         if self.domain == "A":  # the latent discriminator learns to tell real (R) from synthetic (X) codes
             DL, zd = self.nets["DL"], z.detach()
-            dl_loss = lsgan(DL(zd[:n_real]), True) + lsgan(DL(zd[n_real:]), False)
-            self.optims["DL"].zero_grad(set_to_none=True)
-            dl_loss.backward()
-            self.optims["DL"].step()
+            dl_loss = lsgan(self.run(DL, zd[:n_real]), True) + lsgan(self.run(DL, zd[n_real:]), False)
+            self.optimise("DL", dl_loss)
             metrics["dl"] = dl_loss.item()
         l1 = (match_tone(recon, x) - x).abs().mean()
         g_loss = w.recon * l1 + w.raw * (recon - x).abs().mean() + w.kl * kl_to_unit(z)
         if "D" in self.nets:
-            g_loss = g_loss + adversarial_terms(self.nets["D"], recon, x, w)
+            g_loss = g_loss + self.adversarial_terms(recon, x, w)
         metrics.update(l1=l1.item(), kl=kl_to_unit(z).item())
         if self.domain == "A":  # make synthetic latents indistinguishable from real ones (and vice versa)
-            align = lsgan(self.nets["DL"](z[n_real:]), True) + lsgan(self.nets["DL"](z[:n_real]), False)
+            DL = self.nets["DL"]
+            align = lsgan(self.run(DL, z[n_real:]), True) + lsgan(self.run(DL, z[:n_real]), False)
             g_loss = g_loss + w.align * align
             metrics["align"] = align.item()
-        self.optims["G"].zero_grad(set_to_none=True)
-        g_loss.backward()
-        self.optims["G"].step()
+        self.optimise("G", g_loss)
         self._last = (to_images(x), to_images(recon), to_images(x))
         metrics["g"] = g_loss.item()
         return metrics
@@ -236,26 +279,28 @@ class MappingTrainer(Trainer):
             self.nets["D"] = PatchDiscriminator().to(device)
             self.optims["D"] = adam(self.nets["D"].parameters(), self.cfg.lr)
 
-    def step(self, step: int) -> dict[str, float]:
-        clean_np, y, mask, degraded, scratched_np = self.chain_batch(step)
+    def data(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return self.chain_data(step)
+
+    def learn(self, batch: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> dict[str, float]:
+        clean_np, _, scratched_np, _ = batch
+        y, mask, degraded = chain_tensors(*batch, self.device)
         with torch.no_grad():
-            target = self.vae_b.encode(y)
-            inputs = {name: self.vae_a.encode(x) for name, x in degraded.items()}
+            target = self.run(self.vae_b.encode, y)
+            inputs = {name: self.run(self.vae_a.encode, x) for name, x in degraded.items()}
         w = self.cfg.loss
         outputs = {}
         for name in ("quality", "scratch"):
-            mapped = self.nets[name](inputs[name], mask if name == "scratch" else None)
-            outputs[name] = (mapped, self.vae_b.decode(mapped))
+            mapped = self.run(self.nets[name], inputs[name], mask if name == "scratch" else None)
+            outputs[name] = (mapped, self.run(self.vae_b.decode, mapped))
         metrics: dict[str, float] = {}
         if "D" in self.nets:
-            metrics["d"] = discriminator_step(self.nets["D"], self.optims["D"], y, [img for _, img in outputs.values()])
+            metrics["d"] = self.discriminator_step(y, [img for _, img in outputs.values()])
         for name, (mapped, img) in outputs.items():
             loss, latent_l1, image_l1 = chain_loss(mapped, img, target, y, w)
             if "D" in self.nets:
-                loss = loss + adversarial_terms(self.nets["D"], img, y, w)
-            self.optims[name].zero_grad(set_to_none=True)
-            loss.backward()
-            self.optims[name].step()
+                loss = loss + self.adversarial_terms(img, y, w)
+            self.optimise(name, loss)
             metrics[f"{name}_latent_l1"] = latent_l1.item()
             metrics[f"{name}_image_l1"] = image_l1.item()
         self._last = (scratched_np, to_images(outputs["scratch"][1]), clean_np)
@@ -337,7 +382,8 @@ class DetectorTrainer(Trainer):
             return self.cfg.crop, self.cfg.batch
         return self.large_crop, max(1, self.cfg.batch * self.cfg.crop**2 // self.large_crop**2)
 
-    def step(self, step: int) -> dict[str, float]:
+    def data(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(damaged crops (B,H,W,3), their exact damage masks (B,H,W) bool)."""
         rng = self.rng(step)
         crop, batch = self.crop_and_batch(step)
         clean_np = self.clean.crops(rng, batch, crop, around=self.faces, around_share=self.cfg.face_crops)
@@ -350,18 +396,20 @@ class DetectorTrainer(Trainer):
             real = rng.random(batch) < self.cfg.real_crops
             if real.any():
                 degraded[real], masks[real] = self.labelled.crops(rng, int(real.sum()), crop)
+        return degraded, masks
+
+    def learn(self, batch: tuple[np.ndarray, np.ndarray]) -> dict[str, float]:
+        degraded, masks = batch
         x = (to_tensor(degraded, self.device) * LUMA_WEIGHTS.to(self.device)).sum(1, keepdim=True)
         target = torch.from_numpy(masks.astype(np.float32))[:, None].to(self.device)
-        logits = self.nets["U"](x)
+        logits = self.run(self.nets["U"], x)
         loss = focal_loss(logits, target)
-        self.optims["U"].zero_grad(set_to_none=True)
-        loss.backward()
-        self.optims["U"].step()
+        self.optimise("U", loss)
         self.update_average()
         pred = logits.detach() > 0
         tp = float((pred & (target > 0)).sum())
         f1 = 2 * tp / max(float(pred.sum()) + float(target.sum()), 1.0)
-        prob = torch.sigmoid(logits.detach()).repeat(1, 3, 1, 1).permute(0, 2, 3, 1).numpy()
+        prob = torch.sigmoid(logits.detach()).repeat(1, 3, 1, 1).permute(0, 2, 3, 1).cpu().numpy()
         self._last = (degraded, prob, np.repeat(masks[..., None].astype(np.float32), 3, axis=3))
         return {"focal": loss.item(), "f1": f1}
 
@@ -416,22 +464,25 @@ class JointTrainer(Trainer):
         params = [p for net in self.nets.values() for p in net.parameters()]
         self.optims = {"all": adam(params, self.cfg.lr)}
 
-    def step(self, step: int) -> dict[str, float]:
-        clean_np, y, mask, degraded, scratched_np = self.chain_batch(step)
+    def data(self, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        return self.chain_data(step)
+
+    def learn(self, batch: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> dict[str, float]:
+        clean_np, _, scratched_np, _ = batch
+        y, mask, degraded = chain_tensors(*batch, self.device)
         with torch.no_grad():
-            target = self.vae_b_target.encode(y)
+            target = self.run(self.vae_b_target.encode, y)
         w, metrics = self.cfg.loss, {}
         loss = torch.zeros((), device=self.device)
         images = {}
         for name in self.CHAINS:
-            mapped = self.nets[name](self.nets["vae_a"].encode(degraded[name]), mask if name == "scratch" else None)
-            img = images[name] = self.nets[f"vae_b_{name}"].decode(mapped)
+            latent = self.run(self.nets["vae_a"].encode, degraded[name])
+            mapped = self.run(self.nets[name], latent, mask if name == "scratch" else None)
+            img = images[name] = self.run(self.nets[f"vae_b_{name}"].decode, mapped)
             chain, latent_l1, image_l1 = chain_loss(mapped, img, target, y, w)
             loss = loss + chain
             metrics[f"{name}_latent_l1"], metrics[f"{name}_image_l1"] = latent_l1.item(), image_l1.item()
-        self.optims["all"].zero_grad(set_to_none=True)
-        loss.backward()
-        self.optims["all"].step()
+        self.optimise("all", loss)
         self._last = (scratched_np, to_images(images["scratch"]), clean_np)
         return metrics
 
