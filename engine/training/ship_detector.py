@@ -5,7 +5,9 @@ is shipped on its own: the other networks of an existing weights folder are kept
 only ``detector.safetensors`` and the card change. Calibration moves the decision point to the
 pipeline's threshold (as ``engine.training.calibrate`` does on synthetic damage), but chooses it on
 real damaged photos with reference masks (a labelled set's calib split), at the detection scale the
-weights run at, maximising the mean per-photo F1 with the benchmark's 3 px tolerance.
+weights run at, maximising the mean per-photo F1 with the benchmark's 3 px tolerance, among the
+thresholds that keep the F1 on synthetic damage (training photos, exact pixels) at or above
+``SYNTHETIC_F1_FLOOR``: the issue's guard that real-damage gains do not cost the synthetic benchmark.
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import numpy as np
 import torch
 
 from engine.core.detection import OFFICIAL_THRESHOLD, scratch_probability
-from engine.core.metrics import tolerant_precision_recall
+from engine.core.metrics import detection_scores, tolerant_precision_recall
+from engine.degradation.degrade import degrade
 from engine.io.durable import sha256_file
 from engine.models.checkpoints import ModelBank, SafetensorsSource, save_state_dicts
 from engine.training.calibrate import BIAS_KEY, calibrate_detector
@@ -30,6 +33,8 @@ from engine.training.labelled import LabelledPool
 
 TOLERANCE_PX = 3.0  # the real-damage benchmark's tolerance (bench/eval_detection.py)
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(2, 19))  # 0.10 .. 0.90
+SYNTHETIC_F1_FLOOR = 0.83  # issue #16: synthetic F1 must stay >= 0.83
+SYNTHETIC_SEED = 50_000  # engine.training.calibrate's seeds: damage never drawn by the benchmarks
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,8 @@ class RealCalibration:
     photos: list[str]
     at_official: dict[str, float]  # mean precision / recall / F1 at the pipeline threshold, before the shift
     at_best: dict[str, float]  # the same at the chosen threshold (= at the pipeline threshold after it)
+    synthetic_f1: float | None = None  # F1 on synthetic damage at the chosen threshold
+    synthetic_floor: float | None = None  # the floor it had to keep (None: not constrained)
 
     def to_json(self) -> dict:
         def rounded(d: dict[str, float]) -> dict[str, float]:
@@ -49,7 +56,9 @@ class RealCalibration:
         return {"on": f"real damaged photos with reference masks ({len(self.photos)}: {', '.join(self.photos)}), "
                       f"mean per-photo F1 with a {TOLERANCE_PX:g} px tolerance",
                 "best_threshold": self.best_threshold, "logit_shift": round(self.logit_shift, 4),
-                "at_0.4_before": rounded(self.at_official), "at_0.4_after": rounded(self.at_best)}
+                "at_0.4_before": rounded(self.at_official), "at_0.4_after": rounded(self.at_best),
+                **({"synthetic_f1_after": round(self.synthetic_f1, 4), "synthetic_f1_floor": self.synthetic_floor}
+                   if self.synthetic_f1 is not None else {})}
 
 
 def _logit(p: float) -> float:
@@ -61,20 +70,41 @@ def mean_scores(probabilities: list[np.ndarray], masks: list[np.ndarray], thresh
     return {k: float(np.mean([r[k] for r in rows])) for k in ("precision", "recall", "f1")}
 
 
-def calibrate_on_real(bank: ModelBank, labelled: LabelledPool) -> RealCalibration:
-    """Sweep the threshold over the labelled photos' probabilities at the weights' detection scale."""
+def synthetic_f1(bank: ModelBank, photos: list[np.ndarray], seed: int = SYNTHETIC_SEED) -> dict[float, float]:
+    """F1 (exact pixels) per threshold on synthetic damage drawn on ``photos`` (HxWx3 float in [0, 1]),
+    detected at the weights' own scale as a restore does."""
+    probabilities, truths = [], []
+    for i, clean in enumerate(photos):
+        damaged = degrade(clean, seed=seed + i)
+        probabilities.append(scratch_probability(bank, damaged.degraded).ravel())
+        truths.append(damaged.mask.ravel())
+    prob, truth = np.concatenate(probabilities), np.concatenate(truths)
+    return {t: detection_scores(prob, truth, t)["f1"] for t in THRESHOLDS}
+
+
+def calibrate_on_real(bank: ModelBank, labelled: LabelledPool, synthetic_photos: list[np.ndarray] | None = None,
+                      floor: float = SYNTHETIC_F1_FLOOR) -> RealCalibration:
+    """Sweep the threshold over the labelled photos' probabilities at the weights' detection scale;
+    with ``synthetic_photos``, only thresholds whose synthetic F1 is at least ``floor`` compete (if
+    none reaches it, the synthetic best is taken: the detector is not ready, and the card says so)."""
     probabilities = [scratch_probability(bank, photo) for photo in labelled.photos]
     table = {t: mean_scores(probabilities, labelled.masks, t) for t in THRESHOLDS}
-    best = max(table, key=lambda t: table[t]["f1"])
+    candidates, synthetic = list(THRESHOLDS), None
+    if synthetic_photos:
+        synthetic = synthetic_f1(bank, synthetic_photos)
+        candidates = [t for t in THRESHOLDS if synthetic[t] >= floor] or [max(synthetic, key=synthetic.get)]
+    best = max(candidates, key=lambda t: table[t]["f1"])
     official = mean_scores(probabilities, labelled.masks, OFFICIAL_THRESHOLD)
     return RealCalibration(float(best), _logit(OFFICIAL_THRESHOLD) - _logit(float(best)), list(labelled.stems),
-                           official, table[best])
+                           official, table[best], None if synthetic is None else synthetic[best],
+                           None if synthetic is None else floor)
 
 
 def ship_detector(run: Path, weights: Path, dest: Path, labelled: LabelledPool | None,
                   synthetic_photos: list[np.ndarray] | None = None) -> dict:
     """Write ``dest``: a copy of the weights folder ``weights`` whose detector is the run's weight
-    average, calibrated on ``labelled`` (else on synthetic damage over ``synthetic_photos``).
+    average, calibrated on ``labelled`` keeping the synthetic F1 on ``synthetic_photos`` at the floor
+    (without ``labelled``: calibrated on synthetic damage over ``synthetic_photos`` alone).
     Returns the new card. ``dest`` must not exist; it appears complete or not at all."""
     dest = Path(dest)
     if dest.exists():
@@ -97,7 +127,8 @@ def ship_detector(run: Path, weights: Path, dest: Path, labelled: LabelledPool |
         save_state_dicts(staging, {"detector": detector})
         (staging / SafetensorsSource.CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
         if labelled is not None:
-            calibration = calibrate_on_real(ModelBank(SafetensorsSource(staging), torch.device("cpu")), labelled)
+            calibration = calibrate_on_real(ModelBank(SafetensorsSource(staging), torch.device("cpu")), labelled,
+                                            synthetic_photos)
             detector[BIAS_KEY] = detector[BIAS_KEY] + calibration.logit_shift
             card["detector_calibration"] = calibration.to_json()
         else:
