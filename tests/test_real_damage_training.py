@@ -160,9 +160,9 @@ def test_the_train_command_continues_a_detector_on_real_damage_and_ships_it(tmp_
     assert train_main(["train", "export-detector", "--run", str(tmp_path / "real")]) == 2
 
 
-def test_the_real_damage_threshold_keeps_the_synthetic_f1_floor(tmp_path):
-    """Among the thresholds, only those whose synthetic F1 reaches the floor compete on real F1; with
-    an unreachable floor the synthetic best is taken. What was kept is written on the card."""
+def test_the_real_damage_threshold_keeps_the_synthetic_f1_near_its_best(tmp_path):
+    """Only thresholds whose synthetic F1 is within the slack of the best synthetic cut compete on
+    real F1: no slack takes the synthetic best. What was kept is written on the card."""
     from engine.models.checkpoints import ModelBank, SafetensorsSource
     from engine.training.ship_detector import calibrate_on_real, ship_detector, synthetic_f1
 
@@ -179,12 +179,12 @@ def test_the_real_damage_threshold_keeps_the_synthetic_f1_floor(tmp_path):
     photos = [rng.random((64, 80, 3), dtype=np.float32) for _ in range(2)]
     card = ship_detector(tmp_path / "run", weights, tmp_path / "shipped", labelled, photos)
     calibration = card["detector_calibration"]
-    assert calibration["synthetic_f1_floor"] == 0.83 and 0.0 <= calibration["synthetic_f1_after"] <= 1.0
+    assert calibration["synthetic_f1_after"] >= calibration["synthetic_f1_floor"] - 1e-4
 
     bank = ModelBank(SafetensorsSource(tmp_path / "shipped"), torch.device("cpu"))
     synthetic = synthetic_f1(bank, photos)
-    unreachable = calibrate_on_real(bank, labelled, photos, floor=1.01)
-    assert unreachable.best_threshold == max(synthetic, key=synthetic.get)
-    free = calibrate_on_real(bank, labelled, photos, floor=0.0)  # every threshold competes on real F1
+    strict = calibrate_on_real(bank, labelled, photos, slack=0.0)
+    assert synthetic[strict.best_threshold] == max(synthetic.values())
+    free = calibrate_on_real(bank, labelled, photos, slack=1.0)  # every threshold competes on real F1
     assert free.best_threshold == calibrate_on_real(bank, labelled).best_threshold
-    assert free.at_best["f1"] >= unreachable.at_best["f1"]
+    assert free.at_best["f1"] >= strict.at_best["f1"]
