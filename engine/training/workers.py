@@ -8,8 +8,8 @@ from exactly the batches of an in-process run and resumes as exactly. ``workers=
 in-process path: ``step_batches`` then yields no batches and the trainer draws its own.
 
 Arrays travel as tensors (torch moves them through shared memory instead of pickling them
-through a pipe) and come back as the same arrays, bit for bit. Workers are forked on Linux and
-inherit the trainer's photo pools without copying them; they never touch the networks.
+through a pipe) and come back as the same arrays, bit for bit. Workers are spawned (see
+``WORKER_START``) and get a pickled copy of the trainer; they never touch the networks.
 """
 
 from __future__ import annotations
@@ -23,6 +23,11 @@ from torch.utils.data import DataLoader, Dataset
 from engine.training.trainers import Trainer
 
 PREFETCH_PER_WORKER = 2  # batches each worker keeps ready ahead of the training step
+# Workers start fresh ("spawn") rather than forked: a fork copies the parent's OpenCV / OpenMP
+# thread pools in whatever state they are, and a forked worker's first degradation then hung
+# waiting on a lock no thread of its own holds (seen in the full test suite, after other tests had
+# used those pools). A spawned worker receives the trainer pickled (photo pools included) once.
+WORKER_START = "spawn"
 
 
 def to_shared(value: Any) -> Any:
@@ -72,7 +77,8 @@ def step_batches(trainer: Trainer, start: int, total: int, workers: int) -> Iter
             yield step, None
         return
     loader = DataLoader(StepData(trainer), batch_size=None, sampler=range(start, total), num_workers=workers,
-                        collate_fn=to_shared, worker_init_fn=_init_worker, prefetch_factor=PREFETCH_PER_WORKER)
+                        collate_fn=to_shared, worker_init_fn=_init_worker, prefetch_factor=PREFETCH_PER_WORKER,
+                        multiprocessing_context=WORKER_START)
     batches = iter(loader)
     try:
         for step in range(start, total):
