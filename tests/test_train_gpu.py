@@ -220,3 +220,22 @@ def test_fp16_runs_the_networks_in_half_and_keeps_everything_else_float32(tmp_pa
     metrics = detector.step(0)
     assert np.isfinite(metrics["focal"])
     assert all(v.dtype == torch.float32 for v in detector.nets["U_ema"].state_dict().values() if v.is_floating_point())
+
+
+def test_worker_loaders_leave_the_sigchld_handler_as_they_found_it(photos):
+    """PyTorch's DataLoader installs a SIGCHLD handler for its workers; it must not outlive them
+    (a later killed subprocess crashed the whole test process through it)."""
+    import signal
+
+    from engine.training.config import CONFIGS
+    from engine.training.data import PhotoPool
+    from engine.training.trainers import VAETrainer
+    from engine.training.workers import step_batches
+
+    before = signal.getsignal(signal.SIGCHLD)
+    rng = np.random.default_rng(0)
+    pool = PhotoPool([rng.integers(0, 255, (96, 96, 3), np.uint8) for _ in range(2)])
+    trainer = VAETrainer(CONFIGS["tiny"], torch.device("cpu"), pool, None, "B")
+    batches = [batch for _, batch in step_batches(trainer, 0, 2, workers=1)]
+    assert len(batches) == 2 and all(b is not None for b in batches)
+    assert signal.getsignal(signal.SIGCHLD) == before

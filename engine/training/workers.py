@@ -76,6 +76,7 @@ def step_batches(trainer: Trainer, start: int, total: int, workers: int) -> Iter
         for step in range(start, total):
             yield step, None
         return
+    restore_sigchld = _sigchld_keeper()
     loader = DataLoader(StepData(trainer), batch_size=None, sampler=range(start, total), num_workers=workers,
                         collate_fn=to_shared, worker_init_fn=_init_worker, prefetch_factor=PREFETCH_PER_WORKER,
                         multiprocessing_context=WORKER_START)
@@ -85,3 +86,25 @@ def step_batches(trainer: Trainer, start: int, total: int, workers: int) -> Iter
             yield step, from_shared(next(batches))
     finally:
         del batches  # shuts the worker processes down now, not at the next garbage collection
+        restore_sigchld()
+
+
+def _sigchld_keeper():
+    """A function that puts SIGCHLD back as it was before a DataLoader ran. PyTorch installs a
+    process-wide SIGCHLD handler for its workers and leaves it there; once they are gone, any
+    other child's exit (a subprocess the app or a test runs) still went through it, and the test
+    suite crashed with a segmentation fault when such a child was killed. The next DataLoader
+    installs it again."""
+    import signal
+
+    from torch.utils.data._utils import signal_handling
+
+    if not hasattr(signal, "SIGCHLD"):  # Windows: no handler is installed
+        return lambda: None
+    previous = signal.getsignal(signal.SIGCHLD)
+
+    def restore() -> None:
+        signal.signal(signal.SIGCHLD, previous if previous is not None else signal.SIG_DFL)
+        signal_handling._SIGCHLD_handler_set = False
+
+    return restore
