@@ -101,11 +101,10 @@ def test_a_run_can_start_from_another_runs_detector(tmp_path):
         init_from_run(wider, tmp_path / "a")
 
 
-def test_a_shipped_detector_is_calibrated_on_real_damage_and_keeps_the_other_networks(tmp_path):
-    from engine.core.detection import OFFICIAL_THRESHOLD
-    from engine.models.checkpoints import ModelBank, SafetensorsSource
-    from engine.training.ship_detector import mean_scores, ship_detector
 
+def run_and_weights(tmp_path: Path) -> tuple[LabelledPool, Path]:
+    """A labelled set, a 3-step tiny detector run in ``tmp_path/run`` and a weights folder (a card
+    at the photo's own detection scale, no networks) to ship it into."""
     labelled = LabelledPool.from_manifest(labelled_set(tmp_path), tmp_path / "data")
     trainer = DetectorTrainer(CONFIGS["tiny"], torch.device("cpu"), clean_pool())
     for step in range(3):
@@ -115,6 +114,15 @@ def test_a_shipped_detector_is_calibrated_on_real_damage_and_keeps_the_other_net
     weights = tmp_path / "weights"
     weights.mkdir()
     (weights / "model.json").write_text(json.dumps({"name": "w", "detection_scale": "auto", "networks": {}}))
+    return labelled, weights
+
+
+def test_a_shipped_detector_is_calibrated_on_real_damage_and_keeps_the_other_networks(tmp_path):
+    from engine.core.detection import OFFICIAL_THRESHOLD
+    from engine.models.checkpoints import ModelBank, SafetensorsSource
+    from engine.training.ship_detector import mean_scores, ship_detector
+
+    labelled, weights = run_and_weights(tmp_path)
     (weights / "other.txt").write_text("kept")
 
     card = ship_detector(tmp_path / "run", weights, tmp_path / "shipped", labelled)
@@ -166,15 +174,7 @@ def test_the_real_damage_threshold_keeps_the_synthetic_f1_near_its_best(tmp_path
     from engine.models.checkpoints import ModelBank, SafetensorsSource
     from engine.training.ship_detector import calibrate_on_real, ship_detector, synthetic_f1
 
-    labelled = LabelledPool.from_manifest(labelled_set(tmp_path), tmp_path / "data")
-    trainer = DetectorTrainer(CONFIGS["tiny"], torch.device("cpu"), clean_pool())
-    for step in range(3):
-        trainer.step(step)
-    (tmp_path / "run").mkdir()
-    save_checkpoint(trainer, tmp_path / "run", 3)
-    weights = tmp_path / "weights"
-    weights.mkdir()
-    (weights / "model.json").write_text(json.dumps({"name": "w", "detection_scale": "auto"}))
+    labelled, weights = run_and_weights(tmp_path)
     rng = np.random.default_rng(5)
     photos = [rng.random((64, 80, 3), dtype=np.float32) for _ in range(2)]
     card = ship_detector(tmp_path / "run", weights, tmp_path / "shipped", labelled, photos)
