@@ -7,6 +7,8 @@
 #   CONFIG=lite-real CORES=1 scripts/train_lite.sh detector   (the 16-channel detector continued with
 #       real damaged photos: bench/real_masks' calib split; starts from training-runs/lite/detector;
 #       CONFIG=lite-d8-real: the same for the 8-channel detector, from training-runs/lite-d8/detector)
+#   CORES=1 scripts/train_lite.sh refine   (the full-resolution refinement behind the shipped weights'
+#       chain, WEIGHTS=resources/weights/heirloom-lite-v1 by default; ship it with train export-refine)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -27,6 +29,7 @@ for stage in "${stages[@]}"; do
   extra=()
   [[ "$CONFIG" == *-real ]] && [ "$stage" = detector ] && \
     extra=(--real-masks bench/real_masks --init-from "${INIT_FROM:-training-runs/${CONFIG%-real}/detector}")
+  [ "$stage" = refine ] && extra=(--weights "${WEIGHTS:-resources/weights/heirloom-lite-v1}")
   "${PIN[@]}" $PY -m engine.cli.train train "$stage" --config "$CONFIG" --out "$RUNS/$stage" --device cpu "${resume[@]}" "${steps[@]}" "${extra[@]}" \
       >> "$RUNS/$stage.log" 2>&1 || { echo "stage $stage failed, see $RUNS/$stage.log"; exit 1; }
 done

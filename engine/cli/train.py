@@ -3,6 +3,8 @@
     train {vae-a,vae-b,mapping,detector,joint,face} --config lite|full|tiny|gpu --out DIR [--resume] [--steps N]
           [--device ...] [--clean DIR ...] [--old DIR ...] [--vae-a RUN] [--vae-b RUN] [--seed N]
           [--minutes M] [--amp off|bf16|fp16] [--workers N]
+    train refine --weights DIR --out RUN [--config lite]   (the full-resolution refinement behind DIR's chain)
+    train export-refine --run RUN --dest DIR [--weights DIR]   (DIR's copy with the refinement added)
     train export --runs DIR --dest DIR [--name NAME]     (DIR holds vae-a/, vae-b/, mapping/, detector/,
                                                           and optionally joint/ and face/)
     train recipe --config gpu --out DIR --minutes 10 --device cuda --amp bf16 --workers N [--with joint face]
@@ -32,7 +34,9 @@ from engine.training.calibrate import calibrate_detector
 from engine.training.config import CONFIGS
 from engine.training.data import PhotoPool, list_photos, load_small, split_holdout
 from engine.training.labelled import LabelledPool
+from engine.training.refine_train import RefineTrainer
 from engine.training.ship_detector import ship_detector
+from engine.training.ship_refine import ship_refine
 from engine.store.weights import default_dir
 from engine.training.face_data import training_faces
 from engine.training.face_train import FaceTrainer
@@ -50,13 +54,16 @@ SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 STAGES = ("vae-a", "vae-b", "mapping", "detector")  # the paper's stages: export needs all four
 # ours; when a run exists, export takes the restoration networks from joint/ and adds face_256 from face/
 OPTIONAL_STAGES = ("joint", "face")
+# trained behind the chain of a finished weights folder (--weights), shipped into a copy of it (export-refine)
+REFINE_STAGE = "refine"
 RECIPE_ORDER = ("vae-b", "vae-a", "mapping", "detector", "joint", "face")  # each after the runs it builds on
 FACE_CACHE = "faces_256.npz"  # the face stage's aligned training faces, cached in its run folder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="train a stage of the networks, or export trained weights")
-    t.add_argument("stage", choices=STAGES + OPTIONAL_STAGES + ("export", "export-detector", "recipe"))
+    t.add_argument("stage", choices=STAGES + OPTIONAL_STAGES + (REFINE_STAGE, "export", "export-detector",
+                                                                   "export-refine", "recipe"))
     t.add_argument("--config", choices=sorted(CONFIGS), default="lite")
     t.add_argument("--out", type=Path, help="run folder (checkpoint, metrics.jsonl, samples/)")
     t.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
@@ -77,8 +84,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(manifest.json + <stem>_mask.png, e.g. bench/real_masks); its calib split is trained on")
     t.add_argument("--data-root", type=Path, default=SHARED_DATA, help="where the labelled set's photo paths start")
     t.add_argument("--run", type=Path, help="export-detector: the detector run to ship")
-    t.add_argument("--weights", type=Path, help="export-detector: the weights folder whose other networks "
-                   "are kept (default: Heirloom's own)")
+    t.add_argument("--weights", type=Path, help="export-detector / export-refine: the weights folder whose other "
+                   "networks are kept; refine: the weights whose chain it trains behind (default: Heirloom's own)")
     t.add_argument("--init-from", type=Path, help="start a new run from another run's checkpoint (same stage)")
     t.add_argument("--vae-a", type=Path, help="trained vae-a run (default: <out>/../vae-a)")
     t.add_argument("--vae-b", type=Path, help="trained vae-b run (default: <out>/../vae-b)")
@@ -101,6 +108,8 @@ def build_trainer(stage: str, config_name: str, device: torch.device, args: argp
         return FaceTrainer(config, device, faces, args.seed)
     crop = config.stage(stage).crop
     clean = PhotoPool.from_folders(args.clean, config.image_cache_side, crop)
+    if stage == REFINE_STAGE:
+        return RefineTrainer(config, device, clean, args.weights or default_dir(), args.seed)
     if stage == "vae-a":
         old = PhotoPool.from_folders(args.old, config.image_cache_side, crop, holdout=False)
         return VAETrainer(config, device, clean, old, "A", args.seed)
@@ -222,6 +231,15 @@ def export_detector(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def export_refine(args: argparse.Namespace, out: TextIO) -> int:
+    """A weights folder with the run's refinement behind the chain it trained with, strength refitted."""
+    weights = args.weights or default_dir()
+    card = ship_refine(args.run, weights, args.dest, calibration_photos(args.clean, count=64))
+    print(f"exported the refinement of {args.run} (step {card['steps']['refine']}) into {args.dest}, behind "
+          f"{weights}; default strength {card.get('default_strength')}", file=out)
+    return 0
+
+
 @dataclass
 class StageResult:
     code: int  # exit code
@@ -326,6 +344,15 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return 2
         try:
             return export_detector(args, out)
+        except (FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
+            print(f"error: {exc}", file=err)
+            return 1
+    if args.stage == "export-refine":
+        if not args.run or not args.dest:
+            print("error: export-refine needs --run and --dest", file=err)
+            return 2
+        try:
+            return export_refine(args, out)
         except (FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
             print(f"error: {exc}", file=err)
             return 1

@@ -1,7 +1,8 @@
 """Heirloom's restoration pipeline: photo (+ optional user mask) -> restored photo of the same size.
 
 Stages: scratch detection (scratch/HR modes) -> merge with the user's mask -> global restoration
-in latent space (quality, scratch or HR patch attention) -> face refinement (when the weights have
+in latent space (quality, scratch or HR patch attention) -> full-resolution refinement (when the
+weights have one; ``engine.core.refinement``) -> face refinement (when the weights have
 the face generator, or when asked for; see ``engine.core.faces.stage``) -> result.
 
 Where the official stage 1 harms the photo we do better (the official behaviour stays available,
@@ -44,6 +45,7 @@ from engine.core.faces.stage import (
 )
 from engine.core.fast import FAST, PRECISION_NAME, FastUnavailable, fast_bank
 from engine.core.plan import Tile, parse_tile, plan_restore
+from engine.core.refinement import has_refinement, refine
 from engine.core.strength import apply_strength
 from engine.core.tone import apply_output_tone, tone_for
 from engine.core.translation import (
@@ -173,6 +175,7 @@ class RestoreResult:
     face_protection: FaceProtection | None = None  # what face protection did to the detected mask (None: no detection)
     detection_scale: DetectionScale | None = None  # the scale detection ran at (None: no detection)
     tone: str = "model"  # the output tone applied (engine.core.tone.tone_for): model, photo, predicted, match-input
+    refined: bool = False  # the weights' full-resolution refinement ran (engine.core.refinement)
 
 
 def as_float_rgb(image: np.ndarray) -> np.ndarray:
@@ -235,6 +238,8 @@ class Restorer:
             require_detector()
         for name in required_networks(options, has_user_mask):
             self.bank.get(name)
+        if has_refinement(self.bank):
+            self.bank.get("refine")
         if face_net is not None and options.faces:
             self.bank.get(face_net)
 
@@ -273,7 +278,11 @@ class Restorer:
         if mode.uses_mask:
             mask_t, _ = pad_to_multiple(torch.from_numpy(holes.astype(np.float32))[None, None], multiple)
         plan = plan_restore(self.bank, options, mode, x.shape[-2], x.shape[-1], self.device)
+        refining = has_refinement(self.bank)
         stage_progress = global_progress.sub(restore_start, 1.0 - restore_start)
+        if refining:  # the refinement costs about a tenth of the chain
+            refine_progress = stage_progress.sub(0.9, 0.1)
+            stage_progress = stage_progress.sub(0.0, 0.9)
         networks, fast_note = self._fast_networks(options, mode, plan.tile)
         if plan.tile is None:
             generated = translate(networks, x, mask_t, mode, stage_progress, precision=plan.precision,
@@ -292,6 +301,15 @@ class Restorer:
             del mask_t
             tone = tone_for(self.bank.source.output_tone(), options.correct_fading)
             generated = self._anchor_tone(generated[:1, :, :h, :w].float(), x[:1, :, :h, :w], original, holes, tone)
+            if refining:
+                progress.check()
+                t1 = time.perf_counter()
+                holes_t = None if holes is None else torch.from_numpy(holes)[None, None]
+                generated = refine(self.bank, generated, x[:1, :, :h, :w], holes_t, plan.network_budget,
+                                   plan.precision, refine_progress)
+                # its output gets the same tone as the chain's: the network is trained blind to global tone
+                generated = self._anchor_tone(generated, x[:1, :, :h, :w], original, holes, tone)
+                timings["refinement"] = time.perf_counter() - t1
             del x
             generated = generated[0].add_(1.0).mul_(0.5).clamp_(0.0, 1.0)
             result = generated.permute(1, 2, 0).contiguous().cpu().numpy()
@@ -302,7 +320,8 @@ class Restorer:
         out = RestoreResult(np.ascontiguousarray(result), mode, holes, detected, timings, tiling, strength=strength,
                             brushed=user_mask is not None,
                             face_protection=policy.face_protection if policy is not None else None,
-                            detection_scale=policy.scale if policy is not None else None, tone=tone)
+                            detection_scale=policy.scale if policy is not None else None, tone=tone,
+                            refined=refining)
         if options.correct_fading and tone != "predicted":
             out.warnings.append("correct fading changes nothing with these weights: they set the tone themselves"
                                 if tone == "model" else

@@ -398,6 +398,8 @@ class PhotoProcessor:
         brushed, from_file = result.brushed, mask_file is not None
         source = self.restorer.bank.source
         networks = required_networks(cfg.options, brushed)
+        if result.refined:
+            networks.append("refine")
         if result.faces is not None and result.faces.refined:
             networks.append(result.faces.network)
         return provenance.build_record(

@@ -168,6 +168,8 @@ class OfficialSource(WeightSource):
                                   "global_checkpoints.zip or the folder it unzips to")
 
     def _member(self, spec: NetworkSpec) -> str | None:
+        if spec.manifest is None:  # Heirloom's own networks are never in an official archive
+            return None
         suffix = manifest_for(spec).path_in_zip.removeprefix("checkpoints/")
         hits = sorted(m for m in self._members if m == suffix or m.endswith("/" + suffix))
         return hits[0] if hits else None

@@ -22,6 +22,7 @@ from engine.models.networks.mapping import (
     QualityMapping,
     ScratchMapping,
 )
+from engine.models.networks.refine import RECEPTIVE_RADIUS, SPATIAL_MULTIPLE, RefineNet
 from engine.models.networks.unet import ScratchUNet
 from engine.models.networks.vae import VAEGenerator
 
@@ -86,6 +87,9 @@ PATCH_MAPPING_TRAITS = replace(MAPPING_TRAITS, spatial_multiple=8, attention=Att
 # Four stride-2 downsamplings; BatchNorm on stored statistics, so tiles need only a halo (128: tiled =
 # untiled to 1e-7, measured). Runs in float32 (no autocast).
 DETECTOR_TRAITS = NetworkTraits(spatial_multiple=16, halo=128, feather=16, precisions=FLOAT32_ONLY)
+# Heirloom's full-resolution refinement (no norms: tiles with its receptive radius as halo are exact);
+# live maps: the head's and fuse's full-resolution maps plus the 7-channel input, measured ~5.
+REFINE_TRAITS = NetworkTraits(spatial_multiple=SPATIAL_MULTIPLE, halo=RECEPTIVE_RADIUS, feather=4, live_maps=6)
 # Face generators see fixed-size aligned face crops (load_size): never padded or tiled; float32.
 FACE_TRAITS = NetworkTraits(precisions=FLOAT32_ONLY)
 
@@ -93,7 +97,7 @@ FACE_TRAITS = NetworkTraits(precisions=FLOAT32_ONLY)
 @dataclass(frozen=True)
 class NetworkSpec:
     name: str  # e.g. "VAE_A_quality"
-    manifest: str  # key in manifests/official.json
+    manifest: str | None  # key in manifests/official.json (None: ours only, no official checkpoint)
     build: Callable[..., nn.Module]  # keyword arguments: width etc. (none = official shapes)
     purpose: str
     traits: NetworkTraits
@@ -124,7 +128,13 @@ FACE_NETWORKS: tuple[NetworkSpec, ...] = (
                 "SPADE face generator, 512x512 faces for --HR (FaceSR_512)", FACE_TRAITS),
 )
 
-BY_NAME = {spec.name: spec for spec in GLOBAL_NETWORKS + FACE_NETWORKS}
+# Heirloom's own networks with no official counterpart: optional parts of our weights folders (a
+# folder without them restores as before).
+OWN_NETWORKS: tuple[NetworkSpec, ...] = (
+    NetworkSpec("refine", None, RefineNet, "full-resolution refinement after the latent chain", REFINE_TRAITS),
+)
+
+BY_NAME = {spec.name: spec for spec in GLOBAL_NETWORKS + FACE_NETWORKS + OWN_NETWORKS}
 
 
 @dataclass(frozen=True)
@@ -160,11 +170,19 @@ def manifests() -> dict[str, Manifest]:
 def manifest_for(spec: NetworkSpec, kwargs: dict | None = None) -> Manifest:
     """The official layout, or for other hyper-parameters (our lite weights) the layout of the
     network those parameters build."""
+    if spec.manifest is None:  # ours only: the layout its hyper-parameters (or defaults) build
+        state = spec.build(**(kwargs or {})).state_dict()
+        args = ", ".join(f"{k}={v}" for k, v in sorted((kwargs or {}).items()))
+        return Manifest(spec.name, f"{spec.purpose} ({args})", "raw_state_dict", None, "", _tensor_specs(state))
     if not kwargs:
         return manifests()[spec.manifest]
     state = spec.build(**kwargs).state_dict()
     official = manifests()[spec.manifest]
-    tensors = tuple(TensorSpec(k, tuple(v.shape), str(v.dtype).removeprefix("torch."), k.endswith("num_batches_tracked"))
-                    for k, v in state.items())
     args = ", ".join(f"{k}={v}" for k, v in sorted(kwargs.items()))
-    return Manifest(spec.manifest, f"{official.title} ({args})", "raw_state_dict", None, official.path_in_zip, tensors)
+    return Manifest(spec.manifest, f"{official.title} ({args})", "raw_state_dict", None, official.path_in_zip,
+                    _tensor_specs(state))
+
+
+def _tensor_specs(state: dict[str, torch.Tensor]) -> tuple[TensorSpec, ...]:
+    return tuple(TensorSpec(k, tuple(v.shape), str(v.dtype).removeprefix("torch."), k.endswith("num_batches_tracked"))
+                 for k, v in state.items())

@@ -37,7 +37,7 @@ from engine.models.checkpoints import (
     WeightSource,
     save_state_dicts,
 )
-from engine.models.registry import BY_NAME, FACE_NETWORKS, GLOBAL_NETWORKS
+from engine.models.registry import BY_NAME, FACE_NETWORKS, GLOBAL_NETWORKS, OWN_NETWORKS
 from engine.store.paths import user_data_dir
 from engine.store.weights import PROFILE_PREFIX, WeightsNotFound, validate_source
 
@@ -220,7 +220,7 @@ def save_profile(name: str, base: WeightSource, tuned: Mapping[str, Mapping[str,
     try:
         save_state_dicts(staging, tuned)
         kept = []
-        for spec in GLOBAL_NETWORKS + FACE_NETWORKS:
+        for spec in GLOBAL_NETWORKS + FACE_NETWORKS + OWN_NETWORKS:
             if spec.name in tuned or not base.has(spec):
                 continue
             dest = staging / f"{spec.name}.safetensors"

@@ -27,6 +27,7 @@ from engine.models.checkpoints import (
 from engine.models.registry import (
     FACE_NETWORKS,
     GLOBAL_NETWORKS,
+    OWN_NETWORKS,
     NetworkSpec,
     manifest_for,
 )
@@ -80,10 +81,12 @@ def _problems(source: WeightSource, specs) -> list[str]:
 
 
 def validate_source(source: WeightSource, require_all: bool = True) -> list[str]:
-    """Read and check every Global network file; returns the problems (empty = all good).
-    Without ``require_all`` an absent optional network (HR) is not a problem."""
+    """Read and check every Global network file, and Heirloom's own networks (the refinement) where
+    present; returns the problems (empty = all good). Without ``require_all`` an absent optional
+    network (HR) is not a problem."""
     return _problems(source, [spec for spec in GLOBAL_NETWORKS
-                              if require_all or spec.name not in OPTIONAL_NETWORKS or source.has(spec)])
+                              if require_all or spec.name not in OPTIONAL_NETWORKS or source.has(spec)]
+                     + [spec for spec in OWN_NETWORKS if source.has(spec)])
 
 
 def validate_faces(source: WeightSource) -> list[str]:

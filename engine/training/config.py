@@ -19,6 +19,7 @@ class Architecture:
     detector_width_log2: int = 6
     face_ngf: int = 64  # face generator base width (official 64)
     face_spade_hidden: int = 128  # its SPADE hidden width (official 128)
+    refine_width: int = 16  # the full-resolution refinement's first width (ours; no official counterpart)
 
     def network_kwargs(self) -> dict[str, dict]:
         """Constructor arguments per registry network name (empty = official defaults)."""
@@ -32,6 +33,7 @@ class Architecture:
             "mapping_Patch_Attention": {"width": self.mapping_width, "latent": self.vae_channels},
             "detector": {"width_log2": self.detector_width_log2},
             "face_256": {"ngf": self.face_ngf, "spade_hidden": self.face_spade_hidden},
+            "refine": {"width": self.refine_width},
         }
 
 
@@ -106,6 +108,7 @@ CONFIGS: dict[str, TrainConfig] = {
                           loss=LossWeights(recon=0.0, raw=10.0))
            for s in ("vae-a", "vae-b", "mapping", "detector", "joint")},
         "face": StageConfig(crop=256, batch=4, steps=100_000, ckpt_every=1000, sample_every=2000, loss=_FACE_LOSS),
+        "refine": StageConfig(crop=256, batch=4, steps=100_000, ckpt_every=1000, sample_every=2000),
     }, image_cache_side=1024),
     "lite": TrainConfig("lite", Architecture(vae_channels=32, mapping_width=128, mapping_blocks=3, nl_blocks=2,
                                              detector_width_log2=4, face_ngf=16, face_spade_hidden=16), {
@@ -122,11 +125,13 @@ CONFIGS: dict[str, TrainConfig] = {
         # (batch 2: on one core a step of 4 faces takes 2.3x as long as one of 2)
         "face": StageConfig(crop=256, batch=2, steps=1000, lr=5e-4, ckpt_every=50, sample_every=100, log_every=5,
                             loss=_FACE_LOSS),
+        # the full-resolution refinement behind the shipped chain (engine.training.refine_train), one core
+        "refine": StageConfig(crop=128, batch=8, steps=20000, lr=5e-4, ckpt_every=100, sample_every=500, log_every=10),
     }, output_tone="predicted"),
     "tiny": TrainConfig("tiny", Architecture(vae_channels=8, mapping_width=16, mapping_blocks=1, nl_blocks=1,
-                                             detector_width_log2=2, face_ngf=2, face_spade_hidden=4), {
+                                             detector_width_log2=2, face_ngf=2, face_spade_hidden=4, refine_width=4), {
         **{s: StageConfig(crop=64, batch=2, steps=4, ckpt_every=2, sample_every=2, log_every=1)
-           for s in ("vae-a", "vae-b", "mapping", "joint")},
+           for s in ("vae-a", "vae-b", "mapping", "joint", "refine")},
         "detector": StageConfig(crop=64, batch=2, steps=4, ckpt_every=2, sample_every=2, log_every=1,
                                 realistic_damage=0.5, text_negatives=0.5),
         "face": StageConfig(crop=256, batch=2, steps=4, ckpt_every=2, sample_every=2, log_every=1, loss=_FACE_LOSS),
@@ -168,4 +173,5 @@ CONFIGS["gpu"] = TrainConfig("gpu", Architecture(vae_channels=64, mapping_width=
     "joint": replace(_GPU_STAGE, lr=1e-4, loss=CONFIGS["lite"].stage("joint").loss),
     "face": replace(CONFIGS["lite"].stage("face"), batch=8, steps=100_000, ckpt_every=500, sample_every=1000,
                     log_every=20),
+    "refine": replace(_GPU_STAGE, lr=2e-4),
 }, image_cache_side=768, output_tone="predicted")

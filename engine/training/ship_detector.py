@@ -14,10 +14,7 @@ benchmark's held-out ones (those are never tuned on) and score differently in ab
 
 from __future__ import annotations
 
-import json
 import math
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,11 +24,11 @@ import torch
 from engine.core.detection import OFFICIAL_THRESHOLD, scratch_probability
 from engine.core.metrics import detection_scores, tolerant_precision_recall
 from engine.degradation.degrade import degrade
-from engine.io.durable import sha256_file
-from engine.models.checkpoints import ModelBank, SafetensorsSource, save_state_dicts
+from engine.models.checkpoints import ModelBank, SafetensorsSource
 from engine.training.calibrate import BIAS_KEY, calibrate_detector
 from engine.training.config import CONFIGS
 from engine.training.labelled import LabelledPool
+from engine.training.weights_copy import put_network, read_card, staged_copy
 
 TOLERANCE_PX = 3.0  # the real-damage benchmark's tolerance (bench/eval_detection.py)
 THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(2, 19))  # 0.10 .. 0.90
@@ -109,26 +106,17 @@ def ship_detector(run: Path, weights: Path, dest: Path, labelled: LabelledPool |
     average, calibrated on ``labelled`` keeping the synthetic F1 on ``synthetic_photos`` at the floor
     (without ``labelled``: calibrated on synthetic damage over ``synthetic_photos`` alone).
     Returns the new card. ``dest`` must not exist; it appears complete or not at all."""
-    dest = Path(dest)
-    if dest.exists():
-        raise FileExistsError(f"{dest} already exists; choose a new folder for the weights")
     state = torch.load(Path(run) / "checkpoint.pt", map_location="cpu", weights_only=True)
     if state["stage"] != "detector":
         raise ValueError(f"{run} is a {state['stage']} run, not a detector run")
     detector = dict(state["nets"].get("U_ema", state["nets"]["U"]))
     width_log2 = CONFIGS[state["config"]].arch.detector_width_log2
-    card = json.loads((Path(weights) / SafetensorsSource.CARD).read_text(encoding="utf-8"))
+    card = read_card(weights)
     card.setdefault("networks", {})["detector"] = {"width_log2": width_log2}
     card.setdefault("steps", {})["detector"] = int(state["step"])
     card["detector_run"] = {"config": state["config"], "steps": int(state["step"])}
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        for item in Path(weights).iterdir():
-            if item.is_file() and item.name != "detector.safetensors":
-                shutil.copy2(item, staging / item.name)
-        save_state_dicts(staging, {"detector": detector})
-        (staging / SafetensorsSource.CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
+    with staged_copy(weights, dest, ("detector",)) as staging:
+        put_network(staging, card, "detector", detector)
         if labelled is not None:
             calibration = calibrate_on_real(ModelBank(SafetensorsSource(staging), torch.device("cpu")), labelled,
                                             synthetic_photos)
@@ -139,11 +127,5 @@ def ship_detector(run: Path, weights: Path, dest: Path, labelled: LabelledPool |
                 raise ValueError("calibrating on synthetic damage needs photos")
             detector, synthetic = calibrate_detector(detector, width_log2, synthetic_photos)
             card["detector_calibration"] = synthetic.to_json()
-        save_state_dicts(staging, {"detector": detector})
-        card.setdefault("files", {})["detector.safetensors"] = sha256_file(staging / "detector.safetensors")
-        (staging / SafetensorsSource.CARD).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
-        staging.rename(dest)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        put_network(staging, card, "detector", detector)
     return card

@@ -1,0 +1,79 @@
+"""Full-resolution refinement after the latent chain (Heirloom's own; the official path has none).
+
+Why: the latent chain works at a quarter of the photo's resolution through narrow VAEs, so what it
+returns is soft: where nothing is damaged it loses grain-free detail the photo still has, and where
+the detector missed a crack it paints the crack back. The refinement sees, at the photo's own
+resolution, the photo (holes filled white, as the chain saw it), the chain's tone-anchored output
+and the hole mask, and predicts a residual on a *composite* start: the chain's content inside
+the holes, the photo everywhere else. With a zero residual it therefore returns the photo with
+its holes filled, never a blur; what it learns is to remove grain, blur and the damage no mask
+marked, and to blend the hole fills into their surroundings.
+
+No normalisation layers: every output pixel depends only on a fixed neighbourhood (radius
+``RECEPTIVE_RADIUS`` px), so tiles with that much context equal the untiled result exactly.
+Shape: a small U-Net, two stride-2 steps, the residual blocks at a quarter of the resolution
+(where the receptive field is cheap), ~15 k multiply-adds per pixel at width 16.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SPATIAL_MULTIPLE = 4  # two stride-2 steps
+# 3 full-resolution 3x3 convolutions, 2 at half resolution (x2), 1 + 2 * blocks at a quarter (x4), plus
+# the bilinear upsamplings' reach: 3 + 4 + 28 + 2 + 4 = 41 px for three blocks (tests/test_refine.py
+# measures it); rounded up to a multiple of the stride with margin
+RECEPTIVE_RADIUS = 48
+
+
+def _act() -> nn.LeakyReLU:
+    return nn.LeakyReLU(0.2, inplace=True)
+
+
+class _Residual(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), _act(),
+                                  nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class RefineNet(nn.Module):
+    """(photo, restored, holes) -> refined, each (N,C,H,W): photo and restored 3 channels in [-1, 1],
+    holes 1 channel, 1 = hole. H and W must be multiples of ``SPATIAL_MULTIPLE``."""
+
+    def __init__(self, width: int = 16, blocks: int = 3) -> None:
+        super().__init__()
+        w1, w2, w3 = width, 2 * width, 3 * width
+        self.head = nn.Sequential(nn.Conv2d(7, w1, 3, padding=1), _act())
+        self.down1 = nn.Sequential(nn.Conv2d(w1, w2, 3, stride=2, padding=1), _act())
+        self.down2 = nn.Sequential(nn.Conv2d(w2, w3, 3, stride=2, padding=1), _act())
+        self.body = nn.Sequential(*[_Residual(w3) for _ in range(blocks)])
+        self.up2 = nn.Conv2d(w3, w2, 1)
+        self.fuse2 = nn.Sequential(nn.Conv2d(w2, w2, 3, padding=1), _act())
+        self.up1 = nn.Conv2d(w2, w1, 1)
+        self.fuse1 = nn.Sequential(nn.Conv2d(w1, w1, 3, padding=1), _act())
+        self.tail = nn.Conv2d(w1, 3, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)  # starts as the composite: training moves away from a safe output
+        nn.init.zeros_(self.tail.bias)
+
+    @staticmethod
+    def composite(photo: torch.Tensor, restored: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
+        """The start the residual is added to: the restoration in the holes, the photo elsewhere."""
+        return torch.lerp(photo, restored, holes.to(photo.dtype))
+
+    def forward(self, photo: torch.Tensor, restored: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
+        h, w = photo.shape[-2:]
+        if h % SPATIAL_MULTIPLE or w % SPATIAL_MULTIPLE:
+            raise ValueError(f"the refinement needs sides that are multiples of {SPATIAL_MULTIPLE}, got {w}x{h}")
+        holes = holes.to(photo.dtype)
+        full = self.head(torch.cat([photo, restored, holes], 1))
+        half = self.down1(full)
+        quarter = self.body(self.down2(half))
+        half = self.fuse2(half + F.interpolate(self.up2(quarter), scale_factor=2, mode="bilinear", align_corners=False))
+        full = self.fuse1(full + F.interpolate(self.up1(half), scale_factor=2, mode="bilinear", align_corners=False))
+        return self.composite(photo, restored, holes) + self.tail(full)
