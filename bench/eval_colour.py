@@ -100,10 +100,11 @@ class TwoTones(Restorer):
     output with the --correct-fading tone: the networks run once for both settings (half the time
     of this benchmark on a CPU). ``measure`` checks it against a real second restore (``check``)."""
 
-    def _anchor_tone(self, generated, network_input, original, holes, tone):
-        self.corrected = super()._anchor_tone(generated.clone(), network_input, original, holes,
-                                              tone_for(self.bank.source.output_tone(), True))
-        return super()._anchor_tone(generated, network_input, original, holes, tone)
+    def _finish(self, generated, network_input, original, holes, tone, refine_progress, plan, timings):
+        # the refinement (if the weights have one) runs once per tone: it sees the toned chain output
+        self.corrected = super()._finish(generated.clone(), network_input, original, holes,
+                                         tone_for(self.bank.source.output_tone(), True), refine_progress, plan, {})
+        return super()._finish(generated, network_input, original, holes, tone, refine_progress, plan, timings)
 
     def restore_both(self, photo: np.ndarray, options: RestoreOptions, user_mask: np.ndarray | None = None):
         """(default result, --correct-fading image, its tone). Not for weights with a face stage: the

@@ -110,8 +110,8 @@ class RecipeSource(WeightSource):
         self.faces = faces
         self.label = "recipe"
 
-    def has(self, spec: NetworkSpec) -> bool:
-        return self.faces or spec.name not in FACE_FILES
+    def has(self, spec: NetworkSpec) -> bool:  # official networks only: no refinement of ours
+        return spec.name in RECIPE_FILES and (self.faces or spec.name not in FACE_FILES)
 
     def state_dict(self, spec: NetworkSpec) -> dict[str, torch.Tensor]:
         state = recipe_state(RECIPE_FILES[spec.name][0], self.salts.get(spec.name, ""))

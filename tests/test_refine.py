@@ -162,3 +162,28 @@ def test_a_profile_tuned_from_refined_weights_keeps_their_refinement(tmp_path, m
     kept = SafetensorsSource(profile.folder)
     assert kept.has(BY_NAME["refine"]) and kept.network_kwargs(BY_NAME["refine"]) == {"width": 4}
     assert Restorer(ModelBank(kept, CPU)).restore(np.zeros((32, 32, 3), np.uint8), RestoreOptions(faces=False)).refined
+
+
+def test_the_benchmarks_two_tone_shortcut_refines_each_tone(tmp_path):
+    """bench/eval_colour.TwoTones runs the chain once for both tones; with a refinement, each tone
+    must be refined on its own, exactly as a real --correct-fading restore does."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from eval_colour import TwoTones
+
+    folder = add_refine(make_tiny_weights(tmp_path / "w", output_tone="predicted"))
+    card = json.loads((folder / "model.json").read_text())
+    card["tone_predictor"] = json.loads((Path(__file__).resolve().parents[1] / "resources" / "weights"
+                                         / "heirloom-lite-v1" / "model.json").read_text())["tone_predictor"]
+    (folder / "model.json").write_text(json.dumps(card))
+    photo = np.random.default_rng(2).integers(0, 255, (48, 64, 3), np.uint8)
+    photo[..., 2] //= 2  # a colour cast, so the two tones differ
+    restorer = TwoTones(ModelBank(SafetensorsSource(folder), CPU))
+    options = RestoreOptions(faces=False, strength=1.0)
+    result, corrected, _ = restorer.restore_both(photo, options)
+    real = Restorer.restore(restorer, photo, RestoreOptions(faces=False, strength=1.0, correct_fading=True))
+    assert result.refined and real.refined
+    assert np.abs(real.image - corrected).max() < 1e-5
+    assert np.abs(result.image - corrected).max() > 1e-3

@@ -300,16 +300,8 @@ class Restorer:
         with torch.inference_mode():  # in place where possible: each copy of a 24 MP photo is 288 MB
             del mask_t
             tone = tone_for(self.bank.source.output_tone(), options.correct_fading)
-            generated = self._anchor_tone(generated[:1, :, :h, :w].float(), x[:1, :, :h, :w], original, holes, tone)
-            if refining:
-                progress.check()
-                t1 = time.perf_counter()
-                holes_t = None if holes is None else torch.from_numpy(holes)[None, None]
-                generated = refine(self.bank, generated, x[:1, :, :h, :w], holes_t, plan.network_budget,
-                                   plan.precision, refine_progress)
-                # its output gets the same tone as the chain's: the network is trained blind to global tone
-                generated = self._anchor_tone(generated, x[:1, :, :h, :w], original, holes, tone)
-                timings["refinement"] = time.perf_counter() - t1
+            generated = self._finish(generated[:1, :, :h, :w].float(), x[:1, :, :h, :w], original, holes, tone,
+                                     refine_progress if refining else None, plan, timings)
             del x
             generated = generated[0].add_(1.0).mul_(0.5).clamp_(0.0, 1.0)
             result = generated.permute(1, 2, 0).contiguous().cpu().numpy()
@@ -350,6 +342,25 @@ class Restorer:
             return fast_bank(self.bank, mode), None
         except FastUnavailable as exc:
             return self.bank, str(exc)
+
+    def _finish(self, generated: torch.Tensor, network_input: torch.Tensor, original: np.ndarray,
+                holes: np.ndarray | None, tone: str, refine_progress: Progress | None, plan,
+                timings: dict[str, float]) -> torch.Tensor:
+        """The chain's output (1,3,H,W) in [-1, 1] with ``tone`` (``_anchor_tone``), then, when
+        ``refine_progress`` is given (the weights have a refinement), refined at full resolution
+        (engine.core.refinement) and anchored to the same tone again: the refinement is trained
+        blind to global tone."""
+        generated = self._anchor_tone(generated, network_input, original, holes, tone)
+        if refine_progress is None:
+            return generated
+        refine_progress.check()
+        t0 = time.perf_counter()
+        holes_t = None if holes is None else torch.from_numpy(holes)[None, None]
+        generated = refine(self.bank, generated, network_input, holes_t, plan.network_budget, plan.precision,
+                           refine_progress)
+        generated = self._anchor_tone(generated, network_input, original, holes, tone)
+        timings["refinement"] = timings.get("refinement", 0.0) + time.perf_counter() - t0
+        return generated
 
     def _anchor_tone(self, generated: torch.Tensor, network_input: torch.Tensor, original: np.ndarray,
                      holes: np.ndarray | None, tone: str) -> torch.Tensor:

@@ -88,8 +88,9 @@ PATCH_MAPPING_TRAITS = replace(MAPPING_TRAITS, spatial_multiple=8, attention=Att
 # untiled to 1e-7, measured). Runs in float32 (no autocast).
 DETECTOR_TRAITS = NetworkTraits(spatial_multiple=16, halo=128, feather=16, precisions=FLOAT32_ONLY)
 # Heirloom's full-resolution refinement (no norms: tiles with its receptive radius as halo are exact);
-# live maps: the head's and fuse's full-resolution maps plus the 7-channel input, measured ~5.
-REFINE_TRAITS = NetworkTraits(spatial_multiple=SPATIAL_MULTIPLE, halo=RECEPTIVE_RADIUS, feather=4, live_maps=6)
+# live maps, in maps of its widest (3 x width, quarter resolution) channels per full-resolution pixel:
+# ~4 full-resolution maps of width channels, 2 of 2 x width at half and 4 at a quarter ~ 1.8; 2 with margin.
+REFINE_TRAITS = NetworkTraits(spatial_multiple=SPATIAL_MULTIPLE, halo=RECEPTIVE_RADIUS, feather=4, live_maps=2)
 # Face generators see fixed-size aligned face crops (load_size): never padded or tiled; float32.
 FACE_TRAITS = NetworkTraits(precisions=FLOAT32_ONLY)
 
