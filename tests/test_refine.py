@@ -13,7 +13,7 @@ from engine.core.pipeline import RestoreOptions, Restorer
 from engine.core.refinement import refine
 from engine.core.strength import apply_strength
 from engine.models.checkpoints import CheckpointError, ModelBank, SafetensorsSource, save_state_dicts
-from engine.models.networks.refine import RECEPTIVE_RADIUS, RefineNet
+from engine.models.networks.refine import RECEPTIVE_RADIUS, START_BLEND, RefineNet
 from engine.models.registry import BY_NAME
 from engine.training.refine_train import refine_loss
 from engine.training.ship_refine import ship_refine
@@ -45,11 +45,11 @@ def images(h: int, w: int, seed: int = 0):
     return photo, restored, holes
 
 
-def test_a_fresh_refinement_returns_the_photo_with_its_holes_filled():
+def test_a_fresh_refinement_returns_the_fixed_blend_with_its_holes_filled():
     photo, restored, holes = images(32, 48)
     out = RefineNet(width=4)(photo, restored, holes)
-    expected = torch.where(holes > 0, restored, photo)
-    assert torch.equal(out, expected)
+    expected = torch.where(holes > 0, restored, START_BLEND * restored + (1 - START_BLEND) * photo)
+    assert torch.allclose(out, expected, atol=1e-6)
 
 
 def test_the_receptive_radius_covers_what_one_pixel_changes():
@@ -73,7 +73,7 @@ def test_tiled_refinement_equals_untiled_at_any_size(tmp_path):
     tiled = refine(bank, restored, photo, holes, tile=48)
     assert whole.shape == (1, 3, 150, 203)
     assert torch.allclose(whole, tiled, atol=1e-5)
-    assert not torch.allclose(whole, torch.where(holes > 0, restored, photo), atol=1e-3)  # it did something
+    assert not torch.allclose(whole, RefineNet.blend(photo, restored, holes), atol=1e-3)  # it did something
 
 
 def test_the_pipeline_runs_the_refinement_when_the_weights_have_one(tmp_path):
@@ -129,7 +129,7 @@ def test_the_train_command_trains_a_refinement_and_ships_it_behind_its_chain(tmp
     assert train_main(["train", "refine", "--config", "tiny", "--out", str(run), "--steps", "3", *common]) == 0
     assert (run / "checkpoint.pt").is_file() and (run / "samples").is_dir()
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert metrics[-1]["step"] == 3 and {"l1", "ssim", "l1_chain", "l1_composite"} <= set(metrics[-1])
+    assert metrics[-1]["step"] == 3 and {"l1", "ssim", "l1_chain", "l1_start"} <= set(metrics[-1])
     assert train_main(["train", "refine", "--config", "tiny", "--out", str(run), "--steps", "4", "--resume",
                        *common]) == 0
     dest = tmp_path / "shipped"

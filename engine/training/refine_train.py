@@ -143,10 +143,10 @@ class RefineTrainer(Trainer):
         loss, metrics = refine_loss(refined, clean)
         self.optimise("R", loss)
         self.update_average()
-        with torch.no_grad():  # how far the start (composite) and the chain alone are from the target
+        with torch.no_grad():  # how far the start (the fixed blend) and the chain alone are from the target
             metrics["l1_chain"] = (match_tone(restored, clean) - clean).abs().mean().item()
-            metrics["l1_composite"] = (match_tone(RefineNet.composite(photo, restored, holes), clean) - clean
-                                       ).abs().mean().item()
+            metrics["l1_start"] = (match_tone(RefineNet.blend(photo, restored, holes), clean) - clean
+                                   ).abs().mean().item()
         self._last = (to_images(photo), to_images(restored), to_images(refined), clean_np)
         return {"loss": loss.item(), **metrics, "holes": holes.mean().item()}
 

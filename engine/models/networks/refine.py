@@ -4,10 +4,12 @@ Why: the latent chain works at a quarter of the photo's resolution through narro
 returns is soft: where nothing is damaged it loses grain-free detail the photo still has, and where
 the detector missed a crack it paints the crack back. The refinement sees, at the photo's own
 resolution, the photo (holes filled white, as the chain saw it), the chain's tone-anchored output
-and the hole mask, and predicts a residual on a *composite* start: the chain's content inside
-the holes, the photo everywhere else. With a zero residual it therefore returns the photo with
-its holes filled, never a blur; what it learns is to remove grain, blur and the damage no mask
-marked, and to blend the hole fills into their surroundings.
+and the hole mask, and predicts two things: a per-pixel *blend* (how much of the chain to take
+over the photo; 1 inside the holes, where the photo has nothing) and a residual on that blend. It
+starts as the blend the lite weights shipped with before (``START_BLEND`` of the chain, the holes
+filled, no residual), so a short run starts from a known output; what it learns is where to trust
+the chain (grain, blur, and the damage no mask marked), where to keep the photo's detail, and
+what neither has.
 
 No normalisation layers: every output pixel depends only on a fixed neighbourhood (radius
 ``RECEPTIVE_RADIUS`` px), so tiles with that much context equal the untiled result exactly.
@@ -16,6 +18,8 @@ Shape: a small U-Net, two stride-2 steps, the residual blocks at a quarter of th
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +30,7 @@ SPATIAL_MULTIPLE = 4  # two stride-2 steps
 # the bilinear upsamplings' reach: 3 + 4 + 28 + 2 + 4 = 41 px for three blocks (tests/test_refine.py
 # measures it); rounded up to a multiple of the stride with margin
 RECEPTIVE_RADIUS = 48
+START_BLEND = 0.4  # the lite weights' fitted fixed strength before the refinement existed
 
 
 def _act() -> nn.LeakyReLU:
@@ -57,14 +62,17 @@ class RefineNet(nn.Module):
         self.fuse2 = nn.Sequential(nn.Conv2d(w2, w2, 3, padding=1), _act())
         self.up1 = nn.Conv2d(w2, w1, 1)
         self.fuse1 = nn.Sequential(nn.Conv2d(w1, w1, 3, padding=1), _act())
-        self.tail = nn.Conv2d(w1, 3, 3, padding=1)
-        nn.init.zeros_(self.tail.weight)  # starts as the composite: training moves away from a safe output
+        self.tail = nn.Conv2d(w1, 4, 3, padding=1)  # a residual (3) and the blend's logit (1)
+        nn.init.zeros_(self.tail.weight)  # starts as the fixed blend: training moves away from a known output
         nn.init.zeros_(self.tail.bias)
+        nn.init.constant_(self.tail.bias[3:], math.log(START_BLEND / (1 - START_BLEND)))
 
     @staticmethod
-    def composite(photo: torch.Tensor, restored: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
-        """The start the residual is added to: the restoration in the holes, the photo elsewhere."""
-        return torch.lerp(photo, restored, holes.to(photo.dtype))
+    def blend(photo: torch.Tensor, restored: torch.Tensor, holes: torch.Tensor,
+              share: torch.Tensor | float = START_BLEND) -> torch.Tensor:
+        """``share`` of the restoration over the photo, all of it in the holes."""
+        holes = holes.to(photo.dtype)
+        return torch.lerp(photo, restored, holes + (1 - holes) * share)
 
     def forward(self, photo: torch.Tensor, restored: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
         h, w = photo.shape[-2:]
@@ -76,4 +84,5 @@ class RefineNet(nn.Module):
         quarter = self.body(self.down2(half))
         half = self.fuse2(half + F.interpolate(self.up2(quarter), scale_factor=2, mode="bilinear", align_corners=False))
         full = self.fuse1(full + F.interpolate(self.up1(half), scale_factor=2, mode="bilinear", align_corners=False))
-        return self.composite(photo, restored, holes) + self.tail(full)
+        out = self.tail(full)
+        return self.blend(photo, restored, holes, torch.sigmoid(out[:, 3:])) + out[:, :3]
