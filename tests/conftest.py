@@ -212,11 +212,6 @@ def official_zip(tmp_path_factory) -> Path:
     return write_official_zip(tmp_path_factory.mktemp("weights") / "global_checkpoints.zip")
 
 
-@pytest.fixture(scope="session")
-def face_zip(tmp_path_factory) -> Path:
-    return write_face_zip(tmp_path_factory.mktemp("face_weights") / "face_checkpoints.zip")
-
-
 @pytest.fixture
 def content_hashes(monkeypatch) -> list[tuple[str, object]]:
     """Every content digest (engine.io.durable's ``sha256_file`` and ``sha256_bytes``) computed from now
