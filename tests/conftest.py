@@ -200,13 +200,16 @@ class QuietServer(http.server.ThreadingHTTPServer):
 
 
 @pytest.fixture(scope="session")
-def official_zip(tmp_path_factory) -> Path:
-    return write_official_zip(tmp_path_factory.mktemp("weights") / "global_checkpoints.zip")
+def training_photos(tmp_path_factory) -> tuple[Path, Path]:
+    """Small generated 'clean' and 'old' photo folders for the training tests (read, never written)."""
+    from tiny_weights import make_training_photos
+
+    return make_training_photos(tmp_path_factory.mktemp("training-photos"))
 
 
 @pytest.fixture(scope="session")
-def face_zip(tmp_path_factory) -> Path:
-    return write_face_zip(tmp_path_factory.mktemp("face_weights") / "face_checkpoints.zip")
+def official_zip(tmp_path_factory) -> Path:
+    return write_official_zip(tmp_path_factory.mktemp("weights") / "global_checkpoints.zip")
 
 
 @pytest.fixture

@@ -47,11 +47,20 @@ def tiny_weights(folder, calibrated: bool = True):
     return bank
 
 
+@pytest.fixture(scope="module")
+def calibrated(tmp_path_factory) -> ModelBank:
+    """One calibrated tiny bank for the tests that pass its self-check at RANDOM_NET_DB: each mode is
+    converted once per bank (seconds per network), so the quality conversion the first test makes
+    is the one the pipeline test then restores with. A test that needs its own conversion (another
+    threshold) makes its own bank."""
+    return tiny_weights(tmp_path_factory.mktemp("calibrated"))
+
+
 @pytest.mark.parametrize("mode", [Mode.QUALITY, Mode.SCRATCH])
-def test_fast_networks_are_int8_and_close_to_float32(tmp_path, mode, monkeypatch):
+def test_fast_networks_are_int8_and_close_to_float32(calibrated, mode, monkeypatch):
     pytest.importorskip("openvino")
     monkeypatch.setattr(fast, "SELF_CHECK_PSNR", RANDOM_NET_DB)
-    bank = tiny_weights(tmp_path)
+    bank = calibrated
     nets = fast.fast_bank(bank, mode)
     assert nets.self_check_psnr >= RANDOM_NET_DB
     assert fast.fast_bank(bank, mode) is nets  # converted once per bank and mode
@@ -62,10 +71,10 @@ def test_fast_networks_are_int8_and_close_to_float32(tmp_path, mode, monkeypatch
     assert RANDOM_NET_DB <= fast.psnr(exact, reduced) < 100.0  # close, but really reduced (not float32 run twice)
 
 
-def test_pipeline_records_the_precision_actually_used(tmp_path, monkeypatch):
+def test_pipeline_records_the_precision_actually_used(calibrated, monkeypatch):
     pytest.importorskip("openvino")
     monkeypatch.setattr(fast, "SELF_CHECK_PSNR", RANDOM_NET_DB)
-    restorer = Restorer(tiny_weights(tmp_path))
+    restorer = Restorer(calibrated)
     photo = np.random.default_rng(0).random((40, 44, 3), dtype=np.float32)
     result = restorer.restore(photo, RestoreOptions(precision="fast", faces=False, strength=1.0))
     assert result.tiling["precision"] == fast.PRECISION_NAME and not result.warnings

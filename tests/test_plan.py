@@ -16,6 +16,7 @@ from conftest import ROOT, bank_for
 import engine.core.plan as plan
 from engine.core import pipeline
 from engine.core.detection import (
+    NO_DETECTION,
     detection_short_side,
     network_size,
     parse_detection_scale,
@@ -84,7 +85,8 @@ def test_padding_follows_the_descriptor(restorer, monkeypatch):
     monkeypatch.setattr(pipeline, "translate", record)
     mask = np.zeros((37, 53), bool)
     mask[10:12, 5:40] = True
-    options = RestoreOptions(hr=True, tile="off", faces=False)
+    # the mask is given and final (no detector run: it costs seconds at 256 px and pads nothing)
+    options = RestoreOptions(hr=True, tile="off", faces=False, detection_scale=NO_DETECTION)
     restorer.restore(np.full((37, 53, 3), 0.5, np.float32), options, user_mask=mask)
     with_traits(monkeypatch, "mapping_Patch_Attention", spatial_multiple=4)
     restorer.restore(np.full((37, 53, 3), 0.5, np.float32), options, user_mask=mask)

@@ -160,9 +160,10 @@ def test_the_train_command_continues_a_detector_on_real_damage_and_ships_it(tmp_
     weights = tmp_path / "weights"
     weights.mkdir()
     (weights / "model.json").write_text(json.dumps({"name": "w", "detection_scale": "auto"}))
+    # --clean: the synthetic-damage guard runs on these small photos (the shared set's default: ~10 s)
     assert train_main(["train", "export-detector", "--run", str(tmp_path / "real"), "--weights", str(weights),
                        "--dest", str(tmp_path / "shipped"), "--real-masks", str(masks),
-                       "--data-root", str(tmp_path / "data")]) == 0
+                       "--data-root", str(tmp_path / "data"), "--clean", str(clean)]) == 0
     assert "real calib split" in capsys.readouterr().out
     assert (tmp_path / "shipped" / "detector.safetensors").is_file()
     assert train_main(["train", "export-detector", "--run", str(tmp_path / "real")]) == 2

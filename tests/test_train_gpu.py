@@ -32,22 +32,6 @@ from engine.training.trainers import DetectorTrainer, MappingTrainer, Trainer, V
 from engine.training.workers import step_batches
 
 
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> tuple[Path, Path]:
-    """Small generated 'clean' and 'old' photo folders (as tests/test_training.py's)."""
-    base = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for kind in ("clean", "old"):
-        (base / kind).mkdir()
-        for i in range(12):
-            yy, xx = np.mgrid[0:80, 0:96] / 96
-            img = np.stack([np.sin(xx * (i + 2)), np.cos(yy * (i + 3)), xx * yy], axis=2) * 0.4 + 0.5
-            img = img + rng.normal(0, 0.03, img.shape)
-            if kind == "old":
-                img = img.mean(axis=2, keepdims=True) * np.array([1.0, 0.9, 0.7])
-            Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(base / kind / f"{i:02d}.png")
-    return base / "clean", base / "old"
-
 
 def pools(photos) -> tuple[PhotoPool, PhotoPool]:
     clean, old = photos
@@ -55,10 +39,10 @@ def pools(photos) -> tuple[PhotoPool, PhotoPool]:
     return PhotoPool.from_folders([clean], side, 64), PhotoPool.from_folders([old], side, 64, holdout=False)
 
 
-def test_recipe_script_trains_every_stage_into_one_folder_within_its_budget(tmp_path, photos):
+def test_recipe_script_trains_every_stage_into_one_folder_within_its_budget(tmp_path, training_photos):
     """The whole recipe on the CPU, with a data worker and a budget so small that every stage
     stops after the one step a run always takes: all of it lands in OUT, and the weights restore."""
-    clean, old = photos
+    clean, old = training_photos
     out = tmp_path / "gpu-run"
     env = {**os.environ, "CONFIG": "tiny", "DEVICE": "cpu", "MINUTES": "0.0001", "WORKERS": "1", "OUT": str(out),
            "CLEAN": str(clean), "OLD": str(old), "PY": sys.executable}
@@ -130,8 +114,8 @@ def test_budget_stops_before_a_step_that_would_end_too_late_and_resume_continues
     assert torch.load(tmp_path / CHECKPOINT, weights_only=True)["step"] == 4
 
 
-def test_minutes_flag_ends_a_stage_with_a_checkpoint_and_exit_code_0(tmp_path, photos, capsys):
-    clean, _ = photos
+def test_minutes_flag_ends_a_stage_with_a_checkpoint_and_exit_code_0(tmp_path, training_photos, capsys):
+    clean, _ = training_photos
     out = tmp_path / "run"
     assert train_main(["train", "vae-b", "--config", "tiny", "--out", str(out), "--device", "cpu",
                        "--clean", str(clean), "--minutes", "0.00001"]) == 0
@@ -150,8 +134,8 @@ def arrays_equal(a, b) -> bool:
     return a == b
 
 
-def test_worker_batches_are_exactly_the_in_process_batches(photos):
-    clean, old = pools(photos)
+def test_worker_batches_are_exactly_the_in_process_batches(training_photos):
+    clean, old = pools(training_photos)
     config, cpu = CONFIGS["tiny"], torch.device("cpu")
     vae_a = VAETrainer(config, cpu, clean, old, "A", seed=3)
     from engine.models.networks.vae import VAEGenerator
@@ -167,8 +151,8 @@ def test_worker_batches_are_exactly_the_in_process_batches(photos):
     assert [b for _, b in step_batches(vae_a, 0, 2, workers=0)] == [None, None]  # in-process: trainer draws
 
 
-def test_training_with_workers_gives_the_same_networks(tmp_path, photos):
-    clean, old = photos
+def test_training_with_workers_gives_the_same_networks(tmp_path, training_photos):
+    clean, old = training_photos
     common = ["--config", "tiny", "--device", "cpu", "--clean", str(clean), "--old", str(old), "--steps", "3"]
     assert train_main(["train", "vae-a", "--out", str(tmp_path / "here"), *common]) == 0
     assert train_main(["train", "vae-a", "--out", str(tmp_path / "workers"), "--workers", "1", *common]) == 0
@@ -179,8 +163,8 @@ def test_training_with_workers_gives_the_same_networks(tmp_path, photos):
             assert torch.equal(b["nets"][net][key], tensor), (net, key)
 
 
-def test_amp_is_refused_on_the_cpu(tmp_path, photos, capsys):
-    clean, _ = photos
+def test_amp_is_refused_on_the_cpu(tmp_path, training_photos, capsys):
+    clean, _ = training_photos
     assert train_main(["train", "vae-b", "--config", "tiny", "--out", str(tmp_path / "r"), "--device", "cpu",
                        "--clean", str(clean), "--amp", "bf16"]) == 2
     assert "for CUDA devices" in capsys.readouterr().err
@@ -189,12 +173,12 @@ def test_amp_is_refused_on_the_cpu(tmp_path, photos, capsys):
         MixedPrecision(torch.device("cpu"), "fp16")
 
 
-def test_fp16_runs_the_networks_in_half_and_keeps_everything_else_float32(tmp_path, photos, monkeypatch):
+def test_fp16_runs_the_networks_in_half_and_keeps_everything_else_float32(tmp_path, training_photos, monkeypatch):
     """CPU autocast stands in for CUDA's (the CPU is refused only because it is slow there): the
     forward passes run in float16, losses come back float32, the weights, their average and the
     checkpoint stay float32, and each optimiser's loss scale is checkpointed and restored."""
     monkeypatch.setattr(amp_module, "check_mode", lambda device, mode: None)
-    clean, old = pools(photos)
+    clean, old = pools(training_photos)
     cpu = torch.device("cpu")
     trainer = VAETrainer(CONFIGS["tiny"], cpu, clean, old, "A")  # G, an image D and a latent DL
     trainer.amp = MixedPrecision(cpu, "fp16")
@@ -222,7 +206,7 @@ def test_fp16_runs_the_networks_in_half_and_keeps_everything_else_float32(tmp_pa
     assert all(v.dtype == torch.float32 for v in detector.nets["U_ema"].state_dict().values() if v.is_floating_point())
 
 
-def test_worker_loaders_leave_the_sigchld_handler_as_they_found_it(photos):
+def test_worker_loaders_leave_the_sigchld_handler_as_they_found_it(training_photos):
     """PyTorch's DataLoader installs a SIGCHLD handler for its workers; it must not outlive them
     (a later killed subprocess crashed the whole test process through it)."""
     import signal

@@ -17,26 +17,11 @@ from conftest import ROOT
 from PIL import Image
 from safetensors.torch import load_file
 
+from engine.cli.app import build_parser
 from engine.cli.app import main as cli_main
+from engine.cli.train import calibration_photos
 from engine.cli.train import main as train_main
 from engine.training.losses import focal_loss
-
-
-@pytest.fixture(scope="module")
-def photos(tmp_path_factory) -> tuple[Path, Path]:
-    """Two small folders of generated 'clean' and 'old' photos (fast to load)."""
-    base = tmp_path_factory.mktemp("data")
-    rng = np.random.default_rng(0)
-    for kind in ("clean", "old"):
-        (base / kind).mkdir()
-        for i in range(12):
-            yy, xx = np.mgrid[0:80, 0:96] / 96
-            img = np.stack([np.sin(xx * (i + 2)), np.cos(yy * (i + 3)), xx * yy], axis=2) * 0.4 + 0.5
-            img = img + rng.normal(0, 0.03, img.shape)
-            if kind == "old":
-                img = img.mean(axis=2, keepdims=True) * np.array([1.0, 0.9, 0.7])
-            Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(base / kind / f"{i:02d}.png")
-    return base / "clean", base / "old"
 
 
 def train(stage: str, out: Path, photos, *extra: str) -> int:
@@ -49,14 +34,17 @@ def metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_all_stages_train_and_export_weights_the_pipeline_uses(tmp_path, photos):
+def test_all_stages_train_and_export_weights_the_pipeline_uses(tmp_path, training_photos):
     runs = tmp_path / "runs"
     for stage in ("vae-a", "vae-b", "mapping", "detector"):
-        assert train(stage, runs / stage, photos) == 0, stage
+        assert train(stage, runs / stage, training_photos) == 0, stage
         assert (runs / stage / "checkpoint.pt").exists()
         assert list((runs / stage / "samples").glob("step_*.png"))
     dest = tmp_path / "weights"
-    assert train_main(["train", "export", "--runs", str(runs), "--dest", str(dest)]) == 0
+    # --clean: the detector calibration and strength fit at export run on these small photos (seconds; on
+    # the default, the shared set's 384 px photos, minutes: that default is checked below)
+    clean = str(training_photos[0])
+    assert train_main(["train", "export", "--runs", str(runs), "--dest", str(dest), "--clean", clean]) == 0
     card = json.loads((dest / "model.json").read_text())
     assert set(card["files"]) == {f"{n}.safetensors" for n in ("VAE_A_quality", "VAE_B_quality", "VAE_B_scratch",
                                                                "mapping_quality", "mapping_scratch", "detector")}
@@ -66,6 +54,9 @@ def test_all_stages_train_and_export_weights_the_pipeline_uses(tmp_path, photos)
     assert card["strength_fit"]["samples"] > 0 and "predicted" in card["strength_fit"]
     from engine.models.predictors import StrengthPredictor
     StrengthPredictor.from_json(card["strength_predictor"])  # loads
+    # without --clean, export calibrates on the shared training photos: that default is there and readable
+    default_clean = build_parser().parse_args(["train", "export"]).clean
+    assert len(calibration_photos(default_clean, count=2, side=64)) == 2
     photo = tmp_path / "p.png"
     Image.fromarray(np.full((40, 52, 3), 120, np.uint8)).save(photo)
     out = io.StringIO()
@@ -74,9 +65,9 @@ def test_all_stages_train_and_export_weights_the_pipeline_uses(tmp_path, photos)
     assert Image.open(tmp_path / "o" / "p.png").size == (52, 40)
 
     # the optional end-to-end stage starts from those runs, and export then takes its chains
-    assert train("joint", runs / "joint", photos) == 0
+    assert train("joint", runs / "joint", training_photos) == 0
     joint_dest = tmp_path / "joint-weights"
-    assert train_main(["train", "export", "--runs", str(runs), "--dest", str(joint_dest)]) == 0
+    assert train_main(["train", "export", "--runs", str(runs), "--dest", str(joint_dest), "--clean", clean]) == 0
     joint_card = json.loads((joint_dest / "model.json").read_text())
     assert joint_card["steps"]["joint"] == 4 and "joint" not in card["steps"]
     files = {name: load_file(joint_dest / f"{name}.safetensors") for name in ("VAE_B_quality", "VAE_B_scratch")}
@@ -88,12 +79,12 @@ def test_all_stages_train_and_export_weights_the_pipeline_uses(tmp_path, photos)
                     out=out, err=io.StringIO()) == 0, out.getvalue()
 
 
-def test_resume_continues_exactly_where_it_stopped(tmp_path, photos):
+def test_resume_continues_exactly_where_it_stopped(tmp_path, training_photos):
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert train("vae-b", straight, photos, "--steps", "4") == 0
-    assert train("vae-b", split, photos, "--steps", "2") == 0
-    assert train("vae-b", split, photos, "--steps", "4") == 1  # refuses to overwrite without --resume
-    assert train("vae-b", split, photos, "--steps", "4", "--resume") == 0
+    assert train("vae-b", straight, training_photos, "--steps", "4") == 0
+    assert train("vae-b", split, training_photos, "--steps", "2") == 0
+    assert train("vae-b", split, training_photos, "--steps", "4") == 1  # refuses to overwrite without --resume
+    assert train("vae-b", split, training_photos, "--steps", "4", "--resume") == 0
     a = torch.load(straight / "checkpoint.pt", weights_only=True)
     b = torch.load(split / "checkpoint.pt", weights_only=True)
     assert a["step"] == b["step"] == 4
@@ -102,8 +93,8 @@ def test_resume_continues_exactly_where_it_stopped(tmp_path, photos):
     assert [m["step"] for m in metrics(split)] == [1, 2, 3, 4]
 
 
-def test_a_killed_run_resumes(tmp_path, photos):
-    clean, old = photos
+def test_a_killed_run_resumes(tmp_path, training_photos):
+    clean, old = training_photos
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "engine.cli.train", "train", "detector", "--config", "tiny", "--out", str(out),
            "--device", "cpu", "--clean", str(clean), "--steps", "400"]
@@ -116,14 +107,14 @@ def test_a_killed_run_resumes(tmp_path, photos):
     proc.wait()
     done = torch.load(out / "checkpoint.pt", weights_only=True)["step"]
     assert 0 < done < 400
-    assert train("detector", out, photos, "--steps", str(done + 2), "--resume") == 0
+    assert train("detector", out, training_photos, "--steps", str(done + 2), "--resume") == 0
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == done + 2
 
 
-def test_sigterm_stops_training_with_a_checkpoint(tmp_path, photos):
+def test_sigterm_stops_training_with_a_checkpoint(tmp_path, training_photos):
     import signal
 
-    clean, _ = photos
+    clean, _ = training_photos
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "engine.cli.train", "train", "vae-b", "--config", "tiny", "--out", str(out),
            "--device", "cpu", "--clean", str(clean), "--steps", "100000"]

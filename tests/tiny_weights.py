@@ -61,3 +61,20 @@ def make_photos(folder: Path, count: int = 4, size: tuple[int, int] = (80, 96), 
             img = img.mean(axis=2, keepdims=True) * np.array([1.0, 0.9, 0.7])
         Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(folder / f"{i:02d}.png")
     return folder
+
+
+def make_training_photos(base: Path, count: int = 12, size: tuple[int, int] = (80, 96)) -> tuple[Path, Path]:
+    """``base/clean`` and ``base/old``: small generated 'clean' photos and faded 'old' ones for the
+    training stages (fast to load; every tenth is held out, so twelve leave some to train on)."""
+    rng = np.random.default_rng(0)
+    h, w = size
+    for kind in ("clean", "old"):
+        (base / kind).mkdir(parents=True)
+        for i in range(count):
+            yy, xx = np.mgrid[0:h, 0:w] / w
+            img = np.stack([np.sin(xx * (i + 2)), np.cos(yy * (i + 3)), xx * yy], axis=2) * 0.4 + 0.5
+            img = img + rng.normal(0, 0.03, img.shape)
+            if kind == "old":
+                img = img.mean(axis=2, keepdims=True) * np.array([1.0, 0.9, 0.7])
+            Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(base / kind / f"{i:02d}.png")
+    return base / "clean", base / "old"
