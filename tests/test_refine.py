@@ -13,7 +13,7 @@ from engine.core.pipeline import RestoreOptions, Restorer
 from engine.core.refinement import refine
 from engine.core.strength import apply_strength
 from engine.models.checkpoints import CheckpointError, ModelBank, SafetensorsSource, save_state_dicts
-from engine.models.networks.refine import RECEPTIVE_RADIUS, START_BLEND, RefineNet
+from engine.models.networks.refine import START_BLEND, RefineNet
 from engine.models.registry import BY_NAME
 from engine.training.refine_train import refine_loss
 from engine.training.ship_refine import ship_refine
@@ -62,7 +62,8 @@ def test_the_receptive_radius_covers_what_one_pixel_changes():
         diff = (net(changed, restored, holes) - base).abs().amax((0, 1))
     ys, xs = torch.nonzero(diff > 0, as_tuple=True)
     reach = max((ys - 80).abs().max().item(), (xs - 80).abs().max().item())
-    assert 20 < reach <= RECEPTIVE_RADIUS - BY_NAME["refine"].traits.feather
+    traits = BY_NAME["refine"].traits
+    assert 20 < reach <= traits.halo - traits.feather
 
 
 def test_tiled_refinement_equals_untiled_at_any_size(tmp_path):

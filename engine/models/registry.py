@@ -22,7 +22,7 @@ from engine.models.networks.mapping import (
     QualityMapping,
     ScratchMapping,
 )
-from engine.models.networks.refine import RECEPTIVE_RADIUS, SPATIAL_MULTIPLE, RefineNet
+from engine.models.networks.refine import RefineNet
 from engine.models.networks.unet import ScratchUNet
 from engine.models.networks.vae import VAEGenerator
 
@@ -87,10 +87,13 @@ PATCH_MAPPING_TRAITS = replace(MAPPING_TRAITS, spatial_multiple=8, attention=Att
 # Four stride-2 downsamplings; BatchNorm on stored statistics, so tiles need only a halo (128: tiled =
 # untiled to 1e-7, measured). Runs in float32 (no autocast).
 DETECTOR_TRAITS = NetworkTraits(spatial_multiple=16, halo=128, feather=16, precisions=FLOAT32_ONLY)
-# Heirloom's full-resolution refinement (no norms: tiles with its receptive radius as halo are exact);
+# Heirloom's full-resolution refinement: two stride-2 steps (multiple 4); no norms, so tiles whose halo
+# covers its receptive radius are exact. The radius: 3 full-resolution 3x3 convolutions, 2 at half
+# resolution (x2), 1 + 2 * 3 blocks at a quarter (x4), plus the bilinear upsamplings' reach = 41 px
+# (tests/test_refine.py measures it); 48 with margin, and halo - feather must still cover it.
 # live maps, in maps of its widest (3 x width, quarter resolution) channels per full-resolution pixel:
 # ~4 full-resolution maps of width channels, 2 of 2 x width at half and 4 at a quarter ~ 1.8; 2 with margin.
-REFINE_TRAITS = NetworkTraits(spatial_multiple=SPATIAL_MULTIPLE, halo=RECEPTIVE_RADIUS, feather=4, live_maps=2)
+REFINE_TRAITS = NetworkTraits(spatial_multiple=4, halo=48, feather=4, live_maps=2)
 # Face generators see fixed-size aligned face crops (load_size): never padded or tiled; float32.
 FACE_TRAITS = NetworkTraits(precisions=FLOAT32_ONLY)
 

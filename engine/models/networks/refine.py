@@ -12,7 +12,7 @@ the chain (grain, blur, and the damage no mask marked), where to keep the photo'
 what neither has.
 
 No normalisation layers: every output pixel depends only on a fixed neighbourhood (radius
-``RECEPTIVE_RADIUS`` px), so tiles with that much context equal the untiled result exactly.
+the registry's halo), so tiles with that much context equal the untiled result exactly.
 Shape: a small U-Net, two stride-2 steps, the residual blocks at a quarter of the resolution
 (where the receptive field is cheap), ~15 k multiply-adds per pixel at width 16.
 """
@@ -25,11 +25,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SPATIAL_MULTIPLE = 4  # two stride-2 steps
-# 3 full-resolution 3x3 convolutions, 2 at half resolution (x2), 1 + 2 * blocks at a quarter (x4), plus
-# the bilinear upsamplings' reach: 3 + 4 + 28 + 2 + 4 = 41 px for three blocks (tests/test_refine.py
-# measures it); rounded up to a multiple of the stride with margin
-RECEPTIVE_RADIUS = 48
 START_BLEND = 0.4  # the lite weights' fitted fixed strength before the refinement existed
 
 
@@ -49,7 +44,8 @@ class _Residual(nn.Module):
 
 class RefineNet(nn.Module):
     """(photo, restored, holes) -> refined, each (N,C,H,W): photo and restored 3 channels in [-1, 1],
-    holes 1 channel, 1 = hole. H and W must be multiples of ``SPATIAL_MULTIPLE``."""
+    holes 1 channel, 1 = hole. H and W must be multiples of the two strides' 4 (the registry's
+    traits say so; ``engine.core.refinement`` pads to them)."""
 
     def __init__(self, width: int = 16, blocks: int = 3) -> None:
         super().__init__()
@@ -75,9 +71,6 @@ class RefineNet(nn.Module):
         return torch.lerp(photo, restored, holes + (1 - holes) * share)
 
     def forward(self, photo: torch.Tensor, restored: torch.Tensor, holes: torch.Tensor) -> torch.Tensor:
-        h, w = photo.shape[-2:]
-        if h % SPATIAL_MULTIPLE or w % SPATIAL_MULTIPLE:
-            raise ValueError(f"the refinement needs sides that are multiples of {SPATIAL_MULTIPLE}, got {w}x{h}")
         holes = holes.to(photo.dtype)
         full = self.head(torch.cat([photo, restored, holes], 1))
         half = self.down1(full)
