@@ -240,6 +240,9 @@ def export_refine(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+RUN_EXPORTS = {"export-detector": export_detector, "export-refine": export_refine}
+
+
 @dataclass
 class StageResult:
     code: int  # exit code
@@ -338,21 +341,12 @@ def recipe(args: argparse.Namespace, device: torch.device, amp: MixedPrecision, 
 
 def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     started = time.monotonic()  # a --minutes budget counts from here: loading photos is part of a stage
-    if args.stage == "export-detector":
+    if args.stage in RUN_EXPORTS:  # one run into a copy of a weights folder
         if not args.run or not args.dest:
-            print("error: export-detector needs --run and --dest", file=err)
+            print(f"error: {args.stage} needs --run and --dest", file=err)
             return 2
         try:
-            return export_detector(args, out)
-        except (FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
-            print(f"error: {exc}", file=err)
-            return 1
-    if args.stage == "export-refine":
-        if not args.run or not args.dest:
-            print("error: export-refine needs --run and --dest", file=err)
-            return 2
-        try:
-            return export_refine(args, out)
+            return RUN_EXPORTS[args.stage](args, out)
         except (FileNotFoundError, FileExistsError, ValueError, KeyError) as exc:
             print(f"error: {exc}", file=err)
             return 1
