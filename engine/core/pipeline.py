@@ -22,7 +22,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from engine.core.detection import (
     NO_DETECTION,
@@ -48,6 +47,7 @@ from engine.core.plan import Tile, parse_tile, plan_restore
 from engine.core.refinement import has_refinement, refine
 from engine.core.strength import apply_strength
 from engine.core.tone import apply_output_tone, tone_for
+from engine.core.tiling import pad_to_multiple
 from engine.core.translation import (
     NETWORKS,
     Mode,
@@ -199,17 +199,6 @@ def as_float_rgb(image: np.ndarray) -> np.ndarray:
     else:
         raise ValueError(f"unsupported channel count {out.shape[2]}")
     return np.ascontiguousarray(out)
-
-
-def pad_to_multiple(t: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Reflect-pad (N,C,H,W) on the bottom/right to multiples of ``multiple`` (replicate where the
-    image is too small to reflect). Returns the padded tensor and the original (H, W)."""
-    h, w = t.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph == 0 and pw == 0:
-        return t, (h, w)
-    mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(t, (0, pw, 0, ph), mode=mode), (h, w)
 
 
 def required_networks(options: RestoreOptions, has_user_mask: bool) -> list[str]:

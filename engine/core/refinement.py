@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from engine.core.tiling import TiledRunner, TileSpec
+from engine.core.tiling import TiledRunner, TileSpec, pad_to_multiple
 from engine.core.translation import autocast
 from engine.models.checkpoints import ModelBank
 from engine.models.registry import BY_NAME
@@ -38,12 +38,10 @@ def refine(bank: ModelBank, restored: torch.Tensor, photo: torch.Tensor, holes: 
     h, w = restored.shape[-2:]
     if holes is None:
         holes = torch.zeros((1, 1, h, w))
-    ph, pw = (-h) % traits.spatial_multiple, (-w) % traits.spatial_multiple
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        pad = (0, pw, 0, ph)
-        restored, photo = (torch.nn.functional.pad(t, pad, mode=mode) for t in (restored.cpu(), photo.cpu()))
-        holes = torch.nn.functional.pad(holes.cpu().float(), pad, mode=mode)
+    multiple = traits.spatial_multiple
+    restored, _ = pad_to_multiple(restored.cpu(), multiple)
+    photo, _ = pad_to_multiple(photo.cpu(), multiple)
+    holes, _ = pad_to_multiple(holes.cpu().float(), multiple)
 
     def run(restored_tile: torch.Tensor, photo_tile: torch.Tensor, holes_tile: torch.Tensor) -> torch.Tensor:
         with autocast(device, precision):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from engine.models.networks.blocks import SharedStatsInstanceNorm
@@ -35,6 +36,17 @@ from engine.models.registry import NetworkTraits
 from engine.progress import Progress
 
 Box = tuple[int, int, int, int]  # y0, y1, x0, x1 (end exclusive)
+
+
+def pad_to_multiple(t: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Reflect-pad (N,C,H,W) on the bottom/right to multiples of ``multiple`` (replicate where the
+    image is too small to reflect). Returns the padded tensor and the original (H, W)."""
+    h, w = t.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if ph == 0 and pw == 0:
+        return t, (h, w)
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(t, (0, pw, 0, ph), mode=mode), (h, w)
 
 
 class MemoryBudgetExceeded(MemoryError):
