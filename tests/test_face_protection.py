@@ -246,3 +246,27 @@ def test_the_restore_tabs_probability_is_zeroed_on_eyes_and_mouths_for_every_thr
     assert np.array_equal(protected[~region], probability[~region])
     unprotected, report = pipeline.detection_probability(None, np.zeros((128, 128, 3), np.uint8), 256, protect=False)
     assert unprotected is probability and report.reason == "off"
+
+
+def test_a_small_face_is_protected_whole_and_a_large_one_only_at_eyes_and_mouth(monkeypatch):
+    """A face a few pixels wide is a bright blob to the detector, marked whole: clearing only its
+    eyes and mouth left the rest to be filled, and restores blanked such faces in crowd scenes."""
+    from engine.core.faces.regions import SMALL_FACE_IOD, protected_regions
+
+    small = LANDMARKS / 5 + 60  # eyes 8 px apart: a face ~20 px wide, at (68-76, 70-78)
+    large = LANDMARKS  # eyes 40 px apart
+    assert np.linalg.norm(small[1] - small[0]) < SMALL_FACE_IOD <= np.linalg.norm(large[1] - large[0])
+    region = protected_regions((128, 128), [small])
+    nose = small[2].astype(int)
+    assert region[nose[1], nose[0]] and region[nose[1] - 8, nose[0]]  # nose and forehead too
+    assert not region[nose[1], nose[0] + 14] and not region[nose[1] + 20, nose[0]]  # not beyond the face
+    assert np.array_equal(protected_regions((128, 128), [large]), face_regions((128, 128), [large]))
+    probability = np.zeros((128, 128), np.float32)
+    probability[58:92, 64:84] = 1.0  # the detector took the whole small face for damage
+    monkeypatch.setattr(pipeline, "detect_scratches", lambda *_args: probability)
+    fake_faces(monkeypatch, [small])
+    holes, _, protection, _ = damage_mask(None, np.full((128, 128, 3), 0.5, np.float32),
+                                          RestoreOptions(scratch=True, detection_scale=256))
+    assert not holes[nose[1], nose[0]] and not (holes & region).any()
+    assert holes[58, 64] and holes[91, 83]  # corners outside the face ellipse stay damage
+    assert protection.cleared_px == int((region & (probability >= 0.4)).sum())
