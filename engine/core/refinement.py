@@ -17,7 +17,7 @@ from engine.models.registry import BY_NAME
 from engine.progress import Progress
 
 REFINE = "refine"
-REFINE_TILE = 1024  # core px; 1120 px boxes of 16-48 channel maps: ~0.5 GB at width 16
+REFINE_TILE = 1024  # core px (1120 px boxes with the halo); the memory budget splits tiles further when needed
 
 
 def has_refinement(bank: ModelBank) -> bool:
@@ -50,6 +50,5 @@ def refine(bank: ModelBank, restored: torch.Tensor, photo: torch.Tensor, holes: 
     widest = max(m.out_channels for m in network.modules() if isinstance(m, torch.nn.Conv2d))
     spec = TileSpec.for_network(traits, tile, traits.spatial_multiple, widest)
     runner = TiledRunner(run, network, spec, device, budget_bytes, max_first_batch=1)
-    refined = runner.run(restored.cpu().float(), [(photo.cpu().float(), 1.0), (holes.cpu().float(), 1.0)],
-                         progress=progress)
+    refined = runner.run(restored.float(), [(photo.float(), 1.0), (holes, 1.0)], progress=progress)
     return refined[..., :h, :w]
